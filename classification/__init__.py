@@ -1,0 +1,1 @@
+"""Stage 2: fine-tune MobileNetV2 as a binary "is this the celebrity" classifier, measure it honestly, scan huge image sets."""

@@ -1,0 +1,71 @@
+"""Safe file writing: atomic writes (temp file in the same folder, then rename) and safe file names.
+
+A crash or Ctrl-C mid-write leaves either the old file or the new one, never half a file; re-runs can then
+trust that any file that exists is complete.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically; parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_image(image, path: str | Path, **save_kwargs) -> Path:
+    """Save a PIL image atomically; the format follows the file suffix unless `format=` is given."""
+    path = Path(path)
+    fmt = save_kwargs.pop("format", None) or {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt or path.suffix.lstrip(".").upper(), **save_kwargs)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_csv_atomic(path: str | Path, rows: Iterable[Mapping], fieldnames: Sequence[str]) -> Path:
+    """Write dict rows as CSV atomically (missing keys become empty cells)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Read a CSV written by `write_csv_atomic`; a missing file reads as no rows."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """A safe, readable file or folder name: ASCII letters, digits, `_` and `-` only (no `..`, no `/`)."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+    return text[:max_len] or "unnamed"
