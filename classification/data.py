@@ -1,0 +1,229 @@
+"""Data for the "is this the celebrity?" classifier: face folders -> labelled rows -> seeded split -> DataLoaders.
+
+Input is stage 1's layout, `<faces_root>/<person_slug>/*.jpg`: the target's folder is the positive class, every
+other person's folder is the negative class. Entries whose name starts with `_` or `.` (such as `_rejected/`,
+`.ipynb_checkpoints/`) are ignored at every level.
+
+The split is stratified by label (each class is shuffled with the seed and cut into train/val/test separately,
+so every split sees both classes in the same proportion) and is written to `split.csv` next to the run, so
+evaluation and later runs use exactly the same photos.
+"""
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from scraping.files import read_csv, write_csv_atomic
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# The statistics MobileNetV2 was trained with on ImageNet; we normalise with them even for random init so that
+# switching `weights` never changes the input pipeline.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLIT_FIELDS = ["file", "person", "label", "split"]
+SPLITS = ("train", "val", "test")
+
+
+class FaceDataError(ValueError):
+    """The face folders cannot make a two-class problem (missing/empty class, too few photos)."""
+
+
+def is_hidden(name: str) -> bool:
+    """Names starting with `_` or `.` are bookkeeping (`_rejected/`, `.DS_Store`), never data."""
+    return name.startswith(("_", "."))
+
+
+def list_person_images(faces_root: str | Path) -> dict[str, list[Path]]:
+    """Map each person folder under `faces_root` to its image files (sorted; subfolders are not descended)."""
+    root = Path(faces_root)
+    if not root.is_dir():
+        raise FaceDataError(f"faces folder {root} does not exist (stage 1 writes data/faces/<person>/*.jpg)")
+    people: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
+        people[folder.name] = sorted(
+            f for f in folder.iterdir()
+            if f.is_file() and not is_hidden(f.name) and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+    return people
+
+
+def find_unreadable(paths: Sequence[Path]) -> list[Path]:
+    """Return the files PIL cannot fully decode. Face crops are small (~160 px), so a full decode is cheap."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.convert("RGB").load()
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            bad.append(path)
+    return bad
+
+
+@dataclass
+class FaceRows:
+    """Labelled face photos: `rows` has one dict per photo (file relative to the root, person, label 0/1)."""
+
+    root: Path
+    target: str
+    rows: list[dict]
+    unreadable: list[str]
+
+
+def collect_face_rows(faces_root: str | Path, target: str, min_per_class: int = 3) -> FaceRows:
+    """Label every readable photo: 1 for the `target` folder, 0 for all other people's folders.
+
+    Unreadable files are skipped with a warning and counted. Raises `FaceDataError` when the target folder is
+    missing or empty, when there are no other people, or when a class has fewer than `min_per_class` photos
+    (one each for train, val and test).
+    """
+    root = Path(faces_root)
+    people = list_person_images(root)
+    if target not in people:
+        known = ", ".join(people) or "none"
+        raise FaceDataError(f"target folder {root / target} is missing (person folders found: {known})")
+    others = [name for name in people if name != target]
+    if not others:
+        raise FaceDataError(f"only the target folder {target!r} exists under {root}: the negative class "
+                            "needs at least one other person's folder")
+    all_paths = [path for paths in people.values() for path in paths]
+    unreadable = set(find_unreadable(all_paths))
+    if unreadable:
+        warnings.warn(f"skipping {len(unreadable)} unreadable image(s) under {root}, e.g. "
+                      f"{sorted(unreadable)[0].relative_to(root)}", stacklevel=2)
+    rows = [
+        {"file": path.relative_to(root).as_posix(), "person": person, "label": int(person == target)}
+        for person, paths in people.items() for path in paths if path not in unreadable
+    ]
+    counts = Counter(row["label"] for row in rows)
+    for label, name in ((1, f"target {target!r}"), (0, "other people")):
+        if counts[label] == 0:
+            raise FaceDataError(f"class {name} has no readable images under {root}")
+        if counts[label] < min_per_class:
+            raise FaceDataError(f"class {name} has only {counts[label]} readable image(s) under {root}; need at "
+                                f"least {min_per_class} (one each for train, val and test)")
+    return FaceRows(root, target, rows, sorted(p.relative_to(root).as_posix() for p in unreadable))
+
+
+def stratified_split(rows: Sequence[dict], seed: int, val_fraction: float = 0.15,
+                     test_fraction: float = 0.15) -> list[dict]:
+    """Assign each row a `split` (train/val/test), separately per label so class proportions match.
+
+    Deterministic for a given seed and set of rows (rows are sorted by file first, so folder listing order does
+    not matter). Each class with at least 3 rows gets at least one row in every split.
+    """
+    out = []
+    for label in sorted({row["label"] for row in rows}):
+        group = sorted((dict(row) for row in rows if row["label"] == label), key=lambda row: row["file"])
+        random.Random(f"{seed}-{label}").shuffle(group)
+        n = len(group)
+        n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
+        n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
+        for index, row in enumerate(group):
+            row["split"] = "test" if index < n_test else "val" if index < n_test + n_val else "train"
+            out.append(row)
+    return sorted(out, key=lambda row: (row["split"], row["file"]))
+
+
+def write_split(rows: Sequence[dict], path: str | Path) -> Path:
+    """Record the split as CSV (`file, person, label, split`) so every later step reuses the same photos."""
+    return write_csv_atomic(path, rows, SPLIT_FIELDS)
+
+
+def read_split(path: str | Path) -> list[dict]:
+    """Read `split.csv` back (labels as ints)."""
+    rows = read_csv(path)
+    if not rows:
+        raise FileNotFoundError(f"split file {path} is missing or empty")
+    return [{**row, "label": int(row["label"])} for row in rows]
+
+
+def make_transforms(image_size: int, train: bool) -> Callable:
+    """Face-friendly preprocessing to a normalised `3 x image_size x image_size` tensor.
+
+    Training adds mild augmentation that keeps a face a face: horizontal flip (faces are roughly symmetric),
+    a small random crop (scale 0.8-1, near-square, because crops from stage 1 are tight squares) and small
+    colour jitter (photos differ in lighting and white balance). No vertical flips or big rotations.
+    """
+    from torchvision import transforms as T
+
+    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train:
+        return T.Compose([
+            T.RandomResizedCrop(image_size, scale=(0.8, 1.0), ratio=(0.9, 1.1)),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+            *normalise,
+        ])
+    return T.Compose([T.Resize(image_size), T.CenterCrop(image_size), *normalise])
+
+
+class FacePhotos(torch.utils.data.Dataset):
+    """Rows of `{file, label}` under `root` -> `(image tensor, float label, row index)`.
+
+    A file that fails to load (e.g. deleted or corrupted after the split was made) yields `None`, which
+    `collate_skipping_failed` drops, so one bad file never stops a run.
+    """
+
+    def __init__(self, root: str | Path, rows: Sequence[dict], transform: Callable):
+        self.root = Path(root)
+        self.rows = list(rows)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        row = self.rows[index]
+        try:
+            with Image.open(self.root / row["file"]) as image:
+                tensor = self.transform(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError):
+            return None
+        return tensor, torch.tensor(float(row["label"])), index
+
+
+def collate_skipping_failed(batch):
+    """Default collation after dropping items that failed to load (`None`); an all-failed batch is `None`."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return None
+    return torch.utils.data.default_collate(batch)
+
+
+def class_balance(rows: Sequence[dict]) -> dict[str, float]:
+    """Counts per class and the BCE `pos_weight` (negatives / positives) that balances them."""
+    positives = sum(1 for row in rows if row["label"] == 1)
+    negatives = len(rows) - positives
+    return {"positives": positives, "negatives": negatives, "pos_weight": negatives / max(1, positives)}
+
+
+def balanced_sampler(rows: Sequence[dict], seed: int) -> torch.utils.data.WeightedRandomSampler:
+    """Sample each class equally often (weight 1/class count per row), with replacement, seeded."""
+    labels = np.array([row["label"] for row in rows])
+    counts = np.bincount(labels, minlength=2).astype(float)
+    weights = 1.0 / counts[labels]
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights), len(rows), replacement=True,
+                                                  generator=generator)
+
+
+def make_loader(root: str | Path, rows: Sequence[dict], image_size: int, batch_size: int, train: bool,
+                num_workers: int = 0, seed: int = 0, balance: str = "pos_weight") -> torch.utils.data.DataLoader:
+    """A DataLoader over `rows`. Training loaders shuffle (seeded) or, with `balance="sampler"`, draw classes
+    equally often; evaluation loaders keep row order."""
+    dataset = FacePhotos(root, rows, make_transforms(image_size, train))
+    generator = torch.Generator().manual_seed(seed)
+    sampler = balanced_sampler(rows, seed) if (train and balance == "sampler") else None
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        num_workers=num_workers, collate_fn=collate_skipping_failed, generator=generator,
+        drop_last=False, persistent_workers=False,
+    )

@@ -1,0 +1,209 @@
+"""Binary-classification metrics in plain NumPy, and the figures that show them.
+
+Everything takes `labels` (0/1) and `scores` (probability of the target, higher = more likely). Ties in scores are
+handled the standard way: tied examples enter the ROC/PR curves together (one point per distinct score), so
+ROC-AUC equals the Mann-Whitney probability P(score_pos > score_neg) + 0.5 P(tie), and average precision is
+`sum_n (R_n - R_{n-1}) P_n` over distinct thresholds (the definition scikit-learn uses; no interpolation).
+
+The decision threshold is chosen on the validation split (`best_f1_threshold`) and only then applied to test,
+so the test numbers are honest.
+
+Figures use `matplotlib.figure.Figure` with the Agg canvas directly (no pyplot state, no GUI backend) and are
+written atomically as PNG.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from scraping.files import atomic_write_bytes
+
+
+def _as_arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {y.shape[0]} vs {s.shape[0]}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    return y, s
+
+
+def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True/false positives when predicting positive for score >= each distinct score (descending)."""
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    return tps, fps, s[last_of_tie]
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, thresholds), starting at (0, 0) with threshold +inf."""
+    y, s = _as_arrays(labels, scores)
+    tps, fps, thresholds = _cumulative_counts(y, s)
+    positives, negatives = tps[-1], fps[-1]
+    if positives == 0 or negatives == 0:
+        raise ValueError("ROC needs both classes present")
+    tpr = np.r_[0.0, tps / positives]
+    fpr = np.r_[0.0, fps / negatives]
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve (trapezoids; ties count half)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds) at each distinct score, from the highest threshold down."""
+    y, s = _as_arrays(labels, scores)
+    tps, fps, thresholds = _cumulative_counts(y, s)
+    if tps[-1] == 0:
+        raise ValueError("precision/recall need at least one positive")
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return precision, recall, thresholds
+
+
+def average_precision(labels, scores) -> float:
+    """Average precision: sum over thresholds of (recall gain) x (precision there)."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def confusion_at_threshold(labels, scores, threshold: float) -> dict[str, int]:
+    """Counts `tp, fp, tn, fn` when predicting "target" for `score >= threshold`."""
+    y, s = _as_arrays(labels, scores)
+    predicted = s >= threshold
+    return {
+        "tp": int(np.sum(predicted & (y == 1))), "fp": int(np.sum(predicted & (y == 0))),
+        "tn": int(np.sum(~predicted & (y == 0))), "fn": int(np.sum(~predicted & (y == 1))),
+    }
+
+
+def metrics_at_threshold(labels, scores, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and the confusion counts at `threshold` (0/0 counts as 0)."""
+    c = confusion_at_threshold(labels, scores, threshold)
+    total = sum(c.values())
+    precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
+    recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"threshold": float(threshold), "accuracy": (c["tp"] + c["tn"]) / total if total else 0.0,
+            "precision": precision, "recall": recall, "f1": f1, **c}
+
+
+def best_f1_threshold(labels, scores) -> float:
+    """The score threshold with the highest F1 (ties: the higher threshold, i.e. fewer false alarms).
+
+    Call it on the validation split, never on test.
+    """
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return float(thresholds[int(np.argmax(f1))])  # argmax takes the first = highest threshold among ties
+
+
+def precision_at_k(labels, scores, k: int) -> float:
+    """Fraction of true targets among the `k` highest-scoring examples (stable order for ties)."""
+    y, s = _as_arrays(labels, scores)
+    k = min(k, y.size)
+    if k <= 0:
+        return 0.0
+    top = np.argsort(-s, kind="mergesort")[:k]
+    return float(y[top].mean())
+
+
+def binary_metrics(labels, scores, threshold: float) -> dict[str, float]:
+    """Everything in one dict: threshold metrics plus ROC-AUC and average precision (None if undefined)."""
+    y, s = _as_arrays(labels, scores)
+    both = 0 < y.sum() < y.size
+    return {
+        **metrics_at_threshold(y, s, threshold),
+        "roc_auc": roc_auc(y, s) if both else None,
+        "average_precision": average_precision(y, s) if y.sum() > 0 else None,
+        "n": int(y.size), "n_positive": int(y.sum()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_figure(figure, path: str | Path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_roc(labels, scores, path: str | Path, title: str = "ROC") -> Path:
+    """Write the ROC curve (with AUC in the legend) as a PNG."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    figure = _new_figure(4, 4)
+    ax = figure.add_subplot()
+    ax.plot(fpr, tpr, drawstyle="default", label=f"AUC = {roc_auc(labels, scores):.3f}")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right")
+    return _save_figure(figure, path)
+
+
+def plot_precision_recall(labels, scores, path: str | Path, title: str = "Precision-recall") -> Path:
+    """Write the precision-recall curve (with AP and the chance level) as a PNG."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    base_rate = float(np.mean(labels))
+    figure = _new_figure(4, 4)
+    ax = figure.add_subplot()
+    ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="post",
+            label=f"AP = {average_precision(labels, scores):.3f}")
+    ax.axhline(base_rate, linestyle=":", color="grey", label=f"chance = {base_rate:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    return _save_figure(figure, path)
+
+
+def plot_confusion(counts: dict[str, int], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """Write a 2x2 confusion matrix (rows = truth, columns = prediction) as a PNG."""
+    matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+    figure = _new_figure(3.6, 3.2)
+    ax = figure.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    names = ["other", "target"]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for (row, col), value in np.ndenumerate(matrix):
+        ax.text(col, row, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black", fontsize=14)
+    return _save_figure(figure, path)
+
+
+def plot_image_grid(images: Sequence, captions: Sequence[str], path: str | Path, title: str = "",
+                    columns: int = 6) -> Path:
+    """Write a grid of PIL images with a caption under each (e.g. the most confident mistakes) as a PNG."""
+    rows = max(1, -(-len(images) // columns))
+    figure = _new_figure(1.7 * columns, 1.9 * rows + (0.4 if title else 0))
+    if title:
+        figure.suptitle(title)
+    for index in range(rows * columns):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.axis("off")
+        if index < len(images):
+            ax.imshow(images[index])
+            ax.set_title(captions[index], fontsize=7)
+        elif index == 0:
+            ax.text(0.5, 0.5, "none", ha="center", va="center")
+    return _save_figure(figure, path)

@@ -1,0 +1,760 @@
+"""The embedded default data: a synthetic celebrity world, generated offline and deterministically from a seed.
+
+`generate_world(config, out)` writes two things:
+
+* `<out>/web/` — a small local "web" to scrape: an index of people, one paginated gallery per person with
+  thumbnails linking to full-size photos (`srcset`, lazy `data-src`, relative URLs), and the mess real galleries
+  have: group photos, photos with no face, exact and resized duplicates, a broken link and a non-image link.
+  Faces are a small part of larger scenes, so cropping has real work to do. Serve it with
+  `scraping.webserver.serve_folder`. What is really in each photo (who, where the face is, which are copies)
+  is written next to it, outside the site, to `<out>/web_truth.json`.
+* `<out>/celeba/` — a haystack in CelebA's official layout (`img_align_celeba/000001.jpg`, `identity_CelebA.txt`,
+  `list_attr_celeba.txt`, `list_eval_partition.txt`) of aligned 178x218 portraits, with the web's target person
+  planted a few dozen times under their own identity number.
+
+The web's target and the planted haystack identity are the same person (same identity parameters), so a
+classifier trained on scraped crops of the target can find them in the haystack. Faces are drawn by
+`scraping.portraits`.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import html
+import json
+import multiprocessing
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .config import apply_overrides, config_to_dict, parse_set_options, save_config
+from .files import atomic_write_bytes, atomic_write_text, slugify
+from .portraits import (
+    ALIGNED_SIZE,
+    CELEBA_ATTRIBUTES,
+    Identity,
+    Nuisance,
+    celeba_attributes,
+    draw_background,
+    encode_jpeg,
+    finish_photo,
+    identity_distance,
+    identity_to_dict,
+    paste_person,
+    random_identity,
+    random_nuisance,
+    render_portrait,
+)
+
+# A 1x1 transparent GIF: what lazy-loading galleries put in `src` until a script swaps in `data-src`.
+PLACEHOLDER_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+
+# Random-number streams: each purpose gets its own, so changing one size leaves the other outputs unchanged.
+_TARGET, _OTHERS, _WEB, _HAYSTACK, _STRANGERS = 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that decides the synthetic world; the defaults make a demo-sized world in well under a minute.
+
+    For a CelebA-sized haystack set haystack_identities=10177, haystack_photos_per_identity=20 (about 200k
+    images, about half an hour on 2 cores at ~150 images/s).
+    """
+
+    seed: int = 0  # decides every identity, photo and file
+    target_name: str = "Ava Marlowe"  # fictional person the demo scrapes, classifies and finds
+    target_male: bool = False  # the target is drawn until their sex matches the name
+    other_names: tuple[str, ...] = ("Robin Whitcombe", "Sam Castellane", "Jordan Varga", "Alex Osterberg",
+                                    "Quinn Rafferty")  # fictional people with galleries of their own
+    target_photos: int = 40  # single-person photos in the target's gallery
+    other_photos: int = 16  # single-person photos in each other person's gallery
+    group_photos: int = 6  # photos of 2-4 people; the first two thirds include the target
+    no_face_photos: int = 2  # scenes without a person, per gallery
+    duplicates: int = 1  # exact byte copies under another name, per gallery
+    near_duplicates: int = 1  # resized and re-compressed copies, per gallery
+    per_page: int = 12  # gallery items per page (pagination)
+    photo_width: tuple[int, int] = (420, 720)  # range of full-size photo widths in pixels
+    thumb_width: int = 160  # thumbnail width in pixels
+    haystack_identities: int = 200  # people in the CelebA-format haystack besides the target
+    haystack_photos_per_identity: int = 15  # aligned photos per haystack person
+    target_count: int = 30  # how many times the target is planted in the haystack
+    target_partition: int = 0  # CelebA partition of the target's photos (0 train, 1 valid, 2 test)
+    partition_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # identity-disjoint split, like CelebA
+    min_target_distance: float = 3.0  # haystack strangers closer than this to the target are redrawn
+    workers: int = 2  # processes rendering the haystack (1 = in this process)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# People
+# ----------------------------------------------------------------------------------------------------------
+
+def target_identity(seed: int, male: bool = False) -> Identity:
+    """The target person of the world with this seed (same on the web and in the haystack)."""
+    rng = np.random.default_rng([seed, _TARGET])
+    while True:
+        identity = random_identity(rng)
+        if identity.male == male:
+            return identity
+
+
+def web_people(config: WorldConfig) -> list[dict[str, Any]]:
+    """The people with galleries: dicts with name, slug, identity, is_target; the target comes first.
+
+    Other people are redrawn until they are clearly different from the target and from each other.
+    """
+    target = target_identity(config.seed, config.target_male)
+    people = [{"name": config.target_name, "slug": slugify(config.target_name), "identity": target,
+               "is_target": True}]
+    rng = np.random.default_rng([config.seed, _OTHERS])
+    for name in config.other_names:
+        while True:
+            candidate = random_identity(rng)
+            if all(identity_distance(candidate, p["identity"]) >= config.min_target_distance + 1 for p in people):
+                break
+        people.append({"name": name, "slug": slugify(name), "identity": candidate, "is_target": False})
+    return people
+
+
+# ----------------------------------------------------------------------------------------------------------
+# In-the-wild scenes
+# ----------------------------------------------------------------------------------------------------------
+
+def render_scene(people: Sequence[tuple[Identity, Nuisance]], size: tuple[int, int], scene: Nuisance
+                 ) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """A photo of zero or more people in a room: returns (RGB image, face boxes in the order given).
+
+    people: (identity, nuisance) pairs; each nuisance places its face (face_x, face_y, face_scale, rotation)
+        and sets expression and clothes. They are drawn smallest face first, so nearer people overlap farther.
+    scene: the photo-wide conditions (background, clutter, lighting, blur, noise).
+    """
+    image = draw_background(size, scene, scene=True)
+    boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(people)
+    for k in sorted(range(len(people)), key=lambda k: people[k][1].face_scale):
+        boxes[k] = paste_person(image, *people[k])
+    return finish_photo(image, scene), boxes
+
+
+def _scene_nuisance(rng: np.random.Generator) -> Nuisance:
+    return random_nuisance(rng, clutter=int(rng.integers(3, 12)), light_strength=float(rng.uniform(0, 0.35)))
+
+
+def _photo_size(rng: np.random.Generator, widths: tuple[int, int]) -> tuple[int, int]:
+    width = int(rng.integers(widths[0], widths[1] + 1))
+    aspect = [0.75, 0.667, 1.0, 1.333][int(rng.integers(4))]  # height / width: landscape, square, portrait
+    return width, int(width * aspect)
+
+
+def single_person_photo(identity: Identity, rng: np.random.Generator, widths: tuple[int, int] = (420, 720)):
+    """An in-the-wild photo of one person (width drawn from `widths`, pixels): returns (image, [face box])."""
+    size = _photo_size(rng, widths)
+    # The face takes a modest part of the frame: interocular 6-13 % of the width (face ~20-40 % of it).
+    scale = float(rng.uniform(0.06, 0.13)) * min(1.0, size[1] / size[0]) ** 0.5
+    person = random_nuisance(rng, face_x=float(rng.uniform(0.3, 0.7)), face_y=float(rng.uniform(0.3, 0.46)),
+                             face_scale=scale, blur=0.0, noise=0.0)
+    return render_scene([(identity, person)], size, _scene_nuisance(rng))
+
+
+def _group_photo(identities: Sequence[Identity], rng: np.random.Generator, widths: tuple[int, int]):
+    width = int(rng.integers(max(widths[0], 560), max(widths[1], 600) + 1))
+    size = (width, int(width * 0.62))
+    count = len(identities)
+    pairs = []
+    for k, identity in enumerate(identities):
+        x = (k + 0.5) / count + float(rng.uniform(-0.04, 0.04)) / count
+        pairs.append((identity, random_nuisance(rng, face_x=x, face_y=float(rng.uniform(0.32, 0.45)),
+                                                face_scale=float(rng.uniform(0.045, 0.07)), blur=0.0, noise=0.0)))
+    return render_scene(pairs, size, _scene_nuisance(rng))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The local web
+# ----------------------------------------------------------------------------------------------------------
+
+def _save_with_thumb(image: Image.Image, quality: int, photo_path: Path, thumb_path: Path, thumb_width: int) -> None:
+    atomic_write_bytes(photo_path, encode_jpeg(image, quality))
+    thumb = image.resize((thumb_width, max(1, round(image.height * thumb_width / image.width))), Image.LANCZOS)
+    atomic_write_bytes(thumb_path, encode_jpeg(thumb, 80))
+
+
+def _gallery_item(entry: dict, k: int) -> str:
+    """HTML for one gallery item; the markup style varies the way it does across real sites."""
+    href, thumb, alt = entry["href"], entry["thumb"], html.escape(entry["alt"])
+    width = entry.get("width", 640)
+    style = k % 4
+    if entry.get("kind") == "non_image":
+        return f'<li><a href="{href}">{alt}</a></li>'
+    if style == 0:
+        img = f'<img src="{thumb}" srcset="{thumb} 160w, {href} {width}w" sizes="160px" alt="{alt}">'
+    elif style == 1:
+        img = f'<img class="lazy" src="{PLACEHOLDER_GIF}" data-src="{thumb}" alt="{alt}" loading="lazy">'
+    elif style == 2:
+        img = f'<img src="./{thumb}" srcset="./{thumb} 1x, ./{href} 2x" alt="{alt}">'
+    else:
+        img = f'<img src="{thumb}" alt="{alt}" width="160">'
+    return f'<li><figure><a href="{href}">{img}</a><figcaption>{alt}</figcaption></figure></li>'
+
+
+def _page_html(title: str, body: str) -> str:
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"</head>\n<body>\n{body}\n</body></html>\n")
+
+
+def _write_gallery_pages(web: Path, person: dict, items: list[dict], per_page: int) -> list[str]:
+    """Write people/<slug>/index.html, page2.html, ...; returns their paths relative to the site root."""
+    folder = web / "people" / person["slug"]
+    pages = [items[k:k + per_page] for k in range(0, max(1, len(items)), per_page)]
+    names = ["index.html"] + [f"page{k}.html" for k in range(2, len(pages) + 1)]
+    for number, (name, page_items) in enumerate(zip(names, pages)):
+        listing = "\n".join(_gallery_item(item, k) for k, item in enumerate(page_items))
+        nav = []
+        if number > 0:
+            nav.append(f'<a href="{names[number - 1]}" rel="prev">&lsaquo; Previous</a>')
+        if number + 1 < len(pages):
+            nav.append(f'<a href="{names[number + 1]}" rel="next">Next &rsaquo;</a>')
+        body = (f'<header><a href="../../index.html">All people</a></header>\n'
+                f'<h1>{html.escape(person["name"])} &mdash; photos (page {number + 1} of {len(pages)})</h1>\n'
+                f'<ul class="gallery">\n{listing}\n</ul>\n<nav class="pagination">{" ".join(nav)}</nav>')
+        atomic_write_text(folder / name, _page_html(f'{person["name"]} photos', body))
+    return [f"people/{person['slug']}/{name}" for name in names]
+
+
+def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[str, Any]:
+    """Write the local web under `web` (the site root) and return its ground truth.
+
+    The ground truth has one record per full-size image file (path relative to the site root, kind, who is in
+    it with face boxes in pixels, what it duplicates) plus the broken and non-image links.
+    """
+    people = web_people(config)
+    target = people[0]
+    rng = np.random.default_rng([config.seed, _WEB])
+    photos: list[dict] = []
+    galleries: dict[str, list[dict]] = {p["slug"]: [] for p in people}
+    total = (config.target_photos + config.other_photos * (len(people) - 1) + config.group_photos
+             + len(people) * (config.no_face_photos + config.near_duplicates))
+    bar = tqdm(total=total, desc="web photos", disable=not progress, leave=False)
+
+    def add_photo(image, quality, rel_dir: str, name: str, kind: str, who: list[dict], linked_to: list[str],
+                  duplicate_of: str | None = None, alt: str = "") -> dict:
+        photo_rel, thumb_rel = f"{rel_dir}/{name}", f"{rel_dir}/thumbs/{name}"
+        _save_with_thumb(image, quality, web / photo_rel, web / thumb_rel, config.thumb_width)
+        record = {"path": photo_rel, "kind": kind, "people": who, "duplicate_of": duplicate_of,
+                  "width": image.width, "height": image.height, "galleries": linked_to}
+        photos.append(record)
+        for slug in linked_to:
+            galleries[slug].append({"kind": kind, "photo": photo_rel, "thumb": thumb_rel, "alt": alt,
+                                    "width": image.width})
+        bar.update(1)
+        return record
+
+    for person in people:
+        slug, name = person["slug"], person["name"]
+        rel_dir = f"people/{slug}/photos"
+        count = config.target_photos if person["is_target"] else config.other_photos
+        for k in range(count):
+            image, boxes = single_person_photo(person["identity"], rng, config.photo_width)
+            add_photo(image, int(rng.integers(70, 96)), rel_dir, f"{slug}_{k + 1:03d}.jpg", "single",
+                      [{"name": name, "box": list(boxes[0])}], [slug], alt=f"{name}, photo {k + 1}")
+        for k in range(config.no_face_photos):
+            size = _photo_size(rng, config.photo_width)
+            image, _ = render_scene([], size, _scene_nuisance(rng))
+            add_photo(image, 85, rel_dir, f"{slug}_venue_{k + 1}.jpg", "no_face", [], [slug],
+                      alt=f"The venue before {name} arrived")
+
+    # Group photos live in a shared folder and are linked from the gallery of everyone in them.
+    others = people[1:]
+    n_with_target = (2 * config.group_photos + 2) // 3
+    for g in range(config.group_photos):
+        size_group = int(rng.integers(2, 5))
+        pool = list(range(len(others)))
+        rng.shuffle(pool)
+        members = ([target] if g < n_with_target else []) + [others[j] for j in pool]
+        members = members[:size_group]
+        if len(members) < size_group or rng.random() < 0.3:  # a stranger with no gallery joins in
+            members.append({"name": "unknown", "slug": None, "identity": random_identity(rng), "is_target": False})
+        image, boxes = _group_photo([m["identity"] for m in members], rng, config.photo_width)
+        named = [m for m in members if m["slug"]]
+        add_photo(image, int(rng.integers(70, 96)), "events", f"event_{g + 1:02d}.jpg", "group",
+                  [{"name": m["name"], "box": list(b)} for m, b in zip(members, boxes)],
+                  [m["slug"] for m in named], alt=" and ".join(m["name"] for m in named) + " at an event")
+
+    # Duplicates: exact byte copies and resized, re-compressed copies of single photos.
+    for person in people:
+        slug = person["slug"]
+        singles = [p for p in photos if p["kind"] == "single" and slug in p["galleries"]]
+        picks = rng.choice(len(singles), size=min(len(singles), config.duplicates + config.near_duplicates),
+                           replace=False)
+        for j, index in enumerate(picks):
+            source = singles[int(index)]
+            stem = Path(source["path"]).stem
+            if j < config.duplicates:
+                name = f"{stem}_copy.jpg"
+                atomic_write_bytes(web / f"people/{slug}/photos/{name}", (web / source["path"]).read_bytes())
+                atomic_write_bytes(web / f"people/{slug}/photos/thumbs/{name}",
+                                   (web / f"people/{slug}/photos/thumbs/{Path(source['path']).name}").read_bytes())
+                record = {**source, "path": f"people/{slug}/photos/{name}", "kind": "duplicate",
+                          "duplicate_of": source["path"]}
+                photos.append(record)
+                galleries[slug].append({"kind": "duplicate", "photo": record["path"],
+                                        "thumb": f"people/{slug}/photos/thumbs/{name}", "alt": "Copy",
+                                        "width": source["width"]})
+            else:
+                with Image.open(web / source["path"]) as original:
+                    factor = float(rng.uniform(0.5, 0.8))
+                    small = original.convert("RGB").resize(
+                        (round(original.width * factor), round(original.height * factor)), Image.LANCZOS)
+                scaled = [{"name": q["name"], "box": [round(v * factor) for v in q["box"]]} for q in source["people"]]
+                add_photo(small, 60, f"people/{slug}/photos", f"{stem}_small.jpg", "near_duplicate", scaled,
+                          [slug], duplicate_of=source["path"], alt="Smaller version")
+    bar.close()
+
+    # Links that are not photos: a missing file (404) and a text file, in every gallery.
+    broken, non_image = [], []
+    for person in people:
+        slug = person["slug"]
+        missing = f"people/{slug}/photos/{slug}_lost.jpg"
+        broken.append(missing)
+        galleries[slug].append({"kind": "broken", "photo": missing, "thumb": f"people/{slug}/photos/thumbs/"
+                                f"{slug}_lost.jpg", "alt": "Photo removed"})
+        notes = f"people/{slug}/press_notes.txt"
+        atomic_write_text(web / notes, f"Press notes about {person['name']}. No photos here.\n")
+        non_image.append(notes)
+        galleries[slug].append({"kind": "non_image", "photo": notes, "thumb": "", "alt": "Press notes (text)"})
+
+    # Gallery pages: items shuffled (so copies are not next to their originals) and paginated.
+    pages: dict[str, list[str]] = {}
+    for person in people:
+        slug = person["slug"]
+        items = galleries[slug]
+        order = rng.permutation(len(items))
+        items = [items[int(k)] for k in order]
+        if items:
+            items.append(dict(items[0]))  # the same photo linked twice: an exact duplicate URL
+        prefix = f"people/{slug}/"
+        for item in items:
+            # URLs relative to the gallery folder; shared event photos need ../../
+            for key, value in (("href", item["photo"]), ("thumb", item["thumb"])):
+                if value:
+                    item[key] = value[len(prefix):] if value.startswith(prefix) else "../../" + value
+        pages[slug] = _write_gallery_pages(web, person, items, config.per_page)
+
+    people_links = "\n".join(
+        f'<li><a href="people/{p["slug"]}/index.html">{html.escape(p["name"])}</a></li>' for p in people)
+    atomic_write_text(web / "index.html", _page_html(
+        "Celebrity photo galleries",
+        f"<h1>Celebrity photo galleries</h1>\n<ul class=\"people\">\n{people_links}\n</ul>\n"
+        f'<p><a href="people/{target["slug"]}/interview.html">Interview with {html.escape(target["name"])}</a></p>'))
+    atomic_write_text(web / f"people/{target['slug']}/interview.html", _page_html(
+        "Interview", f"<h1>An interview with {html.escape(target['name'])}</h1><p>No photos on this page.</p>"))
+    atomic_write_text(web / "robots.txt", "User-agent: *\nAllow: /\n")
+
+    return {
+        "photos": photos,
+        "broken_links": broken,
+        "non_image_links": non_image,
+        "pages": pages,
+        "people": [{"name": p["name"], "slug": p["slug"], "is_target": p["is_target"],
+                    "identity": identity_to_dict(p["identity"])} for p in people],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The CelebA-format haystack
+# ----------------------------------------------------------------------------------------------------------
+
+def _render_haystack_batch(root: str, items: list[tuple[str, Identity, Nuisance]]) -> int:
+    """Render and write aligned portraits (skipping files that already exist); returns how many were written."""
+    written = 0
+    for name, identity, nuisance in items:
+        path = Path(root) / name
+        if path.exists():
+            continue
+        image = render_portrait(identity, nuisance, ALIGNED_SIZE)
+        atomic_write_bytes(path, encode_jpeg(image, nuisance.jpeg_quality))
+        written += 1
+    return written
+
+
+def _pool_context():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_identity: int = 15, seed: int = 0,
+                         planted: Identity | None = None, planted_count: int = 30, planted_partition: int = 0,
+                         partition_fractions: Sequence[float] = (0.8, 0.1, 0.1), min_planted_distance: float = 3.0,
+                         workers: int = 1, progress: bool = True,
+                         while_rendering: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Write a CelebA-format folder of aligned 178x218 synthetic portraits and return a summary dict.
+
+    out: the CelebA root; gets img_align_celeba/, identity_CelebA.txt, list_attr_celeba.txt,
+        list_eval_partition.txt and synthetic_identities.json (the drawing parameters per identity number).
+    n_identities, photos_per_identity: the strangers (N x M images).
+    planted: an identity planted `planted_count` times (None: nobody planted); strangers closer to it than
+        `min_planted_distance` (see `portraits.identity_distance`) are redrawn.
+    planted_partition: the partition (0 train, 1 valid, 2 test) the planted identity's photos go to; other
+        identities are split identity-disjointly by `partition_fractions`, as in CelebA.
+    workers: processes that render (1 renders here); the output does not depend on it.
+    while_rendering: work for this process while the workers render (generate_world draws the web there).
+    Files that already exist are kept (a re-run resumes); the text files are always rewritten.
+    Summary keys: celeba_root, images, identities, target_identity (None when nothing is planted), target_count.
+    """
+    out = Path(out)
+    image_dir = out / "img_align_celeba"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, _HAYSTACK])
+    total_ids = n_identities + (1 if planted is not None else 0)
+    id_pool = max(10177, 2 * total_ids)  # CelebA numbers its 10,177 identities 1..10177
+    numbers = [int(v) + 1 for v in rng.choice(id_pool, size=total_ids, replace=False)]
+
+    stranger_rng = np.random.default_rng([seed, _STRANGERS])
+    people: list[tuple[int, Identity, int]] = []  # (identity number, identity, photo count)
+    for number in numbers[len(numbers) - n_identities:]:
+        while True:
+            identity = random_identity(stranger_rng)
+            if planted is None or identity_distance(identity, planted) >= min_planted_distance:
+                break
+        people.append((number, identity, photos_per_identity))
+    fractions = np.asarray(partition_fractions, float) / np.sum(partition_fractions)
+    cuts = np.round(np.cumsum(fractions) * len(people)).astype(int)
+    partition_of = {number: int(np.searchsorted(cuts, k, side="right")) for k, (number, _, _) in enumerate(people)}
+    if planted is not None:
+        people.insert(0, (numbers[0], planted, planted_count))
+        partition_of[numbers[0]] = planted_partition
+
+    # One record per photo, then CelebA's file order: partition by partition, shuffled inside each, so the
+    # planted photos are scattered through their partition's range.
+    records = []
+    for number, identity, count in people:
+        photo_rng = np.random.default_rng([seed, _HAYSTACK, number])
+        for _ in range(count):
+            records.append((number, identity, random_nuisance(photo_rng, aligned=True)))
+    order = rng.permutation(len(records))
+    order = sorted(order, key=lambda k: partition_of[records[k][0]])  # stable: shuffled within partitions
+    records = [records[k] for k in order]
+    if len(records) > 999_999:
+        raise ValueError("CelebA file names have 6 digits: at most 999,999 images")
+    names = [f"{k + 1:06d}.jpg" for k in range(len(records))]
+
+    items = [(name, identity, nuisance) for name, (_, identity, nuisance) in zip(names, records)]
+    batches = [items[k:k + 64] for k in range(0, len(items), 64)]
+    bar = tqdm(total=len(items), desc="haystack", disable=not progress, leave=False)
+    if workers <= 1:
+        if while_rendering is not None:
+            while_rendering()
+        for batch in batches:
+            _render_haystack_batch(str(image_dir), batch)
+            bar.update(len(batch))
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            futures = {pool.submit(_render_haystack_batch, str(image_dir), batch): len(batch) for batch in batches}
+            if while_rendering is not None:
+                while_rendering()
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                bar.update(futures[future])
+    bar.close()
+
+    atomic_write_text(out / "identity_CelebA.txt",
+                      "".join(f"{name} {number}\n" for name, (number, _, _) in zip(names, records)))
+    attr_lines = [f"{len(records)}\n", " ".join(CELEBA_ATTRIBUTES) + " \n"]
+    for name, (_, identity, nuisance) in zip(names, records):
+        values = celeba_attributes(identity, nuisance)
+        attr_lines.append(name + "".join(f" {values[a]:2d}" for a in CELEBA_ATTRIBUTES) + "\n")
+    atomic_write_text(out / "list_attr_celeba.txt", "".join(attr_lines))
+    atomic_write_text(out / "list_eval_partition.txt",
+                      "".join(f"{name} {partition_of[number]}\n" for name, (number, _, _) in zip(names, records)))
+    atomic_write_text(out / "synthetic_identities.json", json.dumps(
+        {str(number): identity_to_dict(identity) for number, identity, _ in people}, sort_keys=True) + "\n")
+    return {
+        "celeba_root": str(out),
+        "images": len(records),
+        "identities": len(people),
+        "target_identity": numbers[0] if planted is not None else None,
+        "target_count": planted_count if planted is not None else 0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The world
+# ----------------------------------------------------------------------------------------------------------
+
+def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False, progress: bool = True
+                   ) -> dict[str, Any]:
+    """Write `<out>/web/` and `<out>/celeba/` for `config`; return the summary (also saved in `<out>/world.json`).
+
+    A finished world with the same config is not redone (its summary is returned); a different config in the
+    same folder is an error unless `overwrite=True`, which deletes `<out>/web` and `<out>/celeba` first.
+    Summary keys: people (name, slug, gallery, photos), target_name, target_slug, target_identity,
+    target_count, haystack_images, haystack_identities, web_photos, web_root, celeba_root, truth, seconds.
+    """
+    out = Path(out)
+    wanted = config_to_dict(config)
+    # JSON turns tuples into lists; compare configs the way they read back from disk.
+    wanted = json.loads(json.dumps(wanted))
+    world_json, config_json = out / "world.json", out / "world_config.json"
+    if not overwrite:
+        if world_json.exists():
+            saved = json.loads(world_json.read_text())
+            if saved.get("config") == wanted:
+                return saved["summary"]
+        if config_json.exists() and json.loads(config_json.read_text()) != wanted:
+            raise FileExistsError(f"{out} holds a world made with a different config; pass overwrite=True "
+                                  "(CLI: --overwrite) to replace it, or choose another folder")
+    else:
+        for sub in ("web", "celeba"):
+            if (out / sub).exists():
+                shutil.rmtree(out / sub)
+        for stale in (world_json, out / "web_truth.json"):
+            stale.unlink(missing_ok=True)
+    start = time.time()
+    save_config(config, config_json)
+    web, celeba = out / "web", out / "celeba"
+    web_result: dict[str, Any] = {}
+
+    def draw_web() -> None:  # runs while the haystack workers render
+        web_result.update(generate_web(config, web, progress=progress))
+        atomic_write_text(out / "web_truth.json", json.dumps(web_result, indent=1, sort_keys=True) + "\n")
+
+    haystack = make_celeba_haystack(
+        celeba, config.haystack_identities, config.haystack_photos_per_identity, config.seed,
+        planted=target_identity(config.seed, config.target_male), planted_count=config.target_count,
+        planted_partition=config.target_partition, partition_fractions=config.partition_fractions,
+        min_planted_distance=config.min_target_distance, workers=config.workers, progress=progress,
+        while_rendering=draw_web)
+    truth = web_result
+    people = []
+    for person in truth["people"]:
+        linked = [p for p in truth["photos"] if person["slug"] in p["galleries"]]
+        people.append({"name": person["name"], "slug": person["slug"],
+                       "gallery": f"people/{person['slug']}/index.html", "photos": len(linked)})
+    target = truth["people"][0]
+    summary = {
+        "people": people,
+        "target_name": target["name"],
+        "target_slug": target["slug"],
+        "target_identity": haystack["target_identity"],
+        "target_count": haystack["target_count"],
+        "haystack_images": haystack["images"],
+        "haystack_identities": haystack["identities"],
+        "web_photos": len(truth["photos"]),
+        "web_root": str(web),
+        "celeba_root": str(celeba),
+        "truth": str(out / "web_truth.json"),
+        "seconds": round(time.time() - start, 1),
+    }
+    atomic_write_text(world_json, json.dumps({"config": wanted, "summary": summary}, indent=1, sort_keys=True)
+                      + "\n")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figure
+# ----------------------------------------------------------------------------------------------------------
+
+def world_figure(out_png: str | Path, config: WorldConfig | None = None, n_photos: int = 6, n_strangers: int = 2,
+                 scale: float = 0.5) -> Path:
+    """Write a grid of aligned portraits: one row per identity (the target first, labelled, then the other web
+    people, then `n_strangers` haystack-style strangers), `n_photos` photos per row.
+
+    scale: size of each portrait relative to 178x218 (0.5 keeps the PNG well under 1 MB).
+    """
+    from PIL import ImageDraw, ImageFont
+
+    config = config or WorldConfig()
+    rows = [(f"{p['name']}" + (" (target)" if p["is_target"] else ""), p["identity"]) for p in web_people(config)]
+    stranger_rng = np.random.default_rng([config.seed, _STRANGERS, 99])
+    rows += [(f"stranger {k + 1}", random_identity(stranger_rng)) for k in range(n_strangers)]
+    cell_w, cell_h = round(ALIGNED_SIZE[0] * scale), round(ALIGNED_SIZE[1] * scale)
+    label_w, pad = 150, 4
+    sheet = Image.new("RGB", (label_w + n_photos * (cell_w + pad), len(rows) * (cell_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=13)
+    for r, (label, identity) in enumerate(rows):
+        rng = np.random.default_rng([config.seed, 4242, r])
+        y = pad + r * (cell_h + pad)
+        draw.text((6, y + cell_h // 2 - 8), label, font=font,
+                  fill=(200, 30, 30) if "(target)" in label else (20, 20, 20))
+        for c in range(n_photos):
+            image = render_portrait(identity, random_nuisance(rng, aligned=True), ALIGNED_SIZE)
+            sheet.paste(image.resize((cell_w, cell_h), Image.LANCZOS), (label_w + c * (cell_w + pad), y))
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    from .files import atomic_save_image
+
+    atomic_save_image(sheet, out_png, optimize=True)
+    return out_png
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI: python -m scraping world --out data/demo --seed 0
+# ----------------------------------------------------------------------------------------------------------
+
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `python -m scraping world`."""
+    parser.add_argument("--out", default="data/demo", help="output folder (gets web/ and celeba/)")
+    parser.add_argument("--seed", type=int, default=0, help="decides every person, photo and file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a WorldConfig field, e.g. --set haystack_identities=1000 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a world made with another config")
+    parser.add_argument("--figure", default=None, help="also write the identities x photos grid PNG here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cli_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run `python -m scraping world`; returns the summary printed as the last stdout line."""
+    config = apply_overrides(WorldConfig(seed=args.seed), _coerce_overrides(parse_set_options(args.set)))
+    summary = generate_world(config, Path(args.out), overwrite=args.overwrite, progress=not args.quiet)
+    if args.figure:
+        summary = {**summary, "figure": str(world_figure(args.figure, config))}
+    return summary
+
+
+def _coerce_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists from --set become tuples, matching the tuple-typed WorldConfig fields."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Self-check: is one synthetic person separable from everyone else?
+# ----------------------------------------------------------------------------------------------------------
+
+def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve by the rank statistic (Mann-Whitney U); tied scores share their mean rank."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC-AUC needs at least one positive and one negative")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):  # average ranks over runs of equal scores
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _aligned_face_crop(image: Image.Image) -> Image.Image:
+    """The 128x128 square around the face of an aligned 178x218 portrait (eyes at y=111: brows to chin, most
+    of the hair)."""
+    return image.crop((25, 47, 153, 175))
+
+
+def _jittered_crop(image: Image.Image, box: Sequence[int], rng: np.random.Generator) -> Image.Image:
+    """A square crop around a face box with 25 % margin, shifted and scaled by up to 15 % at random."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * 1.25 * float(rng.uniform(0.9, 1.1))
+    cx = (x0 + x1) / 2 + float(rng.uniform(-0.15, 0.15)) * side
+    cy = (y0 + y1) / 2 + float(rng.uniform(-0.15, 0.15)) * side
+    return image.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+
+
+def _face_tensor(images: Sequence[Image.Image], size: int):
+    """Face crops -> float tensor [N, 3, size, size] in [0, 1]."""
+    import torch
+
+    arrays = [np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.0
+              for image in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def identity_separability(seed: int = 0, train_target: int = 40, train_strangers: int = 60,
+                          photos_per_stranger: int = 2, test_target: int = 30, test_strangers: int = 100,
+                          image_size: int = 40, seconds: float = 45.0, max_epochs: int = 60,
+                          photos: str = "aligned", progress: bool = False) -> dict[str, Any]:
+    """Train a small CNN from scratch to tell the world's target from everyone else; report held-out ROC-AUC.
+
+    The target's training and test photos differ only by photo conditions (nuisance); test strangers are people
+    never seen in training, so a high AUC means the drawing makes one person recognisable, not just memorable.
+    seconds / max_epochs: the training budget (whichever ends first). Runs on CPU.
+    photos: "aligned" (CelebA-style portraits, centre crop) or "wild" (single-person scenes, cropped around the
+        true face box with a random 0-15 % shift, the way a detector's crops wobble).
+    Returns auc, counts, epochs and seconds spent rendering and training.
+    """
+    import torch
+    from torch import nn
+
+    start = time.time()
+    torch.manual_seed(seed)
+    target = target_identity(seed)
+    rng = np.random.default_rng([seed, 777])
+    strangers = []
+    while len(strangers) < train_strangers + test_strangers:
+        candidate = random_identity(rng)
+        if identity_distance(candidate, target) >= 1.0:  # not a re-draw of the target's exact parameters
+            strangers.append(candidate)
+
+    if photos not in ("aligned", "wild"):
+        raise ValueError(f"photos must be 'aligned' or 'wild', got {photos!r}")
+
+    def render(identity: Identity, count: int) -> list[Image.Image]:
+        out = []
+        for _ in range(count):
+            if photos == "aligned":
+                out.append(_aligned_face_crop(render_portrait(identity, random_nuisance(rng, aligned=True))))
+            else:
+                image, (box,) = single_person_photo(identity, rng, (300, 420))
+                out.append(_jittered_crop(image, box, rng))
+        return out
+
+    train_images = render(target, train_target)
+    train_labels = [1] * train_target
+    for identity in strangers[:train_strangers]:
+        train_images += render(identity, photos_per_stranger)
+        train_labels += [0] * photos_per_stranger
+    test_images = render(target, test_target)
+    test_labels = [1] * test_target
+    for identity in strangers[train_strangers:]:
+        test_images += render(identity, 1)
+        test_labels.append(0)
+    x_train, x_test = _face_tensor(train_images, image_size), _face_tensor(test_images, image_size)
+    y_train = torch.tensor(train_labels, dtype=torch.float32)
+    render_seconds = time.time() - start
+
+    def block(c_in: int, c_out: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2))
+
+    model = nn.Sequential(block(3, 16), block(16, 32), block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(64, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # The target is a minority among the training photos: weight its loss up so both classes count equally.
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((y_train == 0).sum()) / float((y_train == 1).sum())))
+    train_start, epochs = time.time(), 0
+    pad = image_size // 10
+    for epochs in tqdm(range(1, max_epochs + 1), desc="separability", disable=not progress, leave=False):
+        model.train()
+        for batch in torch.randperm(len(y_train)).split(32):
+            x = x_train[batch]
+            if torch.rand(()) < 0.5:
+                x = x.flip(3)
+            dx, dy = (int(v) for v in torch.randint(-pad, pad + 1, (2,)))
+            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))  # small shifts: crops are never perfectly aligned
+            loss = loss_fn(model(x).squeeze(1), y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if time.time() - train_start > seconds:
+            break
+    model.eval()
+    with torch.inference_mode():
+        scores = model(x_test).squeeze(1).numpy()
+    return {
+        "auc": roc_auc(scores, test_labels),
+        "train_photos": len(train_labels),
+        "test_target_photos": test_target,
+        "test_strangers": test_strangers,
+        "epochs": epochs,
+        "image_size": image_size,
+        "photos": photos,
+        "render_seconds": round(render_seconds, 1),
+        "train_seconds": round(time.time() - train_start, 1),
+    }

@@ -1,0 +1,346 @@
+"""Read CelebA from its official on-disk layout (and plain folders of face crops) as PyTorch datasets.
+
+CelebA (Liu et al., "Deep Learning Face Attributes in the Wild", ICCV 2015) is distributed for non-commercial
+research at https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive / Baidu links there). Unpack it so that
+one folder holds:
+
+    img_align_celeba/            000001.jpg ... 202599.jpg (aligned and cropped, 178×218)
+    identity_CelebA.txt          "000001.jpg 2880" per line
+    list_attr_celeba.txt         line 1: image count, line 2: the 40 attribute names, then "000001.jpg -1 1 ..."
+    list_eval_partition.txt      "000001.jpg 0" per line (0 train, 1 valid, 2 test)
+    img_celeba/                  optional: the in-the-wild originals
+    list_bbox_celeba.txt         optional: line 1 count, line 2 "image_id x_1 y_1 width height", then rows
+
+torchvision's `datasets.CelebA` md5-checks these files and downloads from a rate-limited Google Drive, so this
+module reads the layout directly and reports a missing or malformed file with its path and line number.
+
+Crop box. Aligned images (178×218, eyes at a fixed height) are centre-cropped to a square of `crop` = 148 px
+(scaled with the image width for other sizes) — the crop used by most CelebA VAE code (e.g. PyTorch-VAE), which
+keeps the face and hair and drops most background — then resized to `image_size`. In-the-wild images are cropped
+to the square of side max(width, height) centred on the face box of `list_bbox_celeba.txt`. JPEGs are decoded in
+draft mode (libjpeg's DCT scaling by 1/2, 1/4 or 1/8) at the smallest scale that still leaves at least
+`image_size` pixels across the crop, which makes decoding several times faster than a full decode + resize.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+SPLITS = {"train": 0, "valid": 1, "test": 2}
+ALIGNED_CROP = 148  # side of the centre crop in the 178×218 aligned frame (see the module docstring)
+ALIGNED_WIDTH = 178
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+LAYOUT_HELP = (
+    f"CelebA is available for non-commercial research from {CELEBA_URL}; unpack it so that the folder holds "
+    "img_align_celeba/, identity_CelebA.txt, list_attr_celeba.txt and list_eval_partition.txt "
+    "(optionally img_celeba/ + list_bbox_celeba.txt for in-the-wild photos)."
+)
+
+
+class CelebAFormatError(ValueError):
+    """A CelebA file or folder is missing or a line in one of its text files cannot be parsed."""
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise CelebAFormatError(f"missing {path.name} in {path.parent}. {LAYOUT_HELP}")
+    return path
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty lines of a CelebA text file with their 1-based line numbers."""
+    with _require(path).open(encoding="utf-8") as handle:
+        return [(number, line.strip()) for number, line in enumerate(handle, 1) if line.strip()]
+
+
+def _read_two_column(path: Path, what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for number, line in _lines(path):
+        parts = line.split()
+        if len(parts) != 2:
+            raise CelebAFormatError(f"{path.name}, line {number}: expected '<image> <{what}>', got {line!r}")
+        try:
+            out[parts[0]] = int(parts[1])
+        except ValueError:
+            raise CelebAFormatError(f"{path.name}, line {number}: {what} {parts[1]!r} is not an integer") from None
+    return out
+
+
+def read_identities(root: str | Path) -> dict[str, int]:
+    """`identity_CelebA.txt` as {image id: identity id} (image ids are file names like "000001.jpg")."""
+    return _read_two_column(Path(root) / "identity_CelebA.txt", "identity")
+
+
+def read_partitions(root: str | Path) -> dict[str, int]:
+    """`list_eval_partition.txt` as {image id: 0 train | 1 valid | 2 test}."""
+    path = Path(root) / "list_eval_partition.txt"
+    out = _read_two_column(path, "partition")
+    bad = next((name for name, part in out.items() if part not in (0, 1, 2)), None)
+    if bad is not None:
+        raise CelebAFormatError(f"{path.name}: partition of {bad} is {out[bad]}, expected 0, 1 or 2")
+    return out
+
+
+def read_attributes(root: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """`list_attr_celeba.txt` as (the 40 attribute names, {image id: np.int8 array of ±1}).
+
+    Line 1 holds the image count, line 2 the attribute names, then one row per image; columns are separated by
+    any amount of whitespace (the official file pads with double spaces).
+    """
+    path = Path(root) / "list_attr_celeba.txt"
+    lines = _lines(path)
+    if len(lines) < 2:
+        raise CelebAFormatError(f"{path.name}: expected a count line and a header line, found {len(lines)} line(s)")
+    number, count_line = lines[0]
+    try:
+        count = int(count_line.split()[0])
+    except ValueError:
+        raise CelebAFormatError(f"{path.name}, line {number}: expected the image count, got {count_line!r}") from None
+    names = lines[1][1].split()
+    rows: dict[str, np.ndarray] = {}
+    for number, line in lines[2:]:
+        parts = line.split()
+        if len(parts) != len(names) + 1:
+            raise CelebAFormatError(
+                f"{path.name}, line {number}: expected an image id and {len(names)} values, got {len(parts) - 1}"
+            )
+        try:
+            values = np.array([int(v) for v in parts[1:]], dtype=np.int8)
+        except ValueError:
+            raise CelebAFormatError(f"{path.name}, line {number}: non-integer attribute value in {line!r}") from None
+        if not np.isin(values, (-1, 1)).all():
+            raise CelebAFormatError(f"{path.name}, line {number}: attribute values must be -1 or 1")
+        rows[parts[0]] = values
+    if count != len(rows):
+        raise CelebAFormatError(f"{path.name}: line 1 announces {count} images but {len(rows)} rows follow")
+    return names, rows
+
+
+def read_bboxes(root: str | Path) -> dict[str, tuple[int, int, int, int]]:
+    """`list_bbox_celeba.txt` as {image id: (x_1, y_1, width, height)} in in-the-wild pixel coordinates."""
+    path = Path(root) / "list_bbox_celeba.txt"
+    lines = _lines(path)
+    out: dict[str, tuple[int, int, int, int]] = {}
+    for number, line in lines[2:]:  # line 1: count, line 2: column names
+        parts = line.split()
+        try:
+            if len(parts) != 5:
+                raise ValueError
+            out[parts[0]] = tuple(int(v) for v in parts[1:])  # type: ignore[assignment]
+        except ValueError:
+            raise CelebAFormatError(
+                f"{path.name}, line {number}: expected 'image_id x_1 y_1 width height', got {line!r}"
+            ) from None
+    return out
+
+
+def is_celeba_root(root: str | Path) -> bool:
+    """True when `root` looks like a CelebA folder (has `img_align_celeba/` or `img_celeba/` and the identity file)."""
+    root = Path(root)
+    return (root / "identity_CelebA.txt").is_file() and (
+        (root / "img_align_celeba").is_dir() or (root / "img_celeba").is_dir()
+    )
+
+
+def load_face_image(path: str | Path, image_size: int, box: tuple[float, float, float, float] | None) -> torch.Tensor:
+    """Decode `path`, crop `box` (left, top, right, bottom; None = centred square) and resize to a float tensor.
+
+    JPEGs are decoded in draft mode at the smallest DCT scale that keeps `image_size` pixels across the box.
+    Returns a [3, image_size, image_size] float32 tensor in [0, 1].
+    """
+    with Image.open(path) as image:
+        full_w, full_h = image.size
+        if box is None:
+            side = min(full_w, full_h)
+            box = ((full_w - side) / 2, (full_h - side) / 2, (full_w + side) / 2, (full_h + side) / 2)
+        box_side = max(box[2] - box[0], box[3] - box[1], 1.0)
+        if image.format == "JPEG":
+            scale = image_size / box_side
+            image.draft("RGB", (max(1, int(full_w * scale)), max(1, int(full_h * scale))))
+        sx, sy = image.size[0] / full_w, image.size[1] / full_h
+        scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        image = image.convert("RGB")
+        w, h = image.size
+        if scaled[0] < 0 or scaled[1] < 0 or scaled[2] > w or scaled[3] > h:
+            # A box reaching past the border (in-the-wild faces near an edge): pad with black, as `crop` does.
+            image = image.crop(tuple(int(round(v)) for v in scaled))
+            scaled = (0, 0, image.size[0], image.size[1])
+        face = image.resize((image_size, image_size), Image.BILINEAR, box=scaled, reducing_gap=None)
+    array = np.asarray(face, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class CelebA(Dataset):
+    """CelebA images of one split as float tensors [3, S, S] in [0, 1] (crop box: module docstring).
+
+    Args:
+        root: folder with the official CelebA layout (module docstring).
+        split: "train", "valid", "test" (from `list_eval_partition.txt`) or "all".
+        image_size: output side in pixels.
+        identities: keep only images of these CelebA identity ids.
+        files: keep only these image ids (intersected with the split).
+        in_the_wild: read `img_celeba/` and crop with `list_bbox_celeba.txt` instead of `img_align_celeba/`.
+        crop: side of the aligned centre crop in pixels of the 178-px-wide aligned frame (scaled for other widths);
+            None resizes the largest centred square. Ignored when `in_the_wild`.
+
+    Attributes: `files` (image ids, sorted), `attributes` (the 40 names), `attribute_matrix` (np.int8 [N, 40] of
+    ±1, rows follow `files`; all zeros when `list_attr_celeba.txt` is absent), `identities` ({image id: identity}).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        image_size: int = 64,
+        identities: Iterable[int] | None = None,
+        files: Iterable[str] | None = None,
+        in_the_wild: bool = False,
+        crop: int | None = ALIGNED_CROP,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise CelebAFormatError(f"CelebA folder {self.root} does not exist. {LAYOUT_HELP}")
+        if split not in (*SPLITS, "all"):
+            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
+        self.split, self.image_size, self.in_the_wild, self.crop = split, int(image_size), in_the_wild, crop
+        self.image_dir = _require(self.root / ("img_celeba" if in_the_wild else "img_align_celeba"))
+        if not self.image_dir.is_dir():
+            raise CelebAFormatError(f"{self.image_dir} is not a folder. {LAYOUT_HELP}")
+        self.identities = read_identities(self.root)
+        names = sorted(self.identities)
+        if split != "all":
+            partitions = read_partitions(self.root)
+            names = [name for name in names if partitions.get(name) == SPLITS[split]]
+        if identities is not None:
+            wanted = {int(i) for i in identities}
+            names = [name for name in names if self.identities[name] in wanted]
+        if files is not None:
+            wanted_files = set(files)
+            names = [name for name in names if name in wanted_files]
+        self.bboxes = read_bboxes(self.root) if in_the_wild else {}
+        if in_the_wild:
+            missing = [name for name in names if name not in self.bboxes]
+            if missing:
+                raise CelebAFormatError(f"list_bbox_celeba.txt has no box for {len(missing)} image(s), e.g. {missing[0]}")
+        self.files: list[str] = names
+        if (self.root / "list_attr_celeba.txt").exists():
+            self.attributes, rows = read_attributes(self.root)
+            zeros = np.zeros(len(self.attributes), dtype=np.int8)
+            self.attribute_matrix = np.stack([rows.get(n, zeros) for n in names]) if names else np.zeros(
+                (0, len(self.attributes)), dtype=np.int8)
+        else:
+            self.attributes, self.attribute_matrix = [], np.zeros((len(names), 0), dtype=np.int8)
+        self._by_identity: dict[int, list[str]] = {}
+        for name in names:
+            self._by_identity.setdefault(self.identities[name], []).append(name)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def identity_of(self, file: str) -> int:
+        """CelebA identity id of image `file` (e.g. "000001.jpg" -> 2880)."""
+        return self.identities[file]
+
+    def files_of_identity(self, identity: int) -> list[str]:
+        """Image ids of `identity` in this dataset (after the split and filters)."""
+        return list(self._by_identity.get(int(identity), []))
+
+    def path_of(self, file: str) -> Path:
+        """Path of image `file` on disk."""
+        return self.image_dir / file
+
+    def crop_box(self, file: str, width: int, height: int) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) crop of `file` in its own pixel coordinates (module docstring)."""
+        if self.in_the_wild:
+            x, y, w, h = self.bboxes[file]
+            side, cx, cy = max(w, h), x + w / 2, y + h / 2
+            return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+        side = min(width, height) if self.crop is None else min(self.crop * width / ALIGNED_WIDTH, width, height)
+        return ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        file = self.files[index]
+        path = self.path_of(file)
+        with Image.open(path) as probe:
+            width, height = probe.size
+        return load_face_image(path, self.image_size, self.crop_box(file, width, height))
+
+
+def _split_of(relative: str) -> str:
+    """Stable 80/10/10 train/valid/test assignment of a file from a hash of its relative path."""
+    bucket = int(hashlib.sha1(relative.encode("utf-8")).hexdigest()[:8], 16) % 10
+    return "valid" if bucket == 8 else "test" if bucket == 9 else "train"
+
+
+class ImageFolderFlat(Dataset):
+    """Every image under a folder (searched recursively, e.g. `data/faces/<person>/*.jpg`) as [3, S, S] in [0, 1].
+
+    Images are centre-cropped to a square and resized. Splits are a stable 80/10/10 hash of each relative path,
+    so adding files never moves existing ones between splits.
+
+    Args:
+        root: the folder.
+        split: "train", "valid", "test" or "all".
+        image_size: output side in pixels.
+        identities: ignored unless the images sit in sub-folders named by integers (then: keep those folders).
+
+    Attributes: `files` (relative POSIX paths, sorted); `identity_of(file)` is the integer sub-folder name, or -1.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int = 64,
+                 identities: Iterable[int] | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist")
+        if split not in (*SPLITS, "all"):
+            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
+        self.split, self.image_size = split, int(image_size)
+        files = sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(s.startswith((".", "_")) for s in
+                                                                               p.relative_to(self.root).parts)
+        )
+        if split != "all":
+            files = [f for f in files if _split_of(f) == split]
+        if identities is not None:
+            wanted = {int(i) for i in identities}
+            files = [f for f in files if self.identity_of(f) in wanted]
+        self.files = files
+        self.attributes: list[str] = []
+        self.attribute_matrix = np.zeros((len(files), 0), dtype=np.int8)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def identity_of(self, file: str) -> int:
+        """Integer name of the sub-folder holding `file`, or -1 when it has none."""
+        parent = Path(file).parent.name
+        return int(parent) if parent.isdigit() else -1
+
+    def files_of_identity(self, identity: int) -> list[str]:
+        """Files in the sub-folder named `identity`."""
+        return [f for f in self.files if self.identity_of(f) == int(identity)]
+
+    def path_of(self, file: str) -> Path:
+        """Path of `file` on disk."""
+        return self.root / file
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_face_image(self.root / self.files[index], self.image_size, None)
+
+
+def open_image_dataset(root: str | Path, split: str = "train", image_size: int = 64,
+                       identities: Iterable[int] | None = None) -> Dataset:
+    """`CelebA` when `root` has the official layout, else `ImageFolderFlat` (e.g. a folder of face crops)."""
+    if is_celeba_root(root):
+        in_the_wild = not (Path(root) / "img_align_celeba").is_dir()
+        return CelebA(root, split=split, image_size=image_size, identities=identities, in_the_wild=in_the_wild)
+    return ImageFolderFlat(root, split=split, image_size=image_size, identities=identities)

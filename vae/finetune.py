@@ -1,0 +1,152 @@
+"""Fine-tune the CelebA VAE on one identity's photos, and show the identity's morph before vs after.
+
+An identity has a few dozen photos at most, so fine-tuning continues from the general face model (its weights,
+`TrainConfig.init_from`) on all of that identity's images (`split="all"`; `train_vae` still holds a tenth out for
+its metrics), with the KL weight lowered (β × `kl_scale`, 0.02 by default). A weaker KL pull lets the encoder
+spread the few photos apart in latent space instead of squeezing them towards the prior's centre, so the
+decoder can spend its capacity on this one face's details. The run gets its own folder and checkpoint; the base
+checkpoint is only read.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scraping.config import apply_overrides, parse_set_options
+from scraping.files import atomic_write_text
+
+from .celeba import open_image_dataset
+from .figures import load_roster, loss_comparison_figure
+from .morph import DEFAULT_GIF_SIZE, side_by_side_morph_gif
+from .train import TrainConfig, evaluate, load_vae, train_vae
+
+FINETUNE_SUMMARY = "finetune.json"
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """`path` itself, or `path/checkpoint.pt` when `path` is a run folder."""
+    path = Path(path)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def finetune_config(base_checkpoint: str | Path, data_root: str | Path, identity: int, out_dir: str | Path,
+                    kl_scale: float = 0.02, max_steps: int = 200, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The `TrainConfig` of a fine-tuning run: the base run's config with the identity, data, folder, weights
+    source and β × kl_scale swapped in, then `overrides` (unknown keys raise `ValueError`)."""
+    base_path = checkpoint_file(base_checkpoint)
+    if not base_path.is_file():
+        raise FileNotFoundError(f"no base checkpoint at {base_path}; train the VAE first (`python -m vae train`)")
+    if Path(out_dir).resolve() == base_path.parent.resolve():
+        raise ValueError(f"out_dir {out_dir} is the base run's folder; fine-tuning needs its own folder so the "
+                         "base checkpoint stays untouched")
+    saved = torch.load(base_path, map_location="cpu", weights_only=False)["config"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = apply_overrides(TrainConfig(), {k: v for k, v in saved.items() if k in fields})
+    config = apply_overrides(config, {
+        "data_root": str(data_root),
+        "out_dir": str(out_dir),
+        "identities": [int(identity)],
+        "split": "all",  # an identity's few photos sit in every partition; use them all
+        "beta": saved["beta"] * kl_scale,
+        "init_from": str(base_path),
+        "max_steps": max_steps,
+        "resume": False,
+        "overwrite": False,
+        "monitor_every": max(1, max_steps // 10),
+        "eval_every": max(1, max_steps // 2),
+    })
+    return apply_overrides(config, overrides or {})
+
+
+def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, identity: int, out_dir: str | Path,
+                         kl_scale: float = 0.02, max_steps: int = 200, resume: bool = False, overwrite: bool = False,
+                         device: str = "auto", out_gif: str | Path | None = None,
+                         comparison_png: str | Path | None = None, n_morph: int = 8, steps_between: int = 8,
+                         fps: float = 12.0, gif_size: int = DEFAULT_GIF_SIZE,
+                         overrides: dict[str, Any] | None = None) -> dict:
+    """Continue training the base VAE on one CelebA identity with a lower KL weight; compare before and after.
+
+    Args:
+        base_checkpoint: the general CelebA VAE (checkpoint.pt or its run folder); only read.
+        data_root: CelebA root holding the identity's images.
+        identity: CelebA identity id (e.g. from `vae.identity.pick_identity`).
+        out_dir: the fine-tuning run's own folder (must differ from the base run's).
+        kl_scale: multiplies the base run's β (KL weight); 0.02 by default.
+        max_steps: optimizer steps of fine-tuning.
+        resume, overwrite: as in `TrainConfig` (a finished run with resume=True is reused, not redone).
+        device: "auto", "cpu", "cuda", "mps".
+        out_gif: before/after morph GIF path (default `<out_dir>/before_after_morph.gif`).
+        comparison_png: reconstructions/samples of both models (default `<out_dir>/before_after.png`).
+        n_morph, steps_between, fps, gif_size: the morph roster size (photos of the identity) and GIF settings.
+        overrides: further `TrainConfig` fields (e.g. {"batch_size": 16, "lr": 5e-4}).
+    Returns {"checkpoint", "base_checkpoint", "out_dir", "identity", "n_images", "kl_scale", "base_beta", "beta",
+    "steps", "metrics" (held-out, from training), "compare" ({"before", "after"}: mse/psnr/ssim on the morph
+    roster, photos the fine-tuned model mostly trained on), "morph_gif" (info dict), "comparison_png"}.
+    """
+    config = finetune_config(base_checkpoint, data_root, identity, out_dir, kl_scale, max_steps,
+                             {"resume": resume, "overwrite": overwrite, "device": device, **(overrides or {})})
+    result = train_vae(config)
+    before, base = load_vae(config.init_from, device=device)
+    after, _ = load_vae(result["checkpoint"], device=device)
+    out_dir = Path(out_dir)
+    roster = load_roster(data_root, split="all", image_size=config.image_size, n=n_morph, seed=config.seed,
+                         identities=[identity])
+    compare = {name: evaluate(model, roster.to(next(model.parameters()).device))
+               for name, model in (("before", before), ("after", after))}
+    summary: dict[str, Any] = {
+        "checkpoint": result["checkpoint"],
+        "base_checkpoint": config.init_from,
+        "out_dir": str(out_dir),
+        "identity": int(identity),
+        "n_images": len(open_image_dataset(data_root, "all", config.image_size, [identity])),
+        "kl_scale": kl_scale,
+        "base_beta": base["config"]["beta"],
+        "beta": config.beta,
+        "steps": result["steps"],
+        "metrics": result["metrics"],
+        "compare": compare,
+    }
+    if len(roster) >= 2:
+        summary["morph_gif"] = side_by_side_morph_gif(
+            before, after, roster, out_gif or out_dir / "before_after_morph.gif", steps_between, fps, gif_size,
+            labels=("before", "after fine-tuning"))
+    else:
+        summary["morph_gif"] = None  # a morph needs two photos; the identity has one
+    summary["comparison_png"] = loss_comparison_figure(
+        before, after, roster, comparison_png or out_dir / "before_after.png", seed=config.seed,
+        labels=("before", "after"))["path"]
+    atomic_write_text(out_dir / FINETUNE_SUMMARY, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`python -m vae finetune`: fine-tune a trained VAE on one CelebA identity."""
+    parser.add_argument("--checkpoint", required=True, help="base VAE checkpoint (.pt or run folder); only read")
+    parser.add_argument("--data-root", required=True, help="CelebA root (official layout)")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--identity", type=int, help="CelebA identity id")
+    who.add_argument("--identity-json", help="identity.json written by `python -m vae find-identity`")
+    parser.add_argument("--out", required=True, help="the fine-tuning run's own folder")
+    parser.add_argument("--kl-scale", type=float, default=0.02, help="multiplies the base run's KL weight β")
+    parser.add_argument("--max-steps", type=int, default=200, help="optimizer steps of fine-tuning")
+    parser.add_argument("--gif", default=None, help="before/after morph GIF path (default: in --out)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    parser.add_argument("--resume", action="store_true", help="continue (or reuse) the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
+
+
+def cli_run(args: argparse.Namespace) -> dict:
+    identity = args.identity
+    if identity is None:
+        identity = int(json.loads(Path(args.identity_json).read_text(encoding="utf-8"))["identity"])
+    summary = finetune_on_identity(args.checkpoint, args.data_root, identity, args.out, kl_scale=args.kl_scale,
+                                   max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite,
+                                   device=args.device, out_gif=args.gif, overrides=parse_set_options(args.set))
+    return {"command": "finetune", **summary}

@@ -1,0 +1,206 @@
+"""VAE training losses: pixel reconstruction, KL divergence, and a frozen-VGG19 perceptual (feature) loss.
+
+Reduction convention (used by every term, so that the weights `beta` and `gamma` are comparable):
+every term is a per-image SUM, then AVERAGED OVER THE BATCH — the negative ELBO in nats per image.
+
+* reconstruction: summed over the 3·S·S pixel values of an image, averaged over the batch. With `kind="mse"`
+  this is the Gaussian log-likelihood with variance 1/2 up to a constant, so `beta = 1` is the plain ELBO.
+* KL(q(z|x) || N(0, I)): summed over the latent dimensions, averaged over the batch — DFC-VAE.
+* perceptual: for each VGG19 layer (relu1_1, relu2_1, relu3_1 — DFC-VAE's choice) the squared feature error is
+  averaged over that layer's elements (DFC-VAE's 1/(C·H·W) per layer) and multiplied by 3·S·S, the number of
+  pixel values, so that one unit of feature error weighs like one unit of per-pixel error in the pixel sum;
+  the layers are summed, and the result averaged over the batch.
+
+total = recon + beta · KL + gamma · perceptual. `gamma = 0` never builds VGG.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ImageNet statistics torchvision's VGG19 was trained with (inputs are RGB in [0, 1] before this).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Index of each ReLU in torchvision's `vgg19().features` (conv1_1=0, relu1_1=1, conv1_2=2, ..., relu3_1=11).
+VGG19_RELU_INDEX = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
+                    "relu4_1": 20, "relu5_1": 29}
+DFC_VAE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Pixel reconstruction loss, summed over the pixels of each image and averaged over the batch.
+
+    Args:
+        x_hat: reconstructions in [0, 1], [B, 3, S, S].
+        x: targets in [0, 1], same shape.
+        kind: "mse" (squared error), "l1" (absolute error) or "bce" (binary cross-entropy, for [0, 1] targets).
+    """
+    x_hat, x = x_hat.float(), x.float()  # sums of 12k terms are kept in float32 even under autocast
+    if kind == "mse":
+        per_pixel = (x_hat - x).pow(2)
+    elif kind == "l1":
+        per_pixel = (x_hat - x).abs()
+    elif kind == "bce":
+        per_pixel = F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="none")
+    else:
+        raise ValueError(f"unknown reconstruction loss {kind!r}; use 'mse', 'l1' or 'bce'")
+    return per_pixel.flatten(1).sum(1).mean()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims, averaged over the batch — DFC-VAE.
+
+    Closed form per dimension: 0.5 · (mu² + exp(logvar) − 1 − logvar); e.g. mu = 1, logvar = 0 gives 0.5.
+    """
+    mu, logvar = mu.float(), logvar.float()
+    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum(1).mean()
+
+
+def vgg19_weights_cached() -> Path | None:
+    """Path of torchvision's VGG19 ImageNet weights in the `$TORCH_HOME` hub cache, or None if not there."""
+    from torchvision.models import VGG19_Weights
+
+    filename = Path(VGG19_Weights.IMAGENET1K_V1.url).name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return path if path.is_file() else None
+
+
+class VGGPerceptualLoss(nn.Module):
+    """Frozen VGG19 feature extractor whose one job is to score how different two image batches look.
+
+    It compares ReLU activations (default relu1_1, relu2_1, relu3_1, as in DFC-VAE) of reconstructions and
+    targets; the network is truncated after the deepest requested layer (relu3_1 → 12 of VGG19's 37 feature
+    modules), never trained (`requires_grad_(False)`, `.eval()`), and fed the ImageNet mean/std normalisation it
+    was trained with.
+
+    Args:
+        layers: names of the VGG19 ReLUs to compare (keys of `VGG19_RELU_INDEX`).
+        allow_download: fetch the ImageNet weights when they are not in the `$TORCH_HOME` cache. When False (the
+            default, and always in tests) and the weights are missing, a seeded random-init VGG19 is used instead
+            and a warning says so; `self.pretrained` records which one it is.
+        seed: seed of that random initialisation (the global RNG is left untouched).
+
+    Attributes:
+        pretrained: True when the ImageNet weights were loaded.
+    """
+
+    def __init__(self, layers=DFC_VAE_LAYERS, allow_download: bool = False, seed: int = 0):
+        super().__init__()
+        from torchvision.models import VGG19_Weights
+        from torchvision.models import vgg as tv_vgg
+
+        unknown = [name for name in layers if name not in VGG19_RELU_INDEX]
+        if unknown:
+            raise ValueError(f"unknown VGG19 layer(s) {unknown}; choose from {sorted(VGG19_RELU_INDEX)}")
+        self.layers = tuple(layers)
+        self.layer_indices = tuple(VGG19_RELU_INDEX[name] for name in self.layers)
+        last = max(self.layer_indices)
+        # torchvision's own VGG19 layer list (config "E"), truncated: building the full model would also allocate
+        # its 123 M-parameter classifier for nothing.
+        features = tv_vgg.make_layers(tv_vgg.cfgs["E"], batch_norm=False)[: last + 1]
+        # ReLUs must not overwrite the activations we read.
+        for module in features:
+            if isinstance(module, nn.ReLU):
+                module.inplace = False
+
+        weights = VGG19_Weights.IMAGENET1K_V1
+        self.pretrained = False
+        if vgg19_weights_cached() is not None or allow_download:
+            state = weights.get_state_dict(progress=False)  # reads the cache; downloads only if allowed above
+            prefix = "features."
+            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            features.load_state_dict({k: own[k] for k in features.state_dict()})
+            self.pretrained = True
+        else:
+            warnings.warn(
+                "VGG19 ImageNet weights are not in the torch hub cache "
+                f"({Path(torch.hub.get_dir()) / 'checkpoints'}); the perceptual loss uses a randomly initialised "
+                "VGG19 (seeded). Set allow_download / --vgg-allow-download to fetch the real weights.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for module in features:
+                    if isinstance(module, nn.Conv2d):  # torchvision VGG's own initialisation
+                        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                        nn.init.zeros_(module.bias)
+        self.features = features
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        """Stay in eval mode whatever the parent module does (the network is frozen)."""
+        return super().train(False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map RGB in [0, 1] to the ImageNet-normalised input VGG19 expects."""
+        return (x - self.mean) / self.std
+
+    def extract(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations of `self.layers` for images `x` in [0, 1]."""
+        h = self.normalize(x).contiguous(memory_format=torch.channels_last)  # faster convs on CPU (oneDNN)
+        out = []
+        for index, module in enumerate(self.features):
+            h = module(h)
+            if index in self.layer_indices:
+                out.append(h)
+        return out
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Perceptual loss of reconstructions `x_hat` against targets `x` (both [B, 3, S, S] in [0, 1]).
+
+        Per layer the squared feature error is averaged over its elements (DFC-VAE), scaled by 3·S·S pixel values
+        (see the module docstring), summed over layers and averaged over the batch. The target branch runs
+        without autograd: it needs no gradient, which saves a third of the VGG memory and time.
+        """
+        with torch.no_grad():
+            target_features = self.extract(x)
+        pixel_values = x.shape[1] * x.shape[2] * x.shape[3]
+        total = x_hat.new_zeros((), dtype=torch.float32)
+        for f_hat, f in zip(self.extract(x_hat), target_features):
+            per_image = (f_hat.float() - f.float()).pow(2).flatten(1).mean(1)
+            total = total + per_image.mean() * pixel_values
+        return total
+
+
+def vae_loss(
+    x_hat: torch.Tensor,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 0.0,
+    perceptual: VGGPerceptualLoss | None = None,
+    recon_kind: str = "mse",
+) -> dict[str, torch.Tensor]:
+    """Weighted VAE objective: `total = recon + beta·KL + gamma·perceptual` (reductions: module docstring).
+
+    Args:
+        x_hat, x: reconstructions and targets, [B, 3, S, S] in [0, 1].
+        mu, logvar: posterior parameters, [B, latent_dim].
+        beta: KL weight (1 = ELBO with the Gaussian σ² = 1/2 pixel likelihood).
+        gamma: perceptual-loss weight; 0 skips VGG entirely.
+        perceptual: the `VGGPerceptualLoss` to use when `gamma > 0` (required then; built by the caller once).
+        recon_kind: pixel loss, see `reconstruction_loss`.
+
+    Returns: dict of scalar tensors `total`, `recon`, `kl`, `perceptual` (the unweighted terms; perceptual is 0
+    when gamma is 0).
+    """
+    recon = reconstruction_loss(x_hat, x, recon_kind)
+    kl = kl_divergence(mu, logvar)
+    if gamma > 0:
+        if perceptual is None:
+            raise ValueError("gamma > 0 needs a VGGPerceptualLoss module (perceptual=...)")
+        feature = perceptual(x_hat, x)
+    else:
+        feature = torch.zeros((), device=x.device)
+    total = recon + beta * kl + gamma * feature
+    return {"total": total, "recon": recon, "kl": kl, "perceptual": feature}

@@ -1,0 +1,601 @@
+"""Train the ConvVAE on CelebA (or a folder of face crops): a plain loop with checkpoints, resume, monitoring and DDP.
+
+`train_vae(TrainConfig(...))` runs forward → loss → backward → step for `max_steps` steps and writes, under
+`out_dir` (rank 0 only):
+
+    config.json              the TrainConfig of the run
+    checkpoint.pt            {model, optimizer, step, config, metrics, history, rng, ...}, written atomically
+    metrics.json             latest held-out metrics (MSE, PSNR, SSIM) and the loss history
+    monitor/step_000100.png  fixed held-out originals (row 1), their reconstructions (row 2), fixed-noise samples (3)
+    monitor.gif              those frames as a looping animation
+
+Data order is a pure function of (seed, epoch): each epoch is a seeded permutation cut into global batches, and
+under DistributedDataParallel every process takes a rank-strided share of each global batch. Together with the
+torch/NumPy/Python RNG states stored in the checkpoint, a resumed run computes exactly the losses an
+uninterrupted run would.
+
+Runs unchanged under `torchrun --nproc_per_node=N -m vae.train ...` (gloo on CPU, NCCL on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from scraping.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, print_summary,
+                             save_config, seed_everything)
+from scraping.files import atomic_write_bytes, atomic_write_text
+
+from .celeba import open_image_dataset
+from .losses import VGGPerceptualLoss, vae_loss
+from .metrics import mse, psnr, ssim
+from .model import ConvVAE
+
+MONITOR_COLUMNS = 12  # fixed held-out images and fixed latent samples per monitoring frame
+ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one VAE training run depends on; saved as config.json next to its checkpoint."""
+
+    data_root: str = "data/celeba"  # CelebA root (official layout) or any folder of face images (searched recursively)
+    out_dir: str = "runs/vae"  # run folder: checkpoint.pt, config.json, metrics.json, monitor/, monitor.gif
+    image_size: int = 64  # side of the square training images in pixels (64 or 128)
+    latent_dim: int = 128  # size of the latent code z
+    base_channels: int = 32  # width of the first encoder conv (doubles per stage): 32 = DFC-VAE's 64 px model
+    batch_size: int = 64  # GLOBAL batch per optimizer step; under DDP each of N processes takes batch_size / N
+    lr: float = 1e-3  # Adam learning rate (constant)
+    beta: float = 1.0  # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (see vae/losses.py)
+    gamma: float = 1.0  # perceptual (VGG19 relu1_1/2_1/3_1) loss weight; 0 never builds VGG
+    recon: str = "mse"  # pixel loss: "mse", "l1" or "bce"
+    max_steps: int | None = 300  # optimizer steps to train in total (None: `epochs` full passes instead)
+    epochs: int = 1  # passes over the training images, used only when max_steps is None
+    monitor_every: int = 50  # steps between monitoring frames (fixed reconstructions + fixed-noise samples)
+    eval_every: int = 100  # steps between held-out evaluations and checkpoints (also done at the last step)
+    num_eval: int = 64  # held-out images scored (MSE/PSNR/SSIM); the first 12 are shown in the monitoring frames
+    seed: int = 0  # seeds data order, flips, sampling noise, init and the fixed monitoring noise
+    device: str = "auto"  # "auto" = CUDA, then MPS, then CPU; under torchrun each process uses its LOCAL_RANK GPU
+    num_workers: int = 0  # DataLoader worker processes; 0 decodes in the training process (and allows the RAM cache)
+    cache_images: int = 20000  # keep decoded uint8 images in RAM when the training set has at most this many (0: off)
+    hflip: bool = True  # random horizontal flips (a seeded function of the step, so resume stays exact)
+    amp: bool = True  # float16 autocast + GradScaler, on CUDA only (ignored on CPU/MPS)
+    grad_clip: float = 100.0  # max global gradient norm (losses are per-image sums, so norms are large); 0: off
+    max_bad_steps: int = 10  # stop after this many consecutive steps with a non-finite loss or gradient
+    resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
+    overwrite: bool = False  # delete this run's previous outputs in out_dir and start again
+    init_from: str | None = None  # checkpoint whose model weights initialise this run (fine-tuning); optimizer is fresh
+    identities: list[int] | None = None  # train only on images of these CelebA identity ids (None: all)
+    split: str = "train"  # CelebA split to train on: "train", "valid", "test" or "all"
+    vgg_allow_download: bool = False  # download the VGG19 ImageNet weights if they are not in $TORCH_HOME
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run and neither `resume` nor `overwrite` was asked for."""
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+
+class CachedImages(Dataset):
+    """A dataset view that keeps each decoded image as uint8 in RAM after its first read (exact: images are 8-bit)."""
+
+    def __init__(self, base: Dataset, enabled: bool):
+        self.base, self.enabled, self.cache = base, enabled, {}
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        hit = self.cache.get(index)
+        if hit is not None:
+            return hit.float().div_(255.0)
+        image = self.base[index]
+        if self.enabled:
+            self.cache[index] = image.mul(255.0).round_().to(torch.uint8)
+        return image
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the `n` training images in `epoch`: a permutation seeded by (seed, epoch) only."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+class StepBatchSampler:
+    """Yields, for steps start..stop-1, this process's share of the global batch of that step.
+
+    Global batch of step s: positions [(s mod E)·B, (s mod E + 1)·B) of `epoch_permutation(n, seed, s div E)`,
+    with E = n div B steps per epoch (the incomplete last batch is dropped); process `rank` of `world` takes every
+    world-th index of it, starting at `rank`.
+    """
+
+    def __init__(self, indices: list[int], batch_size: int, seed: int, start: int, stop: int, rank: int = 0,
+                 world: int = 1):
+        self.indices, self.batch_size, self.seed = indices, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.steps_per_epoch = max(1, len(indices) // batch_size)
+
+    def batch_of_step(self, step: int) -> list[int]:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = epoch_permutation(len(self.indices), self.seed, epoch)
+        chosen = order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
+        return [self.indices[i] for i in chosen[self.rank::self.world]]
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.batch_of_step(step)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def split_datasets(config: TrainConfig):
+    """The training dataset, the training indices and the held-out indices (and the dataset they index).
+
+    Held-out images are the CelebA "valid" split (same identity filter) when training on "train"; when that is
+    empty (e.g. a flat folder has too few images, or the chosen identities have no valid images) a seeded tenth
+    of the training images (at most `num_eval`) is held out instead and not trained on.
+    """
+    train_set = open_image_dataset(config.data_root, config.split, config.image_size, config.identities)
+    if len(train_set) == 0:
+        raise ValueError(f"no training images in {config.data_root} (split={config.split!r}, "
+                         f"identities={config.identities})")
+    train_indices = list(range(len(train_set)))
+    held_set, held_indices, held_from = train_set, [], "train (carved out)"
+    if config.split == "train":
+        valid = open_image_dataset(config.data_root, "valid", config.image_size, config.identities)
+        if len(valid) > 0:
+            held_set, held_indices, held_from = valid, list(range(len(valid))), "valid"
+    if not held_indices:
+        n_hold = min(config.num_eval, max(1, len(train_set) // 10)) if len(train_set) > 1 else 0
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed)).tolist()
+        held_indices = sorted(order[:n_hold])
+        train_indices = sorted(order[n_hold:])
+        if not held_indices:  # a single image: score the training image itself, and say so
+            held_indices, held_from = [0], "train (single image, not held out)"
+    if len(held_indices) > config.num_eval:  # evenly spaced, so the monitor shows many people, not one
+        picks = np.linspace(0, len(held_indices) - 1, config.num_eval).round().astype(int)
+        held_indices = [held_indices[i] for i in sorted(set(picks.tolist()))]
+    return train_set, train_indices, held_set, held_indices, held_from
+
+
+# ---------------------------------------------------------------------------------------------------- distributed
+
+@dataclass
+class DistributedContext:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context(device_name: str) -> DistributedContext:
+    """Join the process group when launched by torchrun (RANK and WORLD_SIZE set, WORLD_SIZE > 1).
+
+    Backend: NCCL when this process gets a CUDA device, gloo otherwise (CPU). Each process uses GPU LOCAL_RANK.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return DistributedContext(device=pick_device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device.type == "mps":
+        device = torch.device("cpu")  # no MPS collective backend: fall back to gloo on CPU
+    initialized_here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        initialized_here = True
+    return DistributedContext(rank=rank, world=world, device=device, initialized_here=initialized_here)
+
+
+def all_ranks_true(flag: bool, ctx: DistributedContext) -> bool:
+    """True only if `flag` is true on every process (so all ranks skip a bad step together)."""
+    if ctx.world == 1:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return bool(tensor.item() > 0.5)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints/rng
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states, to be restored on resume."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> Path:
+    """torch.save into memory, then one atomic write: a crash never leaves half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _model_from_config(config: dict) -> ConvVAE:
+    return ConvVAE(latent_dim=config["latent_dim"], image_size=config["image_size"],
+                   base_channels=config["base_channels"])
+
+
+def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE, dict]:
+    """Rebuild the trained ConvVAE from `checkpoint.pt` (architecture from its config), in eval mode.
+
+    Returns `(model, checkpoint_dict)`; the dict holds `config`, `metrics`, `step`, `history`, ...
+    """
+    path = Path(checkpoint_path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no VAE checkpoint at {path}; train one with `python -m vae train`")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = _model_from_config(checkpoint["config"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(pick_device(device)).eval(), checkpoint
+
+
+def _check_architecture(config: TrainConfig, saved: dict, source: Path) -> None:
+    mismatched = [f"{k}: {saved.get(k)} there vs {getattr(config, k)} here" for k in ARCHITECTURE_FIELDS
+                  if saved.get(k) != getattr(config, k)]
+    if mismatched:
+        raise ValueError(f"checkpoint {source} has a different architecture ({'; '.join(mismatched)})")
+
+
+def _remove_run_outputs(out_dir: Path, after_step: int = -1) -> None:
+    """Delete the files a run writes (only those), keeping monitoring frames up to `after_step`."""
+    for frame in sorted((out_dir / "monitor").glob("step_*.png")):
+        try:
+            step = int(frame.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        if step > after_step:
+            frame.unlink()
+    if after_step < 0:
+        for name in ("checkpoint.pt", "metrics.json", "monitor.gif", "config.json"):
+            (out_dir / name).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------- monitoring
+
+def image_grid(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:
+    """Stack rows of [N, 3, S, S] images in [0, 1] into one uint8 HxWx3 grid with `pad` white pixels between."""
+    n, _, s, _ = rows[0].shape
+    grid = torch.ones(3, len(rows) * (s + pad) + pad, n * (s + pad) + pad)
+    for r, row in enumerate(rows):
+        for c in range(n):
+            y, x = pad + r * (s + pad), pad + c * (s + pad)
+            grid[:, y:y + s, x:x + s] = row[c].detach().float().cpu().clamp(0, 1)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def write_monitor_frame(model: ConvVAE, images: torch.Tensor, noise: torch.Tensor, path: Path) -> Path:
+    """Originals, their reconstructions and fixed-noise samples as a 3-row PNG (model in eval mode)."""
+    from PIL import Image
+
+    from scraping.files import atomic_save_image
+
+    with torch.inference_mode():
+        reconstructions, _, _ = model(images)
+        samples = model.decode(noise)
+    return atomic_save_image(Image.fromarray(image_grid([images, reconstructions, samples])), path)
+
+
+def write_monitor_gif(monitor_dir: Path, gif_path: Path, frame_seconds: float = 0.4) -> Path | None:
+    """All `step_*.png` frames in step order as a GIF that loops forever (the last frame held 4× longer)."""
+    import imageio.v3 as iio
+
+    frames = sorted(monitor_dir.glob("step_*.png"))
+    if not frames:
+        return None
+    images = np.stack([iio.imread(f) for f in frames])
+    durations = [int(frame_seconds * 1000)] * len(frames)
+    durations[-1] *= 4
+    # (a single frame takes a scalar duration: Pillow's GIF writer rejects a one-element list)
+    data = iio.imwrite("<bytes>", images, extension=".gif", loop=0,
+                       duration=durations if len(durations) > 1 else durations[0])
+    return atomic_write_bytes(gif_path, data)
+
+
+@torch.inference_mode()
+def evaluate(model: ConvVAE, images: torch.Tensor, batch_size: int = 64) -> dict[str, float]:
+    """Held-out reconstruction metrics of `model` (eval mode: z = posterior mean): mse, psnr (dB), ssim."""
+    was_training = model.training
+    model.eval()
+    scores = {"mse": [], "psnr": [], "ssim": []}
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        x_hat, _, _ = model(x)
+        scores["mse"].append(mse(x_hat, x))
+        scores["psnr"].append(psnr(x_hat, x))
+        scores["ssim"].append(ssim(x_hat, x))
+    model.train(was_training)
+    return {k: float(torch.cat(v).mean()) for k, v in scores.items()}
+
+
+# -------------------------------------------------------------------------------------------------------- training
+
+def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, config: TrainConfig,
+               perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, use_amp: bool = False):
+    """One optimizer step on batch `x`: forward → loss → backward → clip → step.
+
+    `train_model` is `model` itself or its DistributedDataParallel wrapper. A step whose loss (on any rank) or
+    gradient norm is not finite changes no weight. Returns `(losses dict, ok)`.
+    """
+    device = x.device
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        x_hat, mu, logvar = train_model(x)
+        losses = vae_loss(x_hat, x, mu, logvar, config.beta, config.gamma, perceptual, config.recon)
+    ok = all_ranks_true(bool(torch.isfinite(losses["total"])), ctx)
+    optimizer.zero_grad(set_to_none=True)
+    if ok:
+        scaler.scale(losses["total"]).backward()
+        scaler.unscale_(optimizer)
+        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        ok = bool(torch.isfinite(norm))  # gradients are all-reduced, so every rank agrees
+        if ok or use_amp:
+            scaler.step(optimizer)  # with AMP the scaler itself skips non-finite steps and lowers its scale
+        scaler.update()
+    return losses, ok
+
+
+def train_vae(config: TrainConfig) -> dict:
+    """Train (or resume) a ConvVAE as described by `config`; returns a JSON-ready summary.
+
+    Summary keys: checkpoint (path), out_dir, steps (total optimizer steps done), steps_this_run, images_per_s
+    (training throughput of this run, all processes together, excluding evaluation), history (one dict per step:
+    step, loss, recon, kl, perceptual, plus eval_mse/eval_psnr/eval_ssim at evaluation steps), metrics (final
+    held-out mse, psnr, ssim), monitor_gif, skipped_steps, perceptual_pretrained, held_out_from, world_size.
+
+    Raises RunExistsError when out_dir holds a checkpoint and neither `resume` nor `overwrite` is set.
+    """
+    if config.recon not in ("mse", "l1", "bce"):
+        raise ValueError(f"recon must be 'mse', 'l1' or 'bce', got {config.recon!r}")
+    out_dir = Path(config.out_dir)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists() and not (config.resume or config.overwrite):
+        raise RunExistsError(
+            f"{out_dir} already holds a training run ({checkpoint_path.name}); pass resume=True (--resume) to "
+            "continue it or overwrite=True (--overwrite) to start again, or choose another out_dir"
+        )
+    ctx = distributed_context(config.device)
+    try:
+        return _train(config, ctx, out_dir, checkpoint_path)
+    finally:
+        if ctx.initialized_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path) -> dict:
+    device = ctx.device
+    resuming = config.resume and checkpoint_path.exists()
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False) if resuming else None
+    if checkpoint is not None:
+        _check_architecture(config, checkpoint["config"], checkpoint_path)
+    if ctx.is_main:
+        if config.overwrite and not resuming:
+            _remove_run_outputs(out_dir)
+        _remove_run_outputs(out_dir, after_step=checkpoint["step"] if checkpoint else 0)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.json")
+    if ctx.world > 1:
+        dist.barrier()  # nobody reads out_dir before rank 0 has cleaned it
+
+    seed_everything(config.seed + ctx.rank)
+    train_set, train_indices, held_set, held_indices, held_from = split_datasets(config)
+    batch_size = min(config.batch_size, len(train_indices))
+    if batch_size < ctx.world:
+        raise ValueError(f"{len(train_indices)} training image(s) cannot feed {ctx.world} processes")
+    steps_per_epoch = max(1, len(train_indices) // batch_size)
+    total_steps = config.max_steps if config.max_steps else config.epochs * steps_per_epoch
+
+    model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
+    if config.init_from and not resuming:
+        init = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        _check_architecture(config, init["config"], Path(config.init_from))
+        model.load_state_dict(init["model"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    perceptual = None
+    if config.gamma > 0:
+        perceptual = VGGPerceptualLoss(allow_download=config.vgg_allow_download, seed=config.seed).to(device)
+
+    start_step, history, metrics, skipped = 0, [], {}, 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scaler" in checkpoint and use_amp:
+            scaler.load_state_dict(checkpoint["scaler"])
+        start_step, history = checkpoint["step"], checkpoint.get("history", [])
+        metrics, skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
+        set_rng_state(checkpoint["rng"][ctx.rank] if ctx.rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
+    train_model = model
+    if ctx.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # Fixed monitoring inputs: the first 12 held-out images and 12 latent draws (DCGAN's fixed_noise).
+    eval_images = torch.stack([held_set[i] for i in held_indices]).to(device)
+    monitor_images = eval_images[:MONITOR_COLUMNS]
+    monitor_noise = torch.randn(MONITOR_COLUMNS, config.latent_dim,
+                                generator=torch.Generator().manual_seed(config.seed)).to(device)
+
+    cache = config.num_workers == 0 and len(train_indices) <= config.cache_images
+    sampler = StepBatchSampler(train_indices, batch_size, config.seed, start_step, total_steps, ctx.rank, ctx.world)
+    loader = DataLoader(CachedImages(train_set, cache), batch_sampler=sampler, num_workers=config.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+
+    def save(step: int) -> None:
+        rng = [rng_state()]
+        if ctx.world > 1:  # every rank's RNG, so each resumes its own noise stream
+            rng = [None] * ctx.world
+            dist.all_gather_object(rng, rng_state())
+        if not ctx.is_main:
+            return
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "config": config_to_dict(config), "metrics": metrics, "history": history,
+            "rng": rng, "skipped_steps": skipped, "held_out_from": held_from,
+        })
+        atomic_write_text(out_dir / "metrics.json", json.dumps(
+            {"step": step, "metrics": metrics, "skipped_steps": skipped, "held_out_from": held_from,
+             "history": history}, indent=1) + "\n")
+
+    model.train()
+    bad_in_a_row, train_seconds, images_seen = 0, 0.0, 0
+    progress = tqdm(total=total_steps, initial=start_step, desc="vae train", disable=not ctx.is_main,
+                    dynamic_ncols=True)
+    step = start_step
+    tick = time.perf_counter()
+    for batch in loader:
+        x = batch.to(device, non_blocking=True)
+        if config.hflip:  # per-step seeded flips: a function of (seed, step, rank), hence identical on resume
+            flip_gen = torch.Generator().manual_seed(config.seed * 7_919 + step * 104_729 + ctx.rank)
+            flip = (torch.rand(x.shape[0], generator=flip_gen) < 0.5).to(device)
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        losses, ok = train_step(train_model, model, optimizer, scaler, x, config, perceptual, ctx, use_amp)
+        step += 1
+        images_seen += x.shape[0] * ctx.world
+        if ok:
+            bad_in_a_row = 0
+        else:
+            skipped += 1
+            bad_in_a_row += 1
+            if bad_in_a_row >= config.max_bad_steps:
+                raise RuntimeError(f"{bad_in_a_row} consecutive steps with a non-finite loss or gradient "
+                                   f"(step {step}); lower lr or check the data")
+        row = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "skipped": not ok}
+        row["loss"] = row.pop("total")
+        history.append(row)
+        progress.update(1)
+        progress.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}")
+        train_seconds += time.perf_counter() - tick
+
+        last = step == total_steps
+        if ctx.is_main and (step % config.monitor_every == 0 or last):
+            model.eval()
+            write_monitor_frame(model, monitor_images, monitor_noise, out_dir / "monitor" / f"step_{step:06d}.png")
+            write_monitor_gif(out_dir / "monitor", out_dir / "monitor.gif")
+            model.train()
+        if step % config.eval_every == 0 or last:
+            if ctx.is_main:
+                metrics = evaluate(model, eval_images)
+                row.update({f"eval_{k}": v for k, v in metrics.items()})
+            save(step)
+        tick = time.perf_counter()
+    progress.close()
+    if ctx.world > 1:
+        dist.barrier()  # all ranks leave together, after rank 0 has written everything
+
+    if start_step >= total_steps and not metrics:
+        metrics = evaluate(model, eval_images) if ctx.is_main else {}
+    gif = out_dir / "monitor.gif"
+    return {
+        "checkpoint": str(checkpoint_path),
+        "out_dir": str(out_dir),
+        "steps": step,
+        "steps_this_run": step - start_step,
+        "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
+        "history": history,
+        "metrics": metrics,
+        "monitor_gif": str(gif) if gif.exists() else None,
+        "skipped_steps": skipped,
+        "perceptual_pretrained": None if perceptual is None else perceptual.pretrained,
+        "held_out_from": held_from,
+        "held_out_images": len(held_indices),
+        "train_images": len(train_indices),
+        "world_size": ctx.world,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `python -m vae train` (and `python -m vae.train`)."""
+    parser.add_argument("--data-root", required=True, help="CelebA root (official layout) or a folder of face crops")
+    parser.add_argument("--out", default=TrainConfig.out_dir, help="run folder (default: %(default)s)")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps in total")
+    parser.add_argument("--image-size", type=int, help="64 or 128")
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--latent-dim", type=int)
+    parser.add_argument("--beta", type=float, help="KL weight")
+    parser.add_argument("--gamma", type=float, help="perceptual loss weight (0: no VGG)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--identities", help="comma-separated CelebA identity ids to train on")
+    parser.add_argument("--init-from", help="checkpoint whose weights initialise the model (fine-tuning)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    parser.add_argument("--vgg-allow-download", action="store_true", help="download VGG19 weights if missing")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from parsed CLI arguments (`--set` keys are checked against the dataclass fields)."""
+    overrides = {"data_root": args.data_root, "out_dir": args.out}
+    for field in ("max_steps", "image_size", "batch_size", "latent_dim", "beta", "gamma", "lr", "device",
+                  "init_from"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    if args.identities:
+        overrides["identities"] = [int(v) for v in args.identities.split(",") if v.strip()]
+    for flag in ("resume", "overwrite", "vgg_allow_download"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    overrides.update(parse_set_options(args.set))
+    return apply_overrides(TrainConfig(), overrides)
+
+
+def cli_run(args: argparse.Namespace) -> dict:
+    """Run training from CLI arguments; the summary drops the per-step history (it is in metrics.json)."""
+    summary = train_vae(config_from_args(args))
+    summary["history"] = summary["history"][-1:]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vae.train ...` / `torchrun --nproc_per_node=2 -m vae.train ...`; rank 0 prints the summary."""
+    parser = argparse.ArgumentParser(prog="python -m vae.train", description=__doc__.splitlines()[0])
+    cli_add_arguments(parser)
+    summary = cli_run(parser.parse_args(argv))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
