@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench notebooks clean
+.PHONY: setup test demo bench clean
 
 setup: $(STAMP)
 

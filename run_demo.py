@@ -4,8 +4,9 @@ Generates the world (web pages + CelebA-format haystack), serves its web on a fr
 three notebooks top to bottom with demo parameters (papermill), saving the executed notebooks with their outputs
 and every figure and GIF under `results/demo/`. Ends with a summary table of counts, metrics and timings.
 
-    python run_demo.py                 # full demo (~10 min on a 2-core CPU); notebooks are executed in place
-    python run_demo.py --smoke --out .tmp/smoke   # tiny world, a few steps (what the tests run)
+    python run_demo.py                          # full demo (about 10 min on a 2-core CPU); notebooks executed in place
+    python run_demo.py --smoke --root .tmp/smoke  # tiny world, a few steps, everything under .tmp/smoke (what CI runs)
+    python run_demo.py --stages 3 --param vae.MAX_STEPS=50   # one stage again with a changed parameter
 
 A second run resumes: the world, downloads, crops and checkpoints already on disk are reused.
 """
@@ -13,29 +14,256 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scraping.config import apply_overrides, config_to_dict, parse_set_options, print_summary, save_config
-
 ROOT = Path(__file__).resolve().parent
-NOTEBOOKS = (
-    "scraping/01_scrape_and_crop.ipynb",
-    "classification/02_classify.ipynb",
-    "vae/03_vae.ipynb",
+
+# stage name -> notebook, in the order the story runs them
+NOTEBOOKS = {
+    "scraping": "scraping/01_scrape_and_crop.ipynb",
+    "classification": "classification/02_classify.ipynb",
+    "vae": "vae/03_vae.ipynb",
+}
+
+# Every file a demo run must leave under `<results>/` (the single list the tests and the README rely on).
+EXPECTED_ARTIFACTS = (
+    "synthetic_world.png",
+    "scraping/summary.json",
+    "scraping/detections.png",
+    "scraping/contact_sheet.png",
+    "classification/summary.json",
+    "classification/comparison.md",
+    "classification/comparison.json",
+    "classification/scan/scores.csv",
+    "classification/scan/top.png",
+    "vae/summary.json",
+    "vae/samples.png",
+    "vae/reconstructions.png",
+    "vae/morph.gif",
+    "vae/candidates.png",
+    "vae/before_after_morph.gif",
+    "demo_summary.json",
 )
+
+# Sizes of the tiny "smoke" world: three people, a haystack of 108 images; generated in a few seconds.
+SMOKE_WORLD = dict(target_photos=8, other_photos=5, other_names=("Robin Whitcombe", "Sam Castellane"),
+                   group_photos=2, haystack_identities=20, haystack_photos_per_identity=5, target_count=8)
+
+# Notebook parameters that make each stage finish in well under a minute on the smoke world.
+SMOKE_PARAMETERS = {
+    "scraping": {},
+    "classification": {"KS": [0, 1], "EPOCHS": 2, "MAX_STEPS": 4, "IMAGE_SIZE": 64, "SCAN_TOP_K": 8},
+    "vae": {"MAX_STEPS": 6, "FINETUNE_STEPS": 3, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8},
+}
+
+# What the closing table shows from each stage's summary.json (missing keys are shown as "-").
+TABLE_KEYS = {
+    "scraping": ("saved", "duplicates", "faces_target", "faces_others", "rejected_crops"),
+    "classification": ("weights", "best_k", "test_roc_auc", "test_f1", "scanned", "scan_images_per_second",
+                       "scan_top_k_hits_target"),
+    "vae": ("train_steps", "heldout_mse", "heldout_ssim", "picked_identity", "truth_identity", "precision_at_k",
+            "recall", "finetune_steps"),
+}
 
 
 @dataclass
 class DemoConfig:
-    out: str = "results/demo"          # figures, GIFs and per-stage summaries (relative to the repo root)
+    root: str = "."                    # everything below is relative to this folder (itself relative to the repo)
+    results: str = "results/demo"      # figures, GIFs and per-stage summaries
     data: str = "data/demo"            # the generated world, scraped photos and face crops
     runs: str = "runs/demo"            # checkpoints and logs
     seed: int = 0                      # seeds the world and every stage
     port: int = 0                      # loopback port for the local web; 0 (or a busy port) picks a free one
     smoke: bool = False                # tiny world and a few steps: what CI runs
-    notebooks_out: str | None = None   # where executed notebooks go; None = in place (the committed copies)
-    stages: tuple = (1, 2, 3)          # which notebooks to run
-    extra: dict = field(default_factory=dict)  # per-notebook parameter overrides {"vae": {"MAX_STEPS": 10}}
+    notebooks_out: str | None = None   # folder for executed notebooks; None = in place (the committed copies)
+    stages: tuple[str, ...] = tuple(NOTEBOOKS)  # which notebooks to run, by stage name
+    params: dict = field(default_factory=dict)  # per-stage parameter overrides {"vae": {"MAX_STEPS": 10}}
+
+
+def stage_paths(config: DemoConfig) -> dict[str, Path]:
+    """The folders of one demo run, relative to the repo root when they lie inside it (keeps machine paths out of
+    the committed notebooks)."""
+    base = Path(config.root)
+    paths = {name: base / getattr(config, name) for name in ("results", "data", "runs")}
+    return {name: _relative_to_repo(path) for name, path in paths.items()}
+
+
+def _relative_to_repo(path: Path) -> Path:
+    resolved = (ROOT / path).resolve()
+    try:
+        return resolved.relative_to(ROOT)
+    except ValueError:
+        return resolved
+
+
+def world_config(config: DemoConfig):
+    """The synthetic world of this run: the default demo world, or the tiny smoke world."""
+    from scraping.synthetic import WorldConfig
+
+    return WorldConfig(seed=config.seed, **(SMOKE_WORLD if config.smoke else {}))
+
+
+def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: str) -> dict[str, dict]:
+    """Parameters passed to each notebook (by stage); the demo values plus smoke sizes and user overrides."""
+    data, results, runs = (paths[name].as_posix() for name in ("data", "results", "runs"))
+    params = {
+        "scraping": dict(DEMO=True, WORLD=f"{data}/world.json", BASE_URL=base_url, RAW=f"{data}/raw",
+                         FACES=f"{data}/faces", OUT=f"{results}/scraping", SEED=config.seed),
+        "classification": dict(DEMO=True, FACES=f"{data}/faces", CELEBA=f"{data}/celeba",
+                               WORLD=f"{data}/world.json", OUT=f"{results}/classification",
+                               RUNS=f"{runs}/classification", WEIGHTS="none", SEED=config.seed),
+        "vae": dict(DEMO=True, CELEBA=f"{data}/celeba", SCORES=f"{results}/classification/scan/scores.csv",
+                    WORLD=f"{data}/world.json", OUT=f"{results}/vae", RUNS=f"{runs}/vae", SEED=config.seed),
+    }
+    for stage in params:
+        if config.smoke:
+            params[stage].update(SMOKE_PARAMETERS[stage])
+        unknown = set(config.params) - set(params)
+        if unknown:
+            raise ValueError(f"unknown stage(s) in params: {sorted(unknown)}; choose from {sorted(params)}")
+        params[stage].update(config.params.get(stage, {}))
+    return params
+
+
+def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> Path:
+    """Execute one notebook with papermill (cwd = repo root); return the executed copy.
+
+    In place (`out_folder=None`) the executed notebook replaces the committed one only when every cell ran; a
+    failing run is kept next to it as `<name>.failed.ipynb` so nothing is lost and the error can be read.
+    """
+    import papermill
+
+    source = Path(NOTEBOOKS[stage])
+    target = (out_folder / source.name) if out_folder else source
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.stem + ".running.ipynb")
+    try:
+        papermill.execute_notebook(str(source), str(partial), parameters=parameters, cwd=str(ROOT),
+                                   kernel_name="python3", progress_bar=False, log_output=False)
+    except Exception:
+        failed = target.with_name(target.stem + ".failed.ipynb")
+        if partial.exists():
+            os.replace(partial, failed)
+        print(f"[demo] {stage}: notebook failed; executed copy with the error: {failed}", file=sys.stderr)
+        raise
+    os.replace(partial, target)
+    return target
+
+
+def read_stage_summary(results: Path, stage: str) -> dict:
+    path = results / stage / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def summary_table(summaries: dict[str, dict], seconds: dict[str, float]) -> str:
+    """A plain-text table: one block per stage with its headline numbers and wall time."""
+    lines = [f"{'stage':<16}{'metric':<26}value", "-" * 60]
+    for stage, summary in summaries.items():
+        lines.append(f"{stage:<16}{'wall seconds':<26}{seconds.get(stage, 0):.0f}")
+        for key in TABLE_KEYS.get(stage, ()):
+            lines.append(f"{'':<16}{key:<26}{format_value(summary.get(key))}")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Generate the world, serve its web, run the chosen notebooks in order, write `<results>/demo_summary.json`.
+
+    Returns the summary: per-stage summaries (from each notebook's `summary.json`), wall seconds per stage, the
+    world's headline numbers, and the executed notebooks' paths.
+    """
+    from scraping.files import atomic_write_text
+    from scraping.synthetic import generate_world, world_figure
+    from scraping.webserver import serve_folder
+
+    os.chdir(ROOT)  # notebooks and papermill resolve the relative paths from the repo root
+    # Few progress-bar refreshes: keeps the committed notebooks' outputs short while still showing progress.
+    os.environ.setdefault("TQDM_MININTERVAL", "20")
+    paths = stage_paths(config)
+    unknown = [s for s in config.stages if s not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(NOTEBOOKS)}")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    world_cfg = world_config(config)
+    world = generate_world(world_cfg, paths["data"], progress=True)
+    world_figure(paths["results"] / "synthetic_world.png", world_cfg)
+    seconds["world"] = round(time.perf_counter() - started, 1)
+    notebooks_out = _relative_to_repo(Path(config.notebooks_out)) if config.notebooks_out else None
+    executed = {}
+    with serve_folder(world["web_root"], port=config.port) as base_url:
+        parameters = notebook_parameters(config, paths, base_url)
+        for stage in config.stages:
+            print(f"[demo] stage {stage}: running {NOTEBOOKS[stage]}", flush=True)
+            begin = time.perf_counter()
+            executed[stage] = str(run_notebook(stage, parameters[stage], notebooks_out))
+            seconds[stage] = round(time.perf_counter() - begin, 1)
+    summaries = {stage: read_stage_summary(paths["results"], stage) for stage in NOTEBOOKS}
+    seconds["total"] = round(time.perf_counter() - started, 1)
+    summary = {
+        "world": {k: world[k] for k in ("target_name", "target_identity", "target_count", "haystack_images",
+                                        "web_photos")},
+        "stages": summaries,
+        "seconds": seconds,
+        "smoke": config.smoke,
+        "notebooks": executed,
+    }
+    atomic_write_text(paths["results"] / "demo_summary.json", json.dumps(summary, indent=1) + "\n")
+    print(summary_table({s: summaries[s] for s in config.stages}, seconds))
+    return summary
+
+
+def parse_params(items: list[str]) -> dict[str, dict]:
+    """`["vae.MAX_STEPS=50", "classification.KS=[0,1]"]` -> {"vae": {"MAX_STEPS": 50}, ...}; values are JSON
+    when they parse as JSON, else strings."""
+    params: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"--param wants stage.NAME=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(stage, {})[name] = value
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=".", help="folder holding results/, data/, runs/ of this run")
+    parser.add_argument("--smoke", action="store_true", help="tiny world and a few steps (what CI runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0, help="loopback port for the local web (0: any free port)")
+    parser.add_argument("--notebooks-out", default=None,
+                        help="folder for the executed notebooks (default: in place; with --smoke: <root>/notebooks)")
+    parser.add_argument("--stages", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))
+    parser.add_argument("--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
+                        help="override a notebook parameter, e.g. vae.MAX_STEPS=50 (repeatable)")
+    args = parser.parse_args(argv)
+    notebooks_out = args.notebooks_out
+    if args.smoke and notebooks_out is None:
+        # smoke runs never overwrite the committed notebooks
+        notebooks_out = str(Path(args.root) / "notebooks")
+    config = DemoConfig(root=args.root, seed=args.seed, port=args.port, smoke=args.smoke,
+                        notebooks_out=notebooks_out, stages=tuple(args.stages), params=parse_params(args.param))
+    summary = run_demo(config)
+    print(json.dumps({"seconds": summary["seconds"], "smoke": summary["smoke"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 
+def _default_file_mode() -> int:
+    """The permissions `open()` would give a new file (0o666 minus the umask); mkstemp's own 0o600 would make
+    every result readable by its owner only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically; parent folders are created."""
     path = Path(path)
@@ -23,6 +34,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

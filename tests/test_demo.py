@@ -1,0 +1,110 @@
+"""End to end: `run_demo.py --smoke` runs the three notebooks on a tiny synthetic world and leaves every expected
+artifact; the demo's parameters reach every notebook; the committed notebooks are clean."""
+from __future__ import annotations
+
+import ast
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import run_demo
+from run_demo import EXPECTED_ARTIFACTS, NOTEBOOKS, DemoConfig, notebook_parameters, parse_params, stage_paths
+
+ROOT = Path(run_demo.__file__).resolve().parent
+
+
+def parameters_cell_names(notebook_path: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged `parameters`."""
+    notebook = nbformat.read(notebook_path, as_version=4)
+    cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{notebook_path} needs exactly one cell tagged 'parameters'"
+    tree = ast.parse(cells[0].source)
+    return {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
+            if isinstance(target, ast.Name)}
+
+
+def error_outputs(notebook) -> list[str]:
+    return [f"{o.get('ename')}: {o.get('evalue')}" for cell in notebook.cells if cell.cell_type == "code"
+            for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_every_parameter_the_demo_passes_is_declared_by_its_notebook(smoke):
+    # papermill only warns about unknown parameters, so a renamed parameter would silently be ignored
+    config = DemoConfig(smoke=smoke)
+    params = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+    for stage, notebook in NOTEBOOKS.items():
+        missing = set(params[stage]) - parameters_cell_names(ROOT / notebook)
+        assert not missing, f"{notebook} does not declare {sorted(missing)}"
+
+
+def test_parameter_overrides_are_parsed_and_unknown_stages_rejected():
+    assert parse_params(["vae.MAX_STEPS=50", "classification.KS=[0,1]", "scraping.RAW=x/raw"]) == {
+        "vae": {"MAX_STEPS": 50}, "classification": {"KS": [0, 1]}, "scraping": {"RAW": "x/raw"}}
+    with pytest.raises(ValueError, match="stage.NAME=value"):
+        parse_params(["MAX_STEPS=5"])
+    config = DemoConfig(params={"vea": {"MAX_STEPS": 1}})
+    with pytest.raises(ValueError, match="unknown stage"):
+        notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+
+
+def test_paths_inside_the_repo_stay_relative_so_no_machine_path_reaches_a_notebook():
+    params = notebook_parameters(DemoConfig(), stage_paths(DemoConfig()), "http://127.0.0.1:1/")
+    assert params["vae"]["SCORES"] == "results/demo/classification/scan/scores.csv"
+    assert params["scraping"]["FACES"] == params["classification"]["FACES"] == "data/demo/faces"
+
+
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS.values()))
+def test_committed_notebooks_have_no_errors_and_no_machine_paths(notebook):
+    text = (ROOT / notebook).read_text()
+    for marker in ("/work/", "/home/", "/tmp/", "/Users/", "C:\\\\"):
+        assert marker not in text, f"{notebook} contains a machine path ({marker})"
+    assert error_outputs(nbformat.reads(text, as_version=4)) == []
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Run the smoke demo once, as a user would (a subprocess), with its web asked to use a busy port."""
+    root = tmp_path_factory.mktemp("smoke")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root),
+                                 "--port", str(port)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return root, result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_smoke_demo_leaves_every_expected_artifact(smoke_run):
+    root, result = smoke_run
+    missing = [name for name in EXPECTED_ARTIFACTS if not (root / "results/demo" / name).is_file()]
+    assert missing == []
+    empty = [name for name in EXPECTED_ARTIFACTS if (root / "results/demo" / name).stat().st_size == 0]
+    assert empty == []
+    assert json.loads(result.stdout.strip().splitlines()[-1])["smoke"] is True
+    assert "port" in result.stderr and "busy" in result.stderr.lower()  # the busy port was noticed, not fatal
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_smoke_notebooks_ran_clean_with_the_demo_parameters(smoke_run):
+    root, _ = smoke_run
+    summary = json.loads((root / "results/demo/demo_summary.json").read_text())
+    for stage, notebook in NOTEBOOKS.items():
+        executed = nbformat.read(root / "notebooks" / Path(notebook).name, as_version=4)
+        assert error_outputs(executed) == []
+        passed = executed.metadata["papermill"]["parameters"]
+        assert passed["OUT"] == str(root / "results/demo" / stage)
+        for name, value in run_demo.SMOKE_PARAMETERS[stage].items():
+            assert passed[name] == value
+        # the stage really wrote its own summary where it was told to
+        assert summary["stages"][stage], f"{stage} wrote no summary.json"
+    assert summary["seconds"]["total"] > 0
