@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scraping.webserver import DEMO_PORT
+
 ROOT = Path(__file__).resolve().parent
 
 # stage name -> notebook, in the order the story runs them
@@ -58,7 +60,7 @@ SMOKE_WORLD = dict(target_photos=8, other_photos=5, other_names=("Robin Whitcomb
 SMOKE_PARAMETERS = {
     "scraping": {},
     "classification": {"KS": [0, 1], "EPOCHS": 2, "MAX_STEPS": 4, "IMAGE_SIZE": 64, "SCAN_TOP_K": 8},
-    "vae": {"MAX_STEPS": 6, "FINETUNE_STEPS": 3, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8},
+    "vae": {"MAX_STEPS": 2, "FINETUNE_STEPS": 1, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8, "SMILE_IMAGES": 50},
 }
 
 # What the closing table shows from each stage's summary.json (missing keys are shown as "-").
@@ -78,7 +80,8 @@ class DemoConfig:
     data: str = "data/demo"            # the generated world, scraped photos and face crops
     runs: str = "runs/demo"            # checkpoints and logs
     seed: int = 0                      # seeds the world and every stage
-    port: int = 0                      # loopback port for the local web; 0 (or a busy port) picks a free one
+    port: int = DEMO_PORT              # loopback port for the local web; a busy port falls back to a free one.
+    # A fixed port keeps the scraped URLs (the manifests' keys) stable, so a second run skips every download.
     smoke: bool = False                # tiny world and a few steps: what CI runs
     notebooks_out: str | None = None   # folder for executed notebooks; None = in place (the committed copies)
     stages: tuple[str, ...] = tuple(NOTEBOOKS)  # which notebooks to run, by stage name
@@ -247,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="folder holding results/, data/, runs/ of this run")
     parser.add_argument("--smoke", action="store_true", help="tiny world and a few steps (what CI runs)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--port", type=int, default=0, help="loopback port for the local web (0: any free port)")
+    parser.add_argument("--port", type=int, default=DEMO_PORT,
+                        help=f"loopback port for the local web (default {DEMO_PORT}; 0: any free port)")
     parser.add_argument("--notebooks-out", default=None,
                         help="folder for the executed notebooks (default: in place; with --smoke: <root>/notebooks)")
     parser.add_argument("--stages", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))

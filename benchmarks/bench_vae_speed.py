@@ -29,11 +29,12 @@ def time_training(gamma: float, batch_size: int, steps: int, warmup: int, image_
     """Images per second of `train_step` for one loss setting (gamma = perceptual weight)."""
     from vae.losses import VGGPerceptualLoss
     from vae.model import ConvVAE
-    from vae.train import DistributedContext, TrainConfig, train_step
+    from vae.train import DistributedContext, TrainConfig, memory_format, train_step
 
     torch.manual_seed(0)
     config = TrainConfig(gamma=gamma, batch_size=batch_size, image_size=image_size)
-    model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
+    # The same layout `train_vae` uses (channels_last by default).
+    model = ConvVAE(config.latent_dim, config.image_size, config.base_channels).to(memory_format=memory_format(config))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     perceptual = None
@@ -44,6 +45,7 @@ def time_training(gamma: float, batch_size: int, steps: int, warmup: int, image_
     ctx = DistributedContext()
     # Smooth random images (not white noise) so the loss values are in a realistic range.
     x = torch.nn.functional.interpolate(torch.rand(batch_size, 3, 8, 8), size=image_size, mode="bilinear")
+    x = x.contiguous(memory_format=memory_format(config))
     model.train()
     for _ in range(warmup):
         train_step(model, model, optimizer, scaler, x, config, perceptual, ctx)

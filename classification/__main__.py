@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from classification.data import FaceDataError
+from classification.model import WeightsUnavailableError
 from scraping.config import print_summary
 
 # command -> (module holding it, one-line help)
@@ -34,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module = modules[args.command]
     run = getattr(module, f"cli_run_{args.command}", getattr(module, "cli_run", None))
-    print_summary(run(args))
+    try:
+        summary = run(args)
+    except (FaceDataError, WeightsUnavailableError, FileNotFoundError, FileExistsError, ValueError) as error:
+        # expected problems with the inputs: one clear line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_summary(summary)
     return 0
 
 

@@ -216,14 +216,17 @@ def balanced_sampler(rows: Sequence[dict], seed: int) -> torch.utils.data.Weight
 
 
 def make_loader(root: str | Path, rows: Sequence[dict], image_size: int, batch_size: int, train: bool,
-                num_workers: int = 0, seed: int = 0, balance: str = "pos_weight") -> torch.utils.data.DataLoader:
-    """A DataLoader over `rows`. Training loaders shuffle (seeded) or, with `balance="sampler"`, draw classes
-    equally often; evaluation loaders keep row order."""
+                num_workers: int = 0, seed: int = 0, balance: str = "pos_weight",
+                shuffle: bool | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader over `rows`. Training loaders (`train=True`: augmentation) shuffle (seeded) or, with
+    `balance="sampler"`, draw classes equally often; evaluation loaders keep row order. `shuffle` overrides the
+    order choice (e.g. un-augmented but shuffled training photos for BatchNorm statistics)."""
     dataset = FacePhotos(root, rows, make_transforms(image_size, train))
     generator = torch.Generator().manual_seed(seed)
-    sampler = balanced_sampler(rows, seed) if (train and balance == "sampler") else None
+    sampler = balanced_sampler(rows, seed) if (train and balance == "sampler" and shuffle is not False) else None
+    shuffle = (train if shuffle is None else shuffle) and sampler is None
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
         num_workers=num_workers, collate_fn=collate_skipping_failed, generator=generator,
         drop_last=False, persistent_workers=False,
     )

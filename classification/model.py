@@ -95,7 +95,7 @@ def keep_frozen_batchnorm_in_eval(model: nn.Module) -> None:
                 module.eval()
 
 
-def calibrate_batchnorm(model: nn.Module, batches, max_batches: int = 8) -> int:
+def calibrate_batchnorm(model: nn.Module, batches, max_batches: int = 8, only_trainable: bool = False) -> int:
     """Re-estimate every BatchNorm's running mean/variance from up to `max_batches` input batches.
 
     Why: with random init (`weights="none"`) the running statistics are the defaults (mean 0, variance 1),
@@ -104,8 +104,18 @@ def calibrate_batchnorm(model: nn.Module, batches, max_batches: int = 8) -> int:
     `torch.optim.swa_utils.update_bn` does: a cumulative average, no gradients) gives frozen random features
     a fair chance; afterwards they stay frozen like any other frozen parameter. `batches` yields tensors or
     `(images, ...)` tuples (None items are skipped). Returns the number of batches used.
+
+    `only_trainable=True` re-estimates only BatchNorm layers with trainable affine parameters and leaves frozen
+    ones untouched: the "precise BN" step (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021) used before
+    validation. While a small network trains fast from scratch, the exponential running averages (momentum 0.1)
+    lag behind the weights, so eval-mode outputs differ from what training optimised; fresh population
+    statistics of the current weights remove that mismatch.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and (not only_trainable or any(p.requires_grad for p in m.parameters(recurse=False)))]
+    if not norms:
+        return 0
+    left_alone = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in norms]
     momenta = {m: m.momentum for m in norms}
     was_training = model.training
     for m in norms:
@@ -114,6 +124,8 @@ def calibrate_batchnorm(model: nn.Module, batches, max_batches: int = 8) -> int:
     used = 0
     device = next(model.parameters()).device
     nn.Module.train(model, True)  # plain train mode: every BatchNorm (frozen ones too) updates its statistics
+    for m in left_alone:
+        m.eval()  # only_trainable: the others keep their statistics (eval mode uses and never updates them)
     with torch.no_grad():
         for batch in batches:
             if used >= max_batches:

@@ -66,7 +66,8 @@ class TrainConfig:
     resume: bool = False                      # continue an unfinished run from last.pt
     overwrite: bool = False                   # discard this out_dir's previous run and start again
     max_steps: int | None = None              # stop after this many optimiser steps (smoke runs); None = no cap
-    bn_calibration_batches: int = 8           # weights="none" only: batches used to estimate BatchNorm statistics
+    bn_calibration_batches: int = 8           # batches used to estimate BatchNorm statistics (random init, precise BN)
+    precise_bn: bool = True                   # before each validation, recompute trainable BatchNorm statistics
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -212,6 +213,8 @@ def train_classifier(config: TrainConfig) -> dict:
                        num_workers=config.num_workers, seed=config.seed, balance=config.balance)
     train_loader = make_loader(config.faces_root, by_split["train"], train=True, **loader_args)
     val_loader = make_loader(config.faces_root, by_split["val"], train=False, **loader_args)
+    # training photos without augmentation, shuffled (seeded) so a few batches mix both classes: for precise BN
+    statistics_loader = make_loader(config.faces_root, by_split["train"], train=False, shuffle=True, **loader_args)
 
     model = build_classifier(config.weights)
     trainable = unfreeze_last_blocks(model, config.unfreeze)
@@ -242,6 +245,8 @@ def train_classifier(config: TrainConfig) -> dict:
         train_loss, state["step"] = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, device,
                                                     state["step"], config.max_steps, f"k={config.unfreeze} "
                                                     f"epoch {epoch + 1}/{config.epochs}")
+        if config.precise_bn:
+            calibrate_batchnorm(model, statistics_loader, config.bn_calibration_batches, only_trainable=True)
         _, _, _, val_loss = predict_scores(model, val_loader, device, criterion)
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss": train_loss,
                                  "val_loss": val_loss, "lr": scheduler.get_last_lr()[0]})
@@ -328,11 +333,12 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
 
     metrics_path = out / "metrics.json"
     trained_metrics = checkpoint.parent / "metrics.json"
+    command = "evaluate" if training is None else "train"
     if training is None and trained_metrics.exists():
         training = json.loads(trained_metrics.read_text()).get("training")
     training = training or {}
     summary = {
-        "command": "train" if training else "evaluate", "out_dir": str(out), "checkpoint": str(checkpoint),
+        "command": command, "out_dir": str(out), "checkpoint": str(checkpoint),
         "target": config.target, "unfreeze": config.unfreeze, "weights": config.weights,
         "threshold": threshold, "test_accuracy": test_metrics["accuracy"], "test_f1": test_metrics["f1"],
         "test_precision": test_metrics["precision"], "test_recall": test_metrics["recall"],

@@ -5,19 +5,25 @@ MTCNN finds *a* face, not *the* person's face: scraped photos bring co-stars, po
 model needed) and lays the most unusual first, so a person scrolling the sheet sees the suspects at once.
 `reject` moves chosen crops to `<folder>/_rejected/` and marks them in crops.csv; nothing is deleted, and
 `restore` (or `reject --undo`) moves them back.
+
+For the synthetic world only, `judge_crops` grades every crop against the world's ground truth (`web_truth.json`:
+who is in each served photo, with face boxes), standing in for the person who would look at the sheet; the demo
+uses it to weed automatically and to measure how well the outlier ranking floats wrong crops to the top.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .faces import CROPS_FIELDS, IMAGE_SUFFIXES
+from .faces import CROPS_FIELDS, IMAGE_SUFFIXES, parse_numbers
 from .files import atomic_save_image, read_csv, write_csv_atomic
 
 REJECTED_FOLDER = "_rejected"
@@ -26,7 +32,7 @@ REJECTED_FOLDER = "_rejected"
 SHEET_PADDING = 4
 LABEL_HEIGHT = 26
 HEADER_HEIGHT = 20
-OUTLIER_FIELDS = ["rank", "file", "score", "pattern_distance", "colour_distance", "prob", "page"]
+OUTLIER_FIELDS = ["rank", "file", "score", "pattern_distance", "colour_distance", "prob", "page", "rejected"]
 
 
 def crop_images(folder: Path) -> list[Path]:
@@ -101,7 +107,7 @@ def sheet_page_paths(out_png: Path, pages: int) -> list[Path]:
 
 
 def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10, thumb: int = 96,
-                  sort_by_outlier: bool = True) -> dict:
+                  sort_by_outlier: bool = True, include_rejected: bool = False) -> dict:
     """Write labelled contact sheet(s) of the crops in `folder`, most unusual first, plus an outliers CSV.
 
     Args:
@@ -111,10 +117,16 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
         columns, rows: grid per page (cells).
         thumb: thumbnail side, pixels; each cell also holds the file name and `p=<prob> s=<outlier score>`.
         sort_by_outlier: False keeps file-name order (scores are still written).
-    Returns: dict with images, pages (paths), outliers_csv, top (up to 5 most unusual file names).
+        include_rejected: also show the crops in `_rejected/`, framed in red and labelled, scored with the rest
+            (so a sheet drawn after weeding still shows what was weeded, and ranks do not shift).
+    Returns: dict with images, rejected (how many of them are in `_rejected/`), pages (paths), outliers_csv,
+        top (up to 5 most unusual file names).
     """
     folder, out_png = Path(folder), Path(out_png)
     paths = crop_images(folder)
+    rejected_dir = folder / REJECTED_FOLDER
+    if include_rejected and rejected_dir.is_dir():
+        paths = sorted(paths + crop_images(rejected_dir), key=lambda p: p.name)
     probs = {r.get("file"): r.get("prob", "") for r in read_csv(folder / "crops.csv") if r.get("file")}
     images = []
     for path in paths:
@@ -137,7 +149,9 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
         used_rows = max(1, math.ceil(len(members) / columns))
         sheet = Image.new("RGB", (columns * cell_w, HEADER_HEIGHT + used_rows * cell_h), "white")
         draw = ImageDraw.Draw(sheet)
-        title = f"{folder.name}: {len(paths)} crops, page {page + 1}/{n_pages}"
+        n_rejected = sum(p.parent.name == REJECTED_FOLDER for p in paths)
+        title = f"{folder.name}: {len(paths)} crops" + (f" ({n_rejected} rejected)" if n_rejected else "")
+        title += f", page {page + 1}/{n_pages}"
         draw.text((SHEET_PADDING, 4), title + (", most unusual first" if sort_by_outlier else ""), fill="black",
                   font=font)
         for slot, index in enumerate(members):
@@ -148,15 +162,20 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
             name = paths[index].name
             prob = probs.get(name, "")
             prob_text = f"p={float(prob):.3f}" if prob else "p=?"
-            draw.text((left, top + thumb + 1), _fit(name, max_chars), fill="black", font=font)
+            is_rejected = paths[index].parent.name == REJECTED_FOLDER
+            if is_rejected:
+                draw.rectangle([left - 3, top - 3, left + thumb + 2, top + thumb + 2], outline=(220, 30, 30), width=3)
+            draw.text((left, top + thumb + 1), _fit(("REJECTED " if is_rejected else "") + name, max_chars),
+                      fill=(220, 30, 30) if is_rejected else "black", font=font)
             draw.text((left, top + thumb + 13), _fit(f"{prob_text} s={scores[index]['score']:.2f}", max_chars),
                       fill="dimgray", font=font)
             outlier_rows.append(dict(rank=page * per_page + slot + 1, file=name, prob=prob, page=page + 1,
-                                     **{k: f"{v:.4f}" for k, v in scores[index].items()}))
+                                     rejected=int(is_rejected), **{k: f"{v:.4f}" for k, v in scores[index].items()}))
         atomic_save_image(sheet, page_paths[page], format="PNG")
     outliers_csv = out_png.with_name(f"{out_png.stem}_outliers.csv")
     write_csv_atomic(outliers_csv, outlier_rows, OUTLIER_FIELDS)
-    return {"folder": str(folder), "images": len(paths), "pages": [str(p) for p in page_paths],
+    return {"folder": str(folder), "images": len(paths),
+            "rejected": sum(p.parent.name == REJECTED_FOLDER for p in paths), "pages": [str(p) for p in page_paths],
             "outliers_csv": str(outliers_csv), "top": [paths[i].name for i in order[:5]]}
 
 
@@ -228,6 +247,67 @@ def restore(folder: Path, names_or_listfile: str | Path | Iterable[str]) -> dict
     return {"folder": str(folder), "restored": restored, "unknown": unknown}
 
 
+# ---------------------------------------------------------------------------------------------------- truth
+
+
+def truth_by_file(raw_folder: Path, truth: Mapping | str | Path) -> dict[str, dict]:
+    """Map each saved file of a scraped person folder to its photo record in the synthetic world's truth.
+
+    Args:
+        raw_folder: `data/raw/<person>/` with the scraper's manifest.csv (file and url columns).
+        truth: the parsed `web_truth.json` or its path; photo records have `path` relative to the site root.
+    Returns: {saved file name: truth photo record}; files whose URL path is no truth photo are left out.
+    The URL's path is matched against the record's path, so any server address (port) works.
+    """
+    if not isinstance(truth, Mapping):
+        truth = json.loads(Path(truth).read_text(encoding="utf-8"))
+    by_path = {record["path"]: record for record in truth.get("photos", [])}
+    out = {}
+    for row in read_csv(Path(raw_folder) / "manifest.csv"):
+        if row.get("status") != "saved" or not row.get("file"):
+            continue
+        url_path = unquote(urlsplit(row.get("url", "")).path).lstrip("/")
+        record = by_path.get(url_path) or next(
+            (r for path, r in by_path.items() if url_path.endswith("/" + path)), None)
+        if record is not None:
+            out[row["file"]] = record
+    return out
+
+
+def judge_crops(faces_folder: Path, raw_folder: Path, truth: Mapping | str | Path, person: str) -> list[dict]:
+    """Grade each crop listed in `faces_folder/crops.csv` against the synthetic world's truth.
+
+    A crop is `right` when the centre of its detection box lies inside `person`'s true face box in the source
+    photo, `wrong_person` when it lies inside someone else's (a co-star in a group photo, a stranger),
+    `not_a_face` when it lies in no true face box (a misfire on the background), and `unknown` when the source
+    photo is not in the truth (not a synthetic-world scrape).
+
+    Args:
+        faces_folder: `data/faces/<person>/` (crops.csv; crops already in `_rejected/` are graded too).
+        raw_folder: `data/raw/<person>/` (manifest.csv links crops' sources to URLs).
+        truth: parsed `web_truth.json` or its path.
+        person: the person's display name as in the truth (e.g. "Ava Marlowe").
+    Returns: one dict per crop row (file, source, kind of source photo, status, verdict, who).
+    """
+    records = truth_by_file(raw_folder, truth)
+    out = []
+    for row in read_csv(Path(faces_folder) / "crops.csv"):
+        if not row.get("file"):
+            continue
+        record = records.get(row["source"])
+        verdict, who = "unknown", ""
+        if record is not None:
+            x1, y1, x2, y2 = parse_numbers(row["box"])
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            inside = [p for p in record["people"]
+                      if p["box"][0] <= cx <= p["box"][2] and p["box"][1] <= cy <= p["box"][3]]
+            who = inside[0]["name"] if inside else ""
+            verdict = ("right" if who == person else "wrong_person") if inside else "not_a_face"
+        out.append({"file": row["file"], "source": row["source"], "kind": record["kind"] if record else "",
+                    "status": row.get("status", ""), "verdict": verdict, "who": who})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
@@ -239,11 +319,13 @@ def cli_add_arguments_sheet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=10, help="rows per page (more crops -> more pages)")
     parser.add_argument("--thumb", type=int, default=96, help="thumbnail side in pixels")
     parser.add_argument("--by-name", action="store_true", help="order by file name instead of outlier score")
+    parser.add_argument("--include-rejected", action="store_true",
+                        help="also show crops already moved to _rejected/ (framed in red)")
 
 
 def cli_run_sheet(args: argparse.Namespace) -> dict:
     return contact_sheet(args.folder, args.out, columns=args.columns, rows=args.rows, thumb=args.thumb,
-                         sort_by_outlier=not args.by_name)
+                         sort_by_outlier=not args.by_name, include_rejected=args.include_rejected)
 
 
 def cli_add_arguments_reject(parser: argparse.ArgumentParser) -> None:

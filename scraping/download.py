@@ -685,6 +685,23 @@ def download_images(
     }
 
 
+def manifest_counts(person_dir: str | Path) -> dict:
+    """Counts over a person's `manifest.csv` as it stands (every run so far), for reports that must read the same
+    after a resumed run as after the first one.
+
+    Returns: candidates (rows), saved, duplicates, near_duplicates, rejected, rejected_by_reason, errors,
+    errors_by_reason.
+    """
+    rows = read_csv(Path(person_dir) / MANIFEST_NAME)
+    statuses = Counter(row.get("status", "") for row in rows)
+    rejected = Counter(_reason_token(row.get("reason", "")) for row in rows if row.get("status") == "rejected")
+    errors = Counter(_reason_token(row.get("reason", "")) for row in rows if row.get("status") == "error")
+    return {"candidates": len(rows), "saved": statuses["saved"], "duplicates": statuses["duplicate"],
+            "near_duplicates": statuses["near_duplicate"], "rejected": statuses["rejected"],
+            "rejected_by_reason": dict(sorted(rejected.items())), "errors": statuses["error"],
+            "errors_by_reason": dict(sorted(errors.items()))}
+
+
 def collect_candidates(
     source: str,
     client: PoliteClient,

@@ -2,7 +2,10 @@
 
 Input is `data/raw/<person>/` as the scraper leaves it (images + `manifest.csv`) or a whole `data/raw/` with one
 subfolder per person; output is `data/faces/<person>/<source-stem>_<k>.jpg` and `data/faces/<person>/crops.csv`
-(one row per crop, or one row per image that gave none, saying why).
+(one row per crop, or one row per image that gave none, saying why). A flat folder of photos with a CelebA-style
+identity file (`identities=`, CLI `--identities`) is cropped into one output folder per identity instead, e.g.
+`python -m scraping crop --src <celeba_wild_dev>/images --identities <celeba_wild_dev>/identity_CelebA.txt
+--out /tmp/bench_crops`.
 
 Speed: MTCNN's cost is a pyramid of small convolutions over every pixel, so the batched path first downscales
 huge photos to `max_side` (boxes are mapped back to the original), then pads images of similar size onto a
@@ -21,6 +24,7 @@ import argparse
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -55,6 +59,7 @@ class CropConfig:
     jpeg_quality: int = 95  # quality of the written JPEG crops
     chunk_size: int = 32  # photos held in memory, detected and saved per step (crops.csv rewritten after each)
     seed: int = 0  # MTCNN is deterministic; kept so every stage's config records one
+    progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self) -> None:
         if self.keep not in ("largest", "all"):
@@ -143,7 +148,11 @@ def build_detector(config: CropConfig = CropConfig()):
     device = pick_device(config.device)
     key = (str(device), int(config.min_face_size))
     if key not in _DETECTORS:
-        from facenet_pytorch import MTCNN
+        with warnings.catch_warnings():
+            # facenet-pytorch imports tqdm.auto (for weight downloads we never make), which warns inside a
+            # notebook kernel without ipywidgets; that warning says nothing about face detection.
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            from facenet_pytorch import MTCNN
 
         detector = MTCNN(
             image_size=config.image_size, margin=0, min_face_size=int(config.min_face_size),
@@ -315,6 +324,62 @@ def crop_face(image: Image.Image, face: Face, config: CropConfig) -> Image.Image
     return image.resize((config.image_size, config.image_size), Image.LANCZOS, box=region)
 
 
+# ---------------------------------------------------------------------------------------------------- figures
+
+
+def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95, line: int = 3) -> Image.Image:
+    """A copy of `image` with each face's box, five landmarks and probability drawn on it.
+
+    Boxes of faces at or above `min_prob` (the ones `crop_faces` would cut) are green, the others orange; the
+    largest face (the one `keep="largest"` keeps) gets a thicker box. `line` is the box width in pixels.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    canvas = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(canvas)
+    font_size = max(12, canvas.width // 30)
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except (TypeError, OSError):  # Pillow without FreeType: a fixed small bitmap font
+        font = ImageFont.load_default()
+    largest = max(faces, key=lambda f: f.area) if faces else None
+    for face in faces:
+        colour = (40, 200, 60) if face.prob >= min_prob else (255, 150, 0)
+        width = line * 2 if face is largest else line
+        draw.rectangle([round(v) for v in face.box], outline=colour, width=width)
+        for x, y in zip(face.landmarks[0::2], face.landmarks[1::2]):
+            draw.ellipse([x - line, y - line, x + line, y + line], fill=(255, 60, 60))
+        draw.text((face.box[0], max(0.0, face.box[1] - font_size - 4)), f"{face.prob:.3f}", fill=colour, font=font)
+    return canvas
+
+
+def detection_figure(panels: Sequence[tuple[Image.Image, Sequence[Face], str]], out_png: str | Path,
+                     columns: int = 3, tile: int = 320, min_prob: float = 0.95) -> Path:
+    """Write a PNG grid of photos with their detections drawn (see `draw_faces`), one caption per photo.
+
+    Args:
+        panels: (RGB photo, its faces in that photo's pixels, caption) triples.
+        out_png: where the PNG goes (written atomically).
+        columns: photos per row.
+        tile: each photo is fitted into a `tile` x `tile` square, pixels.
+        min_prob: threshold that colours boxes green (kept) or orange (below it).
+    """
+    from PIL import ImageDraw
+
+    caption_height = 18
+    rows = max(1, math.ceil(len(panels) / columns))
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + caption_height)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for slot, (image, faces, caption) in enumerate(panels):
+        drawn = ImageOps.contain(draw_faces(image, faces, min_prob, line=max(2, max(image.size) // 200)),
+                                 (tile - 8, tile - 8), Image.LANCZOS)
+        left, top = (slot % columns) * tile, (slot // columns) * (tile + caption_height)
+        sheet.paste(drawn, (left + (tile - drawn.width) // 2, top + (tile - drawn.height) // 2))
+        draw.text((left + 4, top + tile + 2), caption[: tile // 6], fill="black")
+    atomic_save_image(sheet, Path(out_png), format="PNG")
+    return Path(out_png)
+
+
 # ---------------------------------------------------------------------------------------------------- folders
 
 
@@ -413,26 +478,49 @@ def _count(rows: list[dict]) -> dict[str, int]:
     return counts
 
 
-def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig()) -> dict:
+def identity_groups(folder: Path, identity_file: Path) -> list[tuple[str, Path, list[str]]]:
+    """Group a flat folder of photos by identity, from a CelebA-style `identity_CelebA.txt` (`<file> <id>` lines).
+
+    Returns (identity, folder, file names) triples in identity order (numeric ids sorted as numbers); files listed
+    but absent from `folder` are skipped, and identities left with no file are dropped.
+    """
+    folder = Path(folder)
+    present = {p.name for p in folder.iterdir() if _is_image(p)}
+    groups: dict[str, list[str]] = {}
+    for line in Path(identity_file).read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in present:
+            groups.setdefault(parts[1], []).append(parts[0])
+    order = sorted(groups, key=lambda key: (not key.isdigit(), int(key) if key.isdigit() else 0, key))
+    return [(identity, folder, sorted(groups[identity])) for identity in order]
+
+
+def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig(), identities: Path | None = None) -> dict:
     """Detect and crop faces for one person folder or a root of person folders.
 
     Args:
-        src: `data/raw/<person>/` or `data/raw/` (one visible subfolder per person; `_x`/`.x` folders ignored).
+        src: `data/raw/<person>/` or `data/raw/` (one visible subfolder per person; `_x`/`.x` folders ignored);
+            with `identities`, a flat folder of photos (e.g. CelebA's `img_celeba/`).
         out: output root; crops go to `out/<person>/<source-stem>_<k>.jpg` with `out/<person>/crops.csv`,
             and the config to `out/crop_config.json`. Nothing is written elsewhere.
         config: `CropConfig`.
+        identities: a CelebA-style identity file (`<file> <identity>` per line); each identity then plays the
+            part of a person: its crops go to `out/<identity>/` (see `identity_groups`).
     Returns: summary dict; counts are over each crops.csv after the run (`images`, `faces`, `no_face`,
         `low_prob`, `unreadable`, `error`, `rejected`), plus `processed`/`skipped` for this run and `per_person`.
     """
-    from tqdm.auto import tqdm
+    # Plain tqdm, not tqdm.auto: the notebook widget needs ipywidgets, which the environment does not carry.
+    from tqdm import tqdm
 
     src, out = Path(src), Path(out)
     started = time.perf_counter()
     seed_everything(config.seed)
-    people = person_folders(src)
+    if identities is not None:
+        groups = identity_groups(src, identities)
+    else:
+        groups = [(person, folder, source_images(folder)) for person, folder in person_folders(src)]
     work = []
-    for person, folder in people:
-        sources = source_images(folder)
+    for person, folder, sources in groups:
         rows = read_csv(out / person / "crops.csv")
         if config.overwrite:
             _remove_old_crops(out / person, [r for r in rows if r["source"] in set(sources)])
@@ -444,7 +532,7 @@ def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig()) -> dict:
     detector = build_detector(config) if any(todo for *_, todo in work) else None
     total_todo = sum(len(todo) for *_, todo in work)
     summary: dict[str, Any] = {"processed": 0, "skipped": 0, "per_person": {}}
-    with tqdm(total=total_todo, desc="crop faces", unit="img") as progress:
+    with tqdm(total=total_todo, desc="crop faces", unit="img", disable=not config.progress) as progress:
         for person, folder, sources, rows, todo in work:
             person_out = out / person
             stems = _output_stems(sources)
@@ -491,6 +579,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a CropConfig field, e.g. --set keep=all --set min_prob=0.9 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="redo photos already listed in crops.csv")
+    parser.add_argument("--identities", type=Path,
+                        help="CelebA-style identity file (`<file> <id>` lines): --src is then a flat photo folder "
+                             "and crops go to <out>/<id>/")
 
 
 def cli_run(args: argparse.Namespace) -> dict:
@@ -499,4 +590,4 @@ def cli_run(args: argparse.Namespace) -> dict:
     if args.overwrite:
         overrides["overwrite"] = True
     config = apply_overrides(CropConfig(), overrides)
-    return crop_faces(args.src, args.out, config)
+    return crop_faces(args.src, args.out, config, identities=args.identities)

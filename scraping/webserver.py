@@ -3,6 +3,9 @@
 `serve_folder(root)` is a context manager yielding the base URL (`http://127.0.0.1:<port>/`); `ServedFolder` is the
 same server as an object with `.url` and `.stop()`, handy in notebooks. A missing file answers 404 (that is how
 the synthetic web's broken link breaks). A busy port is not an error: the server warns and takes a free one.
+
+The scraper's manifests are keyed by URL, so a demo that should resume across runs serves on the same port each
+time (`DEMO_PORT`); on a free port every run would see new URLs and download everything again (deduped, but slow).
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+# Port the demo notebook serves the synthetic web on (fixed so that re-runs see the same URLs and resume).
+DEMO_PORT = 8701
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

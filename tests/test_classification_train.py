@@ -11,22 +11,25 @@ from classification.train import TrainConfig, compare_unfreezing, evaluate_check
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    return make_toy_faces(tmp_path_factory.mktemp("faces"), n_target=30, n_per_other=15, n_others=3, size=48)
+    # 150 photos at 32 px: enough for a from-scratch MobileNetV2 to learn the target's look in ~70 steps. With 75
+    # photos and 24 steps the outcome was a coin flip between seeds (test AUC 0.24 to 0.91).
+    return make_toy_faces(tmp_path_factory.mktemp("faces"), n_target=60, n_per_other=30, n_others=3, size=32)
 
 
 def tiny_config(faces, out, **changes) -> TrainConfig:
     base = dict(faces_root=str(faces), target="ava_marlowe", out_dir=str(out), unfreeze=19, weights="none",
-                image_size=48, epochs=8, batch_size=16, lr=1e-2, patience=8, val_fraction=0.2, test_fraction=0.2)
+                image_size=32, epochs=12, batch_size=16, lr=1e-2, patience=12, val_fraction=0.2, test_fraction=0.2)
     return TrainConfig(**{**base, **changes})
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_tiny_run_from_random_init_beats_chance_and_writes_its_artifacts(faces, tmp_path):
     summary = train_classifier(tiny_config(faces, tmp_path / "run"))
-    # 17 test photos (6 target, 11 others); chance is AUC 0.5 and accuracy 11/17 by always saying "other"
+    # 30 test photos (12 target, 18 others); chance is AUC 0.5 and accuracy 18/30 by always saying "other".
+    # Seeds 0-4 gave test AUC 0.986-1.0 and accuracy 0.9-1.0.
     print(json.dumps(summary))
-    assert summary["test_roc_auc"] >= 0.8
-    assert summary["test_accuracy"] > 11 / 17
+    assert summary["test_roc_auc"] >= 0.9
+    assert summary["test_accuracy"] >= 0.75
     for name in ("split.csv", "config.json", "best.pt", "last.pt", "metrics.json", "roc.png", "pr.png",
                  "confusion.png", "mistakes.png", "test_predictions.csv"):
         assert (tmp_path / "run" / name).exists(), name

@@ -11,7 +11,8 @@ from PIL import Image, ImageEnhance, ImageOps
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the astronaut test photo")
 
 from scraping.curate import (  # noqa: E402
-    HEADER_HEIGHT, LABEL_HEIGHT, SHEET_PADDING, contact_sheet, outlier_scores, reject, restore,
+    HEADER_HEIGHT, LABEL_HEIGHT, SHEET_PADDING, contact_sheet, judge_crops, outlier_scores, reject, restore,
+    truth_by_file,
 )
 from scraping.faces import CROPS_FIELDS  # noqa: E402
 from scraping.files import read_csv, write_csv_atomic  # noqa: E402
@@ -142,3 +143,58 @@ def test_cli_sheet_and_reject_print_json(crop_folder, tmp_path, capsys):
     assert main(["reject", "--folder", str(crop_folder), "--names", "photo00_0.jpg", "--undo"]) == 0
     undone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert undone["restored"] == ["photo00_0.jpg"] and (crop_folder / "photo00_0.jpg").exists()
+
+
+def test_sheet_with_rejected_keeps_them_framed_and_ranked(crop_folder, tmp_path):
+    Image.new("RGB", (64, 64), SOLID).save(crop_folder / "zz_solid_0.jpg", quality=95)
+    before = contact_sheet(crop_folder, tmp_path / "before.png")
+    assert before["top"][0] == "zz_solid_0.jpg"
+    reject(crop_folder, ["zz_solid_0.jpg"])
+    assert contact_sheet(crop_folder, tmp_path / "without.png")["images"] == 11
+    after = contact_sheet(crop_folder, tmp_path / "after.png", thumb=64, include_rejected=True)
+    assert after["images"] == 12 and after["rejected"] == 1 and after["top"][0] == "zz_solid_0.jpg"
+    ranked = read_csv(Path(after["outliers_csv"]))
+    assert [(r["file"], r["rejected"]) for r in ranked if r["rejected"] == "1"] == [("zz_solid_0.jpg", "1")]
+    # The rejected crop (first cell) is framed in red; the second cell is not.
+    sheet = np.asarray(Image.open(after["pages"][0]).convert("RGB")).astype(int)
+    frame_y = HEADER_HEIGHT + SHEET_PADDING - 2
+    first_cell = sheet[frame_y, SHEET_PADDING + 10:SHEET_PADDING + 50]
+    second_cell = sheet[frame_y, 64 + 3 * SHEET_PADDING + 10:64 + 3 * SHEET_PADDING + 50]
+    assert (np.abs(first_cell - [220, 30, 30]).max(axis=1) < 40).all()
+    assert (np.abs(second_cell - [255, 255, 255]).max(axis=1) < 40).all()
+
+
+def test_judge_crops_against_world_truth(tmp_path):
+    """Crops graded by where their box centre falls among the true face boxes of the source photo."""
+    raw, faces = tmp_path / "raw" / "ava", tmp_path / "faces" / "ava"
+    raw.mkdir(parents=True)
+    faces.mkdir(parents=True)
+    base = "http://127.0.0.1:8701/"
+    manifest = [
+        dict(url=base + "people/ava/photos/solo.jpg", file="aaa.jpg", status="saved"),
+        dict(url=base + "events/event_01.jpg", file="bbb.jpg", status="saved"),
+        dict(url=base + "people/ava/photos/venue.jpg", file="ccc.jpg", status="saved"),
+        dict(url="http://elsewhere.test/x.jpg", file="ddd.jpg", status="saved"),
+        dict(url=base + "people/ava/photos/copy.jpg", file="", status="duplicate"),
+    ]
+    write_csv_atomic(raw / "manifest.csv", manifest, ["url", "file", "status"])
+    truth = {"photos": [
+        {"path": "people/ava/photos/solo.jpg", "kind": "single", "people": [{"name": "Ava", "box": [10, 10, 60, 60]}]},
+        {"path": "events/event_01.jpg", "kind": "group", "people": [{"name": "Ava", "box": [0, 0, 40, 40]},
+                                                                    {"name": "Bo", "box": [100, 0, 160, 60]}]},
+        {"path": "people/ava/photos/venue.jpg", "kind": "no_face", "people": []},
+    ]}
+    assert set(truth_by_file(raw, truth)) == {"aaa.jpg", "bbb.jpg", "ccc.jpg"}
+    crops = [
+        dict(source="aaa.jpg", file="aaa_0.jpg", box="12,14,58,62", status="ok"),
+        dict(source="bbb.jpg", file="bbb_0.jpg", box="105,5,150,55", status="ok"),  # Bo is the larger face
+        dict(source="ccc.jpg", file="ccc_0.jpg", box="5,5,30,30", status="rejected"),
+        dict(source="ddd.jpg", file="ddd_0.jpg", box="5,5,30,30", status="ok"),
+        dict(source="eee.jpg", status="no_face"),
+    ]
+    write_csv_atomic(faces / "crops.csv", crops, CROPS_FIELDS)
+    truth_path = tmp_path / "web_truth.json"
+    truth_path.write_text(json.dumps(truth))
+    verdicts = {v["file"]: (v["verdict"], v["who"], v["kind"]) for v in judge_crops(faces, raw, truth_path, "Ava")}
+    assert verdicts == {"aaa_0.jpg": ("right", "Ava", "single"), "bbb_0.jpg": ("wrong_person", "Bo", "group"),
+                        "ccc_0.jpg": ("not_a_face", "", "no_face"), "ddd_0.jpg": ("unknown", "", "")}

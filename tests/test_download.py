@@ -332,6 +332,10 @@ def test_rerun_skips_finished_urls_and_dedupes_against_earlier_runs(web, tmp_pat
     rows = by_url(read_csv(person_dir / "manifest.csv"))
     assert [rows[u]["status"] for u in (near, exact, fresh)] == ["near_duplicate", "duplicate", "saved"]
     assert summary["total_saved"] == 4
+    # The manifest's totals cover both runs (what a report after a resumed run must show).
+    totals = download.manifest_counts(person_dir)
+    assert totals == {"candidates": 7, "saved": 4, "duplicates": 1, "near_duplicates": 1, "rejected": 1,
+                      "rejected_by_reason": {"http_410": 1}, "errors": 0, "errors_by_reason": {}}
     # overwrite=True starts over: every URL is fetched again.
     download_images([{"url": url} for url in first], person_dir, FetchConfig(**{**FAST, "overwrite": True}))
     assert all(web.hits[f"/p{i}.jpg"] == 2 for i in range(3))
@@ -474,3 +478,20 @@ def test_fetch_person_from_wikimedia_api(web, tmp_path):
     assert web.user_agents[0] == "test-suite/1.0 (test@example.org)"
     api_path = next(path for path in web.hits if path.startswith("/w/api.php"))
     assert "gsrsearch=Ada+Lovelace" in api_path and "gsrnamespace=6" in api_path
+
+
+def test_connection_refused_is_retried_then_recorded_as_error(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/x.jpg"
+    person_dir = tmp_path / "p"
+    summary = download_images([{"url": url}], person_dir, FetchConfig(**{**FAST, "retries": 2}))
+    row = read_csv(person_dir / "manifest.csv")[0]
+    assert (row["status"], row["reason"]) == ("error", "connection_error: after 3 attempts")
+    assert summary["errors_by_reason"] == {"connection_error": 1}
+    # `error` rows are transient: the next run tries the URL again instead of skipping it.
+    again = download_images([{"url": url}], person_dir, FetchConfig(**FAST))
+    assert again["skipped_finished"] == 0 and again["attempted"] == 1

@@ -11,8 +11,8 @@ from PIL import Image
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the astronaut test photo")
 
 from scraping.faces import (  # noqa: E402
-    CropConfig, build_detector, crop_faces, detect_faces, detect_faces_single, load_rgb, parse_numbers,
-    select_faces,
+    CropConfig, Face, build_detector, crop_faces, detect_faces, detect_faces_single, detection_figure, draw_faces,
+    identity_groups, load_rgb, parse_numbers, select_faces,
 )
 from scraping.files import read_csv  # noqa: E402
 
@@ -280,3 +280,40 @@ def test_cli_crop_prints_json_summary(tmp_path, astronaut_256, capsys):
     assert Image.open(tmp_path / "faces" / "dave" / "a_0.jpg").size == (48, 48)
     with pytest.raises(ValueError, match="unknown CropConfig"):
         main(["crop", "--src", str(person), "--out", str(tmp_path / "faces"), "--set", "imagesize=48"])
+
+
+def test_detection_drawing_colours_kept_and_weak_faces(tmp_path):
+    photo = Image.new("RGB", (200, 120), (128, 128, 128))
+    kept = Face(box=(20, 20, 80, 90), prob=0.99, landmarks=(40, 45, 60, 45, 50, 60, 42, 75, 58, 75))
+    weak = Face(box=(120, 30, 160, 70), prob=0.6)
+    drawn = np.asarray(draw_faces(photo, [kept, weak], min_prob=0.95, line=2)).astype(int)
+    assert np.asarray(photo).sum() == 128 * 3 * 200 * 120  # the input is left alone
+    assert tuple(drawn[50, 20]) == (40, 200, 60)  # left edge of the kept box: green
+    assert tuple(drawn[50, 120]) == (255, 150, 0)  # left edge of the weak box: orange
+    assert tuple(drawn[45, 40]) == (255, 60, 60)  # a landmark dot
+    assert tuple(drawn[110, 100]) == (128, 128, 128)  # away from any face: untouched
+    out = detection_figure([(photo, [kept, weak], "two"), (photo, [], "none")], tmp_path / "figs" / "d.png",
+                           columns=2, tile=100)
+    with Image.open(out) as figure:
+        assert figure.size == (200, 118)
+
+
+def test_cli_crop_by_celeba_identity_file(tmp_path, astronaut_256, capsys):
+    """A flat photo folder plus `identity_CelebA.txt` lines gives one crop folder per identity."""
+    main = pytest.importorskip("scraping.__main__").main
+    photos = tmp_path / "img_celeba"
+    photos.mkdir()
+    astronaut_256.save(photos / "000001.jpg", quality=95)
+    astronaut_256.transpose(Image.FLIP_LEFT_RIGHT).save(photos / "000002.jpg", quality=95)
+    Image.new("RGB", (128, 128), (70, 90, 110)).save(photos / "000003.jpg")
+    identity_file = tmp_path / "identity_CelebA.txt"
+    identity_file.write_text("000001.jpg 12\n000002.jpg 12\n000003.jpg 7\n000004.jpg 7\n000009.jpg 30\n")
+    out = tmp_path / "crops"
+    assert main(["crop", "--src", str(photos), "--identities", str(identity_file), "--out", str(out),
+                 "--set", "image_size=48", "--set", "device=cpu"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["per_person"]) == {"7", "12"}  # identity 30 has no photo here
+    assert [group[0] for group in identity_groups(photos, identity_file)] == ["7", "12"]  # numeric order
+    assert summary["per_person"]["12"]["faces"] == 2 and summary["per_person"]["7"]["no_face"] == 1
+    assert sorted(p.name for p in (out / "12").glob("*.jpg")) == ["000001_0.jpg", "000002_0.jpg"]
+    assert not (out / "30").exists() and not list(photos.glob("*_0.jpg"))  # nothing written beside the photos

@@ -319,8 +319,16 @@ def test_notebook_runs_end_to_end_with_smoke_parameters(celeba, tmp_path):
                     "TRAIN_OVERRIDES": {"latent_dim": 8, "base_channels": 8, "device": "cpu"}},
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["identity"]["identity"] == TARGET and summary["identity"]["correct"] is True
-    assert summary["finetune"]["beta"] == pytest.approx(0.02)
+    assert summary["picked_identity"] == summary["truth_identity"] == TARGET and summary["identity_correct"] is True
+    assert summary["precision_at_k"] == pytest.approx(5 / 6) and summary["expansion_images"] == 6
+    assert summary["train_steps"] == 2 and summary["finetune_steps"] == 1
+    assert summary["finetune_beta"] == pytest.approx(0.02)
+    assert summary["perceptual_weights"] in ("imagenet", "random (offline)")
+    assert 0 < summary["heldout_mse"] < 1 and 0 < summary["pixel_only_heldout_mse"] < 1
+    assert set(summary["perceptual_helps"]) == {"heldout_ssim", "sharpness"}
+    assert set(summary["gif_bytes"]) == {"monitor.gif", "morph.gif", "morph_slerp.gif", "before_after_morph.gif"}
+    assert all(0 < size < 2 * 1024 * 1024 for size in summary["gif_bytes"].values())
+    assert summary["seconds"] > 0
     for name in ("samples.png", "loss_comparison.png", "morph.gif", "smile.png", "before_after_morph.gif"):
         assert (out / name).is_file(), name
     assert (tmp_path / "runs" / "perceptual" / "checkpoint.pt").is_file()

@@ -41,15 +41,17 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse")
         kind: "mse" (squared error), "l1" (absolute error) or "bce" (binary cross-entropy, for [0, 1] targets).
     """
     x_hat, x = x_hat.float(), x.float()  # sums of 12k terms are kept in float32 even under autocast
+    # Fused reductions (one kernel forward and backward, any memory layout): the batch sum / B equals the
+    # per-image sum averaged over the batch.
     if kind == "mse":
-        per_pixel = (x_hat - x).pow(2)
+        total = F.mse_loss(x_hat, x, reduction="sum")
     elif kind == "l1":
-        per_pixel = (x_hat - x).abs()
+        total = F.l1_loss(x_hat, x, reduction="sum")
     elif kind == "bce":
-        per_pixel = F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="none")
+        total = F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="sum")
     else:
         raise ValueError(f"unknown reconstruction loss {kind!r}; use 'mse', 'l1' or 'bce'")
-    return per_pixel.flatten(1).sum(1).mean()
+    return total / x.shape[0]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -103,10 +105,8 @@ class VGGPerceptualLoss(nn.Module):
         # torchvision's own VGG19 layer list (config "E"), truncated: building the full model would also allocate
         # its 123 M-parameter classifier for nothing.
         features = tv_vgg.make_layers(tv_vgg.cfgs["E"], batch_norm=False)[: last + 1]
-        # ReLUs must not overwrite the activations we read.
-        for module in features:
-            if isinstance(module, nn.ReLU):
-                module.inplace = False
+        # In-place ReLUs (torchvision's default) are safe here: each overwrites only the conv output before it,
+        # never an activation we read (the ReLU outputs), and they save a 64×S×S allocation per layer.
 
         weights = VGG19_Weights.IMAGENET1K_V1
         self.pretrained = False
@@ -166,8 +166,9 @@ class VGGPerceptualLoss(nn.Module):
         pixel_values = x.shape[1] * x.shape[2] * x.shape[3]
         total = x_hat.new_zeros((), dtype=torch.float32)
         for f_hat, f in zip(self.extract(x_hat), target_features):
-            per_image = (f_hat.float() - f.float()).pow(2).flatten(1).mean(1)
-            total = total + per_image.mean() * pixel_values
+            # Every image has the same number of feature elements, so the mean over the whole batch equals the
+            # batch average of the per-image means; F.mse_loss does it in one fused kernel.
+            total = total + F.mse_loss(f_hat.float(), f.float()) * pixel_values
         return total
 
 

@@ -62,6 +62,7 @@ class TrainConfig:
     gamma: float = 1.0  # perceptual (VGG19 relu1_1/2_1/3_1) loss weight; 0 never builds VGG
     recon: str = "mse"  # pixel loss: "mse", "l1" or "bce"
     max_steps: int | None = 300  # optimizer steps to train in total (None: `epochs` full passes instead)
+    max_minutes: float | None = None  # also stop (evaluated and checkpointed) after this many wall-clock minutes
     epochs: int = 1  # passes over the training images, used only when max_steps is None
     monitor_every: int = 50  # steps between monitoring frames (fixed reconstructions + fixed-noise samples)
     eval_every: int = 100  # steps between held-out evaluations and checkpoints (also done at the last step)
@@ -72,6 +73,7 @@ class TrainConfig:
     cache_images: int = 20000  # keep decoded uint8 images in RAM when the training set has at most this many (0: off)
     hflip: bool = True  # random horizontal flips (a seeded function of the step, so resume stays exact)
     amp: bool = True  # float16 autocast + GradScaler, on CUDA only (ignored on CPU/MPS)
+    channels_last: bool = True  # NHWC layout for model and batches: oneDNN's fast conv path on CPU (~25% faster)
     grad_clip: float = 100.0  # max global gradient norm (losses are per-image sums, so norms are large); 0: off
     max_bad_steps: int = 10  # stop after this many consecutive steps with a non-finite loss or gradient
     resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
@@ -345,6 +347,23 @@ def evaluate(model: ConvVAE, images: torch.Tensor, batch_size: int = 64) -> dict
 
 # -------------------------------------------------------------------------------------------------------- training
 
+def out_of_time(config: TrainConfig, started: float, ctx: DistributedContext) -> bool:
+    """True once `config.max_minutes` of wall-clock time have passed since `started` (rank 0's clock decides,
+    so every process stops at the same step)."""
+    if config.max_minutes is None:
+        return False
+    late = torch.tensor([1.0 if time.perf_counter() - started >= 60.0 * config.max_minutes else 0.0])
+    if ctx.world > 1:
+        late = late.to(ctx.device)
+        dist.broadcast(late, src=0)
+    return bool(late.item() > 0.5)
+
+
+def memory_format(config: TrainConfig) -> torch.memory_format:
+    """Layout of the model's conv weights and of each training batch (`config.channels_last`)."""
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
 def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, config: TrainConfig,
                perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, use_amp: bool = False):
     """One optimizer step on batch `x`: forward → loss → backward → clip → step.
@@ -425,7 +444,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
         init = torch.load(config.init_from, map_location="cpu", weights_only=False)
         _check_architecture(config, init["config"], Path(config.init_from))
         model.load_state_dict(init["model"])
-    model.to(device)
+    model.to(device, memory_format=memory_format(config))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -456,8 +475,11 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
 
     cache = config.num_workers == 0 and len(train_indices) <= config.cache_images
     sampler = StepBatchSampler(train_indices, batch_size, config.seed, start_step, total_steps, ctx.rank, ctx.world)
+    # The loader gets its own generator: by default each new DataLoader iterator draws its worker base seed
+    # from the global torch RNG, which would shift the reparameterisation noise of a resumed run by one draw.
     loader = DataLoader(CachedImages(train_set, cache), batch_sampler=sampler, num_workers=config.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        generator=torch.Generator().manual_seed(config.seed * 1_000_003 + start_step + ctx.rank))
 
     def save(step: int) -> None:
         rng = [rng_state()]
@@ -480,13 +502,14 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
     progress = tqdm(total=total_steps, initial=start_step, desc="vae train", disable=not ctx.is_main,
                     dynamic_ncols=True)
     step = start_step
-    tick = time.perf_counter()
+    tick = loop_started = time.perf_counter()
     for batch in loader:
         x = batch.to(device, non_blocking=True)
         if config.hflip:  # per-step seeded flips: a function of (seed, step, rank), hence identical on resume
             flip_gen = torch.Generator().manual_seed(config.seed * 7_919 + step * 104_729 + ctx.rank)
             flip = (torch.rand(x.shape[0], generator=flip_gen) < 0.5).to(device)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = x.contiguous(memory_format=memory_format(config))
         losses, ok = train_step(train_model, model, optimizer, scaler, x, config, perceptual, ctx, use_amp)
         step += 1
         images_seen += x.shape[0] * ctx.world
@@ -505,7 +528,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
         progress.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}")
         train_seconds += time.perf_counter() - tick
 
-        last = step == total_steps
+        last = step == total_steps or out_of_time(config, loop_started, ctx)
         if ctx.is_main and (step % config.monitor_every == 0 or last):
             model.eval()
             write_monitor_frame(model, monitor_images, monitor_noise, out_dir / "monitor" / f"step_{step:06d}.png")
@@ -517,6 +540,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
                 row.update({f"eval_{k}": v for k, v in metrics.items()})
             save(step)
         tick = time.perf_counter()
+        if last:
+            break
     progress.close()
     if ctx.world > 1:
         dist.barrier()  # all ranks leave together, after rank 0 has written everything
