@@ -38,6 +38,7 @@ EXPECTED_ARTIFACTS = (
     "scraping/summary.json",
     "scraping/detections.png",
     "scraping/contact_sheet.png",
+    "scraping/counts.png",
     "classification/summary.json",
     "classification/comparison.md",
     "classification/comparison.json",
@@ -46,8 +47,12 @@ EXPECTED_ARTIFACTS = (
     "vae/summary.json",
     "vae/samples.png",
     "vae/reconstructions.png",
+    "vae/loss_comparison.png",
+    "vae/traversal.png",
+    "vae/smile.png",
     "vae/morph.gif",
-    "vae/candidates.png",
+    "vae/identity/candidates.png",
+    "vae/before_after.png",
     "vae/before_after_morph.gif",
     "demo_summary.json",
 )
@@ -59,7 +64,7 @@ SMOKE_WORLD = dict(target_photos=8, other_photos=5, other_names=("Robin Whitcomb
 # Notebook parameters that make each stage finish in well under a minute on the smoke world.
 SMOKE_PARAMETERS = {
     "scraping": {},
-    "classification": {"KS": [0, 1], "EPOCHS": 2, "MAX_STEPS": 4, "IMAGE_SIZE": 64, "SCAN_TOP_K": 8},
+    "classification": {"KS": [0, 1], "EPOCHS": 1, "MAX_STEPS": 2, "IMAGE_SIZE": 32, "SCAN_TOP_K": 12},
     "vae": {"MAX_STEPS": 2, "FINETUNE_STEPS": 1, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8, "SMILE_IMAGES": 50},
 }
 
@@ -194,6 +199,9 @@ def run_demo(config: DemoConfig) -> dict:
     os.chdir(ROOT)  # notebooks and papermill resolve the relative paths from the repo root
     # Few progress-bar refreshes: keeps the committed notebooks' outputs short while still showing progress.
     os.environ.setdefault("TQDM_MININTERVAL", "20")
+    # tqdm.auto (imported by facenet-pytorch) warns that ipywidgets is missing, naming its own install path.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                          "ignore:IProgress not found"]))
     paths = stage_paths(config)
     unknown = [s for s in config.stages if s not in NOTEBOOKS]
     if unknown:

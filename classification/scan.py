@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scraping.config import apply_overrides, parse_set_options, pick_device, save_config
 from scraping.files import atomic_save_image, read_csv, write_csv_atomic

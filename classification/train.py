@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scraping.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, save_config,
                              seed_everything)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import apply_overrides, config_to_dict, parse_set_options, save_config
 from .files import atomic_write_bytes, atomic_write_text, slugify

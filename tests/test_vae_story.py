@@ -345,11 +345,12 @@ def test_notebook_stops_early_with_a_clear_message_when_scores_are_missing(celeb
     assert not (tmp_path / "runs").exists()  # it stopped before training anything
 
 
-def test_notebook_is_committed_clean_with_one_parameters_cell():
+def test_notebook_is_committed_with_one_parameters_cell_short_cells_and_no_errors():
     nbformat = pytest.importorskip("nbformat", reason="nbformat is a dev dependency (requirements-dev.txt)")
     notebook = nbformat.read(str(ROOT / "vae" / "03_vae.ipynb"), as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1 and "DEMO = True" in tagged[0].source
     code = [c for c in notebook.cells if c.cell_type == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    # the committed copy carries the outputs of a demo run (`make demo`), but never an error
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert all(len(c.source.splitlines()) <= 20 for c in code)

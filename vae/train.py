@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scraping.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, print_summary,
                              save_config, seed_everything)
