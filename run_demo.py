@@ -128,12 +128,12 @@ def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: st
         "vae": dict(DEMO=True, CELEBA=f"{data}/celeba", SCORES=f"{results}/classification/scan/scores.csv",
                     WORLD=f"{data}/world.json", OUT=f"{results}/vae", RUNS=f"{runs}/vae", SEED=config.seed),
     }
+    unknown = set(config.params) - set(params)
+    if unknown:
+        raise ValueError(f"unknown stage(s) in params: {sorted(unknown)}; choose from {sorted(params)}")
     for stage in params:
         if config.smoke:
             params[stage].update(SMOKE_PARAMETERS[stage])
-        unknown = set(config.params) - set(params)
-        if unknown:
-            raise ValueError(f"unknown stage(s) in params: {sorted(unknown)}; choose from {sorted(params)}")
         params[stage].update(config.params.get(stage, {}))
     return params
 

@@ -17,13 +17,13 @@ So speedup = per_image_s / batched_s, and `speedup_from_batching_alone` = same_p
 batched_s says how much of it is batching proper. Prints one JSON object as its last line.
 
 Usage: python benchmarks/bench_mtcnn.py [--images 200] [--batch-size 16] [--max-side 512] [--bucket 32] [--chunk 100]
-                                        [--crops-out /tmp/bench_crops]
+                                        [--crops-out <temp dir>/bench_crops]
 
 `--crops-out DIR` afterwards crops every photo of the folder (all identities in `identity_CelebA.txt`, not just
 the N timed) into `DIR/<identity>/` with `crop_faces(..., identities=...)`, for other benchmarks that want real
 face crops; it resumes, so a second run costs nothing. The same from the shell:
 `python -m scraping crop --src <celeba_wild_dev>/images --identities <celeba_wild_dev>/identity_CelebA.txt
---out /tmp/bench_crops`.
+--out <temp dir>/bench_crops`.
 """
 from __future__ import annotations
 

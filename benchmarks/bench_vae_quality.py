@@ -7,14 +7,14 @@ measures (eval mode: decode of the posterior mean), on:
 
 (a) `haystack`: the synthetic CelebA haystack `data/demo/celeba` (held out: its "valid" partition);
 (b) `wild`: MTCNN face crops of the real CelebA in-the-wild sample `<shared>/data/celeba_wild_dev`, cropped with
-    stage 1's `scraping.faces.crop_faces` into `--crops` (default /tmp/bench_crops, reused when another benchmark
+    stage 1's `scraping.faces.crop_faces` into `--crops` (default <temp dir>/bench_crops, reused when another benchmark
     has already filled it; cropping resumes there). Held out: the stable 10 % hash split of `ImageFolderFlat`.
 
 For scale, the JSON also gives the same metrics for the "mean face" (every held-out image reconstructed as the
 average training image), the best a model that ignores its input can do on MSE.
 
 The shared folder is `<project root>/../shared` (override with the SHARED_DATA env var). Runs and crops are
-written under /tmp only. Usage:
+written under the temp folder only. Usage:
 
     python benchmarks/bench_vae_quality.py [--minutes 10] [--datasets haystack,wild] [--threads 2]
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -95,8 +96,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per data set (wall clock)")
     parser.add_argument("--datasets", default="haystack,wild", help="comma-separated: haystack, wild")
     parser.add_argument("--haystack", default=str(PROJECT_ROOT / "data" / "demo" / "celeba"))
-    parser.add_argument("--crops", default="/tmp/bench_crops", help="face crops of the wild sample (made if absent)")
-    parser.add_argument("--out", default="/tmp/bench_vae_quality", help="scratch folder for the training runs")
+    parser.add_argument("--crops", default=str(Path(tempfile.gettempdir()) / "bench_crops"), help="face crops of the wild sample (made if absent)")
+    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "bench_vae_quality"), help="scratch folder for the training runs")
     parser.add_argument("--gamma", type=float, default=1.0, help="perceptual loss weight (0: pixel loss only)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

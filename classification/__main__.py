@@ -6,13 +6,11 @@ printed as the last stdout line, one line of JSON. `--set key=value` overrides a
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
 from classification.data import FaceDataError
 from classification.model import WeightsUnavailableError
-from scraping.config import print_summary
+from scraping.command_line import INPUT_ERRORS, run_commands
 
 # command -> (module holding it, one-line help)
 COMMANDS = {
@@ -25,25 +23,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m classification", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        modules[name] = module
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"cli_add_arguments_{name}", getattr(module, "cli_add_arguments", None))(command_parser)
-    args = parser.parse_args(argv)
-    module = modules[args.command]
-    run = getattr(module, f"cli_run_{args.command}", getattr(module, "cli_run", None))
-    try:
-        summary = run(args)
-    except (FaceDataError, WeightsUnavailableError, FileNotFoundError, FileExistsError, ValueError) as error:
-        # expected problems with the inputs: one clear line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_summary(summary)
-    return 0
+    return run_commands("python -m classification", __doc__.splitlines()[0], COMMANDS, argv,
+                        INPUT_ERRORS + (FaceDataError, WeightsUnavailableError))
 
 
 if __name__ == "__main__":

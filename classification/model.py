@@ -177,13 +177,14 @@ def unfreeze_last_blocks(model: FaceClassifier, k: int) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def imagenet_sanity(images: Sequence | None = None, top: int = 5) -> dict:
+def imagenet_sanity(images: Sequence | None = None, top: int = 5, download: bool = False) -> dict:
     """Classify everyday photos with the pretrained 1000-class MobileNetV2 and return the top labels.
 
     `images`: a sequence of `(name, PIL image or HxWx3 uint8 array)`; default: scikit-image's `chelsea` (a cat)
     and `coffee` (a cup) when scikit-image is installed. Returns `{"status": "ok", "results": [{"name",
     "top": [[label, probability], ...]}]}`, or `{"status": "skipped", "reason": ...}` when the weights are not
-    available offline (never raises for that).
+    available offline (never raises for that). `download=False` uses only the `$TORCH_HOME` cache, so an offline
+    notebook neither waits on the network nor prints the download attempt.
     """
     from PIL import Image
 
@@ -194,6 +195,8 @@ def imagenet_sanity(images: Sequence | None = None, top: int = 5) -> dict:
             return {"status": "skipped", "reason": "no images given and scikit-image is not installed"}
         images = [("chelsea (a cat)", skdata.chelsea()), ("coffee (a cup)", skdata.coffee())]
     try:
+        if not download and not imagenet_weights_available():
+            raise WeightsUnavailableError(missing_weights_message(reason="not in the cache; download=True fetches it"))
         state = load_imagenet_state_dict()
     except WeightsUnavailableError as error:
         return {"status": "skipped", "reason": f"weights not available offline: {error}"}

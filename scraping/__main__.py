@@ -5,11 +5,9 @@ the dict it returns is printed as the last stdout line, one line of JSON.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
-from .config import print_summary
+from .command_line import run_commands
 
 # command -> (module holding it, one-line help)
 COMMANDS = {
@@ -22,19 +20,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scraping", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        modules[name] = module
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"cli_add_arguments_{name}", getattr(module, "cli_add_arguments", None))(command_parser)
-    args = parser.parse_args(argv)
-    module = modules[args.command]
-    run = getattr(module, f"cli_run_{args.command}", getattr(module, "cli_run", None))
-    print_summary(run(args))
-    return 0
+    return run_commands("python -m scraping", __doc__.splitlines()[0], COMMANDS, argv)
 
 
 if __name__ == "__main__":

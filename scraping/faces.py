@@ -5,7 +5,7 @@ subfolder per person; output is `data/faces/<person>/<source-stem>_<k>.jpg` and 
 (one row per crop, or one row per image that gave none, saying why). A flat folder of photos with a CelebA-style
 identity file (`identities=`, CLI `--identities`) is cropped into one output folder per identity instead, e.g.
 `python -m scraping crop --src <celeba_wild_dev>/images --identities <celeba_wild_dev>/identity_CelebA.txt
---out /tmp/bench_crops`.
+--out <temp dir>/bench_crops`.
 
 Speed: MTCNN's cost is a pyramid of small convolutions over every pixel, so the batched path first downscales
 huge photos to `max_side` (boxes are mapped back to the original), then pads images of similar size onto a

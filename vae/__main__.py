@@ -6,11 +6,9 @@ line of JSON. `train` and `finetune` take `--set key=value` for any other `Train
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
-from scraping.config import print_summary
+from scraping.command_line import run_commands
 
 # command -> (module holding it, one-line help)
 COMMANDS = {
@@ -22,23 +20,8 @@ COMMANDS = {
 }
 
 
-def _handler(module, prefix: str, command: str):
-    """`<prefix>_<command>` (dashes as underscores) when the module holds several commands, else `<prefix>`."""
-    return getattr(module, f"{prefix}_{command.replace('-', '_')}", None) or getattr(module, prefix)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vae", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        modules[name] = module
-        _handler(module, "cli_add_arguments", name)(sub.add_parser(name, help=help_text, description=help_text))
-    args = parser.parse_args(argv)
-    summary = _handler(modules[args.command], "cli_run", args.command)(args)
-    print_summary(summary)
-    return 0
+    return run_commands("python -m vae", __doc__.splitlines()[0], COMMANDS, argv)
 
 
 if __name__ == "__main__":

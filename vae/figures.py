@@ -13,6 +13,9 @@ Latents and rosters come from fixed seeds, so re-running a figure on the same ch
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -302,3 +305,28 @@ def cli_run_sample(args: argparse.Namespace) -> dict:
         if len(faces) >= 2:
             summary["traversal"] = latent_traversal_figure(model, faces, out_dir / "traversal.png")
     return summary
+
+
+def notebook_image(path: str | Path, max_side: int = 512, quality: int = 85, notebook_dir: str | Path = "vae"):
+    """What a notebook cell displays for a written figure, kept small so the committed notebook stays light.
+
+    PNGs are shown as a JPEG re-encoded at most `max_side` pixels wide (the full-size file stays on disk).
+    GIFs are shown as their first frame plus a Markdown link to the animated file (relative to `notebook_dir`,
+    the notebook's folder, from the repo root), since embedding every frame would add megabytes per GIF.
+    """
+    from IPython.display import HTML, Image as IPythonImage
+
+    path = Path(path)
+    with Image.open(path) as image:
+        image.seek(0)
+        still = image.convert("RGB")
+    if still.width > max_side:
+        still = still.resize((max_side, round(still.height * max_side / still.width)), Image.LANCZOS)
+    buffer = io.BytesIO()
+    still.save(buffer, format="JPEG", quality=quality)
+    if path.suffix.lower() != ".gif":
+        return IPythonImage(data=buffer.getvalue(), format="jpeg")
+    link = Path(os.path.relpath(path.resolve(), Path(notebook_dir).resolve())).as_posix()
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return HTML(f'<img src="data:image/jpeg;base64,{encoded}"/><br>first frame of '
+                f'<a href="{link}">{path.name}</a> (open it to see the animation)')
