@@ -209,7 +209,13 @@ def run_demo(config: DemoConfig) -> dict:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     world_cfg = world_config(config)
-    world = generate_world(world_cfg, paths["data"], progress=True)
+    try:
+        world = generate_world(world_cfg, paths["data"], progress=True)
+    except FileExistsError as error:  # e.g. a demo folder made by an older version of the world
+        raise FileExistsError(
+            f"{error}. For the demo: delete {paths['data']} and {paths['runs']} (the demo makes them again), or "
+            "run it in a fresh folder with --root"
+        ) from None
     world_figure(paths["results"] / "synthetic_world.png", world_cfg)
     seconds["world"] = round(time.perf_counter() - started, 1)
     notebooks_out = _relative_to_repo(Path(config.notebooks_out)) if config.notebooks_out else None

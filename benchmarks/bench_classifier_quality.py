@@ -10,6 +10,8 @@ Photos: `<project root>/../shared/data/celeba_wild_dev` (override the `shared` f
    (`target/`, `<identity>/`), and `classification.train.train_classifier` trains on it with `weights="none"`.
 3. The other half is scanned with `classification.scan.scan_images`; ROC-AUC, average precision and precision@k
    (k = 5, 10 and the number of held-out target crops) are computed from the ranked scores.
+4. Stage 3's identity step on real photos: the top-k crops (k = number of held-out target crops) vote with their
+   CelebA identity; the JSON gives the winner, its votes, and whether it is the target.
 
 Prints one JSON line. Usage: python benchmarks/bench_classifier_quality.py [--others 240] [--image-size 64]
 """
@@ -110,6 +112,8 @@ def main() -> None:
     labels = [held_out_labels[row["file"]] for row in rows]
     scores = [float(row["score"]) for row in rows]
     n_pos = sum(labels)
+    votes = Counter(row["file"].split("_", 1)[0] for row in rows[:n_pos])
+    winner, winner_votes = min(votes.items(), key=lambda item: (-item[1], item[0]))
     print(json.dumps({
         "benchmark": "classifier_quality", "weights": "none", "target_identity": int(target),
         "target_photos": counts[target], "other_photos": len(chosen) - counts[target],
@@ -120,6 +124,8 @@ def main() -> None:
         "chance_precision": round(n_pos / len(rows), 4),
         "precision_at_5": precision_at_k(labels, scores, 5), "precision_at_10": precision_at_k(labels, scores, 10),
         f"precision_at_{n_pos}": round(precision_at_k(labels, scores, n_pos), 4),
+        "identity_vote": {"top_k": n_pos, "winner": int(winner), "votes": winner_votes,
+                          "target_votes": votes.get(target, 0), "winner_is_target": winner == target},
         "inner_test_roc_auc": summary["test_roc_auc"], "crop_seconds": round(crop_seconds, 1),
         "train_seconds": round(train_seconds, 1), "scan_images_per_second": scan["images_per_second"],
         "seconds": round(time.perf_counter() - started, 1),

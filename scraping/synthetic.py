@@ -72,6 +72,9 @@ class WorldConfig:
     target_male: bool = False  # the target is drawn until their sex matches the name
     other_names: tuple[str, ...] = ("Robin Whitcombe", "Sam Castellane", "Jordan Varga", "Alex Osterberg",
                                     "Quinn Rafferty")  # fictional people with galleries of their own
+    lookalike_others: int = 2  # how many of them resemble the target (same sex, as close as the closest haystack
+    # strangers may be): the hard negatives a careful scraper picks, so the classifier learns the person, not
+    # "not one of these few very different people"
     target_photos: int = 40  # single-person photos in the target's gallery
     other_photos: int = 16  # single-person photos in each other person's gallery
     group_photos: int = 6  # photos of 2-4 people; the first two thirds include the target
@@ -106,17 +109,28 @@ def target_identity(seed: int, male: bool = False) -> Identity:
 def web_people(config: WorldConfig) -> list[dict[str, Any]]:
     """The people with galleries: dicts with name, slug, identity, is_target; the target comes first.
 
-    Other people are redrawn until they are clearly different from the target and from each other.
+    The first `lookalike_others` other people are lookalikes: the target's sex, at a distance from the target
+    between `min_target_distance` and `min_target_distance + 1.5` (as close as a haystack stranger may be). The
+    rest are redrawn until they are clearly different from the target and from each other.
     """
     target = target_identity(config.seed, config.target_male)
     people = [{"name": config.target_name, "slug": slugify(config.target_name), "identity": target,
                "is_target": True}]
     rng = np.random.default_rng([config.seed, _OTHERS])
-    for name in config.other_names:
-        while True:
+    near = config.min_target_distance
+    for index, name in enumerate(config.other_names):
+        lookalike = index < config.lookalike_others
+        for _ in range(100_000):
             candidate = random_identity(rng)
-            if all(identity_distance(candidate, p["identity"]) >= config.min_target_distance + 1 for p in people):
+            if lookalike:
+                ok = (candidate.male == target.male and near <= identity_distance(candidate, target) <= near + 1.5
+                      and all(identity_distance(candidate, p["identity"]) >= near for p in people[1:]))
+            else:
+                ok = all(identity_distance(candidate, p["identity"]) >= near + 1 for p in people)
+            if ok:
                 break
+        else:
+            raise RuntimeError(f"could not draw {name!r} for the synthetic world: relax min_target_distance")
         people.append({"name": name, "slug": slugify(name), "identity": candidate, "is_target": False})
     return people
 

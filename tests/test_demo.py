@@ -44,6 +44,29 @@ def test_every_parameter_the_demo_passes_is_declared_by_its_notebook(smoke):
         assert not missing, f"{notebook} does not declare {sorted(missing)}"
 
 
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS.values()))
+def test_papermill_reads_every_line_of_the_parameters_cell(notebook, caplog):
+    # papermill infers parameter names and types line by line; a line it cannot parse (e.g. "=" inside a
+    # comment) is dropped from `papermill --help-notebook` with only a logged warning
+    import papermill
+
+    with caplog.at_level("WARNING", logger="papermill"):
+        inferred = papermill.inspect_notebook(str(ROOT / notebook))
+    assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert set(inferred) == parameters_cell_names(ROOT / notebook)
+
+
+def test_a_world_from_another_config_stops_the_demo_with_instructions(tmp_path):
+    from scraping.synthetic import WorldConfig, generate_world
+
+    generate_world(WorldConfig(seed=1, **run_demo.SMOKE_WORLD), tmp_path / "data" / "demo", progress=False)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    config = DemoConfig(root=str(tmp_path), seed=0, smoke=True, stages=(), port=0)
+    with pytest.raises(FileExistsError, match="delete .*data/demo and .*runs/demo"):
+        run_demo.run_demo(config)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing touched
+
+
 def test_parameter_overrides_are_parsed_and_unknown_stages_rejected():
     assert parse_params(["vae.MAX_STEPS=50", "classification.KS=[0,1]", "scraping.RAW=x/raw"]) == {
         "vae": {"MAX_STEPS": 50}, "classification": {"KS": [0, 1]}, "scraping": {"RAW": "x/raw"}}

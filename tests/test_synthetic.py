@@ -26,6 +26,7 @@ from scraping.portraits import (
     CELEBA_ATTRIBUTES,
     HAIR_COLOURS,
     celeba_attributes,
+    identity_distance,
     random_identity,
     random_nuisance,
     render_portrait,
@@ -38,6 +39,7 @@ from scraping.synthetic import (
     roc_auc,
     single_person_photo,
     target_identity,
+    web_people,
     world_figure,
 )
 from scraping.webserver import ServedFolder, serve_folder
@@ -423,3 +425,22 @@ def test_target_identity_is_the_planted_one(world):
     assert params[str(summary["target_identity"])] == truth["people"][0]["identity"]
     assert dataclasses.asdict(target_identity(TINY.seed)) == {
         k: tuple(v) if isinstance(v, list) else v for k, v in truth["people"][0]["identity"].items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_web_people_include_lookalike_hard_negatives(seed):
+    config = WorldConfig(seed=seed, lookalike_others=2)
+    people = web_people(config)
+    target = people[0]["identity"]
+    assert people[0]["is_target"] and [p["name"] for p in people[1:]] == list(config.other_names)
+    near = config.min_target_distance
+    for person in people[1:3]:  # the lookalikes: same sex, as close to the target as a haystack stranger may be
+        assert person["identity"].male == target.male
+        assert near <= identity_distance(person["identity"], target) <= near + 1.5
+    for person in people[3:]:  # everyone else is clearly different from all before them
+        index = people.index(person)
+        assert all(identity_distance(person["identity"], other["identity"]) >= near + 1 for other in people[:index])
+    assert identity_distance(people[1]["identity"], people[2]["identity"]) >= near  # not two copies of one face
+    # Without lookalikes every other person is clearly different from the target.
+    plain = web_people(dataclasses.replace(config, lookalike_others=0))
+    assert all(identity_distance(p["identity"], target) >= near + 1 for p in plain[1:])

@@ -4,10 +4,12 @@ Encoder: 4 (64 px) or 5 (128 px) strided 4×4 convolutions, each followed by Bat
 resolution down to 4×4, then two linear heads for the posterior mean and log-variance.
 Decoder: a linear layer back to a 4×4 feature map, then per stage a nearest-neighbour ×2 upsample followed by a
 3×3 convolution, BatchNorm and LeakyReLU (upsample + conv instead of transposed convolutions avoids the
-checkerboard artefacts of Odena et al. 2016); a final 3×3 convolution and a sigmoid give pixels in [0, 1].
+checkerboard artefacts of Odena et al. 2016); the last stage upsamples to full size and its 3×3 convolution
+goes straight to the 3 colour channels, followed by a sigmoid for pixels in [0, 1] (DFC-VAE's 128-64-32-3). No
+convolution runs between wide feature maps at full resolution, which is where a decoder spends its time.
 
 With `base_channels=32` and `latent_dim=128` this is DFC-VAE's 64×64 model (encoder 32-64-128-256 channels,
-decoder 128-64-32-3): about 2.4 M parameters, against the 51 M of larger VAE repos, which is most of why one
+decoder 128-64-32-3): about 2.7 M parameters, against the 51 M of larger VAE repos, which is most of why one
 training step fits a CPU budget.
 """
 from __future__ import annotations
@@ -70,12 +72,13 @@ class ConvVAE(nn.Module):
 
         self.fc_decode = nn.Linear(latent_dim, flat)
         decoder = []
-        for width in reversed(widths[:-1]):  # 256 -> 128 -> 64 -> 32 at 64 px
+        for width in reversed(widths[:-1]):  # 256 -> 128 -> 64 -> 32 at 64 px (4×4 -> 32×32)
             decoder.append(_decoder_block(channels, width))
             channels = width
-        decoder.append(_decoder_block(channels, channels))  # last ×2 upsample keeps the width
         self.decoder = nn.Sequential(*decoder)
-        self.to_rgb = nn.Conv2d(channels, 3, kernel_size=3, padding=1)
+        # Last ×2 stage: upsample to full size, then one 3×3 conv straight to RGB (no BatchNorm, sigmoid after).
+        self.to_rgb = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                    nn.Conv2d(channels, 3, kernel_size=3, padding=1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters for images `x` ([B, 3, S, S] in [0, 1]): `(mu, logvar)`, each [B, latent_dim]."""
