@@ -8,7 +8,7 @@ perceptual loss runs a random-init VGG19 — identical cost; the JSON says which
 Reference: LukeDitria/CNN-VAE's default model (51 M parameters, VGG19 feature loss over all 16 convs) trains at
 3.1 img/s on the project's 2-core CPU (5.3 img/s without the feature loss); the target is ≥ 10× with the loss on.
 
-Usage: python benchmarks/bench_vae_speed.py [--steps 10] [--warmup 3] [--batch-size 64] [--threads 2]
+Usage: python benchmarks/bench_vae_speed.py [--steps 30] [--warmup 3] [--batch-size 64] [--threads 2]
 Prints one JSON object on its last line.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def time_training(gamma: float, batch_size: int, steps: int, warmup: int, image_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)

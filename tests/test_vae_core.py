@@ -271,6 +271,23 @@ def test_chunked_perceptual_loss_equals_whole_batch_loss_and_gradient(vgg):
         losses.VGGPerceptualLoss(chunk_size=0)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_feature_mse_matches_mse_loss_in_value_and_gradient(channels_last):
+    torch.manual_seed(2)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    a = torch.randn(3, 5, 6, 7).contiguous(memory_format=layout)
+    b = torch.randn(3, 5, 6, 7).contiguous(memory_format=layout)
+    mine, reference = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+    value = losses.feature_mse(mine, b)
+    expected = torch.nn.functional.mse_loss(reference, b)
+    torch.testing.assert_close(value, expected)
+    (3.0 * value).backward()
+    (3.0 * expected).backward()
+    torch.testing.assert_close(mine.grad, reference.grad)
+    with pytest.raises(ValueError, match="no gradient to its target"):
+        losses.feature_mse(a, b.clone().requires_grad_(True))
+
+
 def test_perceptual_loss_feeds_vgg_imagenet_normalised_inputs(vgg):
     seen = []
     handle = vgg.features[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
