@@ -96,8 +96,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per data set (wall clock)")
     parser.add_argument("--datasets", default="haystack,wild", help="comma-separated: haystack, wild")
     parser.add_argument("--haystack", default=str(PROJECT_ROOT / "data" / "demo" / "celeba"))
-    parser.add_argument("--crops", default=str(Path(tempfile.gettempdir()) / "bench_crops"), help="face crops of the wild sample (made if absent)")
-    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "bench_vae_quality"), help="scratch folder for the training runs")
+    scratch = Path(tempfile.gettempdir())
+    parser.add_argument("--crops", default=str(scratch / "bench_crops"),
+                        help="face crops of the wild sample (made if absent)")
+    parser.add_argument("--out", default=str(scratch / "bench_vae_quality"), help="scratch folder for the training runs")
     parser.add_argument("--gamma", type=float, default=1.0, help="perceptual loss weight (0: pixel loss only)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

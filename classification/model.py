@@ -194,9 +194,10 @@ def imagenet_sanity(images: Sequence | None = None, top: int = 5, download: bool
         except ImportError:
             return {"status": "skipped", "reason": "no images given and scikit-image is not installed"}
         images = [("chelsea (a cat)", skdata.chelsea()), ("coffee (a cup)", skdata.coffee())]
+    if not download and not imagenet_weights_available():
+        reason = missing_weights_message(reason="not in the cache; download=True fetches it")
+        return {"status": "skipped", "reason": f"weights not available offline: {reason}"}
     try:
-        if not download and not imagenet_weights_available():
-            raise WeightsUnavailableError(missing_weights_message(reason="not in the cache; download=True fetches it"))
         state = load_imagenet_state_dict()
     except WeightsUnavailableError as error:
         return {"status": "skipped", "reason": f"weights not available offline: {error}"}

@@ -119,8 +119,7 @@ class VGGPerceptualLoss(nn.Module):
         chunk_size: on CPU, run VGG on this many images at a time when a gradient is needed (see
             `_ChunkedPerceptual`): the same loss and gradient, 1.1-1.3× faster training steps on a 2-core CPU
             (smaller activations stay in cache and skip fresh page mappings) and a quarter of the activation
-            memory at batch 64. None (or a GPU tensor) runs the whole
-            batch at once.
+            memory at batch 64. None (or a GPU tensor) runs the whole batch at once.
 
     Attributes:
         pretrained: True when the ImageNet weights were loaded.
