@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scraping.webserver import DEMO_PORT
+from world.webserver import DEMO_PORT
 
 ROOT = Path(__file__).resolve().parent
 
@@ -111,7 +111,7 @@ def _relative_to_repo(path: Path) -> Path:
 
 def world_config(config: DemoConfig):
     """The synthetic world of this run: the default demo world, or the tiny smoke world."""
-    from scraping.synthetic import WorldConfig
+    from world.generate import WorldConfig
 
     return WorldConfig(seed=config.seed, **(SMOKE_WORLD if config.smoke else {}))
 
@@ -192,9 +192,9 @@ def run_demo(config: DemoConfig) -> dict:
     Returns the summary: per-stage summaries (from each notebook's `summary.json`), wall seconds per stage, the
     world's headline numbers, and the executed notebooks' paths.
     """
-    from scraping.files import atomic_write_text
-    from scraping.synthetic import generate_world, world_figure
-    from scraping.webserver import serve_folder
+    from common.files import atomic_write_text
+    from world.generate import generate_world, world_figure
+    from world.webserver import serve_folder
 
     os.chdir(ROOT)  # notebooks and papermill resolve the relative paths from the repo root
     # Few progress-bar refreshes: keeps the committed notebooks' outputs short while still showing progress.

@@ -57,7 +57,7 @@ def main() -> None:
     from classification.scan import ScanConfig, scan_images
     from classification.train import TrainConfig, train_classifier
     from scraping.faces import CropConfig, crop_faces
-    from scraping.files import atomic_write_text, read_csv
+    from common.files import atomic_write_text, read_csv
 
     dev = dev_folder()
     if not (dev / "identity_CelebA.txt").exists():

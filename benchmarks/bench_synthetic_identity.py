@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from scraping.faces import CropConfig, build_detector, detect_faces
-from scraping.portraits import random_identity
-from scraping.synthetic import identity_separability, make_celeba_haystack, single_person_photo
+from world.portraits import random_identity
+from synthetic_separability import identity_separability
+from world.generate import make_celeba_haystack, single_person_photo
 
 
 def _overlap(a, b) -> float:

@@ -10,7 +10,7 @@ import sys
 
 from classification.data import FaceDataError
 from classification.model import WeightsUnavailableError
-from scraping.command_line import INPUT_ERRORS, run_commands
+from common.command_line import INPUT_ERRORS, run_commands
 
 # command -> (module holding it, one-line help)
 COMMANDS = {

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from scraping.files import read_csv, write_csv_atomic
+from common.files import read_csv, write_csv_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # The statistics MobileNetV2 was trained with on ImageNet; we normalise with them even for random init so that

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from scraping.files import atomic_write_bytes
+from common.files import atomic_write_bytes
 
 
 def _as_arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:

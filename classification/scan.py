@@ -34,8 +34,8 @@ import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
-from scraping.config import apply_overrides, parse_set_options, pick_device, save_config
-from scraping.files import atomic_save_image, read_csv, write_csv_atomic
+from common.config import apply_overrides, parse_set_options, pick_device, save_config
+from common.files import atomic_save_image, read_csv, write_csv_atomic
 
 from .data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_hidden
 from .train import load_classifier

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from scraping.files import atomic_save_image, atomic_write_text
+from common.files import atomic_save_image, atomic_write_text
 
 # (skin, hair, eyes, face width as a fraction of the height): the first entry is the target's look.
 LOOKS = [

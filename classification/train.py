@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from scraping.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, save_config,
+from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, save_config,
                              seed_everything)
-from scraping.files import atomic_write_bytes, atomic_write_text, write_csv_atomic
+from common.files import atomic_write_bytes, atomic_write_text, write_csv_atomic
 
 from .data import (class_balance, collect_face_rows, make_loader, read_split, stratified_split, write_split)
 from .metrics import (best_f1_threshold, binary_metrics, plot_confusion, plot_image_grid, plot_precision_recall,

@@ -1,4 +1,4 @@
-"""Command line for stage 1: `python -m scraping fetch|crop|sheet|reject|world ...`.
+"""Command line for stage 1: `python -m scraping fetch|crop|sheet|reject ...`.
 
 Each command lives in the module that does the work (`cli_add_arguments(parser)` + `cli_run(args) -> dict`);
 the dict it returns is printed as the last stdout line, one line of JSON.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from .command_line import run_commands
+from common.command_line import run_commands
 
 # command -> (module holding it, one-line help)
 COMMANDS = {
@@ -15,7 +15,6 @@ COMMANDS = {
     "crop": ("scraping.faces", "detect and crop faces with MTCNN, writing crops.csv"),
     "sheet": ("scraping.curate", "write a labelled contact sheet (likely-wrong crops first)"),
     "reject": ("scraping.curate", "move listed crops to _rejected/ (never deletes)"),
-    "world": ("scraping.synthetic", "generate the synthetic celebrity world (web pages + CelebA-format haystack)"),
 }
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .faces import CROPS_FIELDS, IMAGE_SUFFIXES, parse_numbers
-from .files import atomic_save_image, read_csv, write_csv_atomic
+from common.files import atomic_save_image, read_csv, write_csv_atomic
 
 REJECTED_FOLDER = "_rejected"
 # contact-sheet geometry, pixels: each cell is THUMB + 2*PADDING wide and THUMB + LABEL_HEIGHT + 2*PADDING tall;

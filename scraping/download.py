@@ -48,8 +48,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
-from .config import apply_overrides, parse_set_options, save_config
-from .files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
+from common.config import apply_overrides, parse_set_options, save_config
+from common.files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
 from .sources import (
     WIKIMEDIA_API,
     Candidate,

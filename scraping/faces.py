@@ -32,8 +32,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
-from .files import atomic_save_image, read_csv, write_csv_atomic
+from common.config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
+from common.files import atomic_save_image, read_csv, write_csv_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 CROPS_FIELDS = ["source", "face_index", "file", "box", "prob", "landmarks", "status", "reason"]

@@ -15,7 +15,7 @@ from scraping.curate import (  # noqa: E402
     truth_by_file,
 )
 from scraping.faces import CROPS_FIELDS  # noqa: E402
-from scraping.files import read_csv, write_csv_atomic  # noqa: E402
+from common.files import read_csv, write_csv_atomic  # noqa: E402
 
 SOLID = (20, 200, 60)
 

@@ -57,7 +57,7 @@ def test_papermill_reads_every_line_of_the_parameters_cell(notebook, caplog):
 
 
 def test_a_world_from_another_config_stops_the_demo_with_instructions(tmp_path):
-    from scraping.synthetic import WorldConfig, generate_world
+    from world.generate import WorldConfig, generate_world
 
     generate_world(WorldConfig(seed=1, **run_demo.SMOKE_WORLD), tmp_path / "data" / "demo", progress=False)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))

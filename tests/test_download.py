@@ -33,7 +33,7 @@ from scraping.download import (
     inspect_image,
     parse_retry_after,
 )
-from scraping.files import read_csv
+from common.files import read_csv
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,7 +14,7 @@ from scraping.faces import (  # noqa: E402
     CropConfig, Face, build_detector, crop_faces, detect_faces, detect_faces_single, detection_figure, draw_faces,
     identity_groups, load_rgb, parse_numbers, select_faces,
 )
-from scraping.files import read_csv  # noqa: E402
+from common.files import read_csv  # noqa: E402
 
 CPU = CropConfig(device="cpu", image_size=64)
 # Eileen Collins' face in skimage.data.astronaut() at 512 px spans about x 181-268, y 62-172 (checked by eye

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from scraping.config import apply_overrides, parse_set_options
-from scraping.files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
+from common.config import apply_overrides, parse_set_options
+from common.files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
 
 
 def test_atomic_write_replaces_whole_file_leaves_no_temp_and_normal_permissions(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 from classification.scan import ScanConfig, list_scan_files, scan_images, scan_images_plain
 from classification.toy_faces import draw_toy_face, make_toy_celeba, make_toy_faces
 from classification.train import TrainConfig, train_classifier
-from scraping.files import read_csv
+from common.files import read_csv
 
 IMAGE_SIZE = 32
 # Draft decoding changes pixels slightly (libjpeg's DCT scaling instead of a full decode); scores may move by this

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scraping.files import write_csv_atomic
+from common.files import write_csv_atomic
 from tests.celeba_fixture import write_celeba_fixture
 from vae import figures, identity, morph
 from vae.celeba import CelebA

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from scraping.command_line import run_commands
+from common.command_line import run_commands
 
 # command -> (module holding it, one-line help)
 COMMANDS = {

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from scraping.files import atomic_save_image
+from common.files import atomic_save_image
 
 from .metrics import ssim
 from .morph import as_image_batch, decode_latents, encode_means

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from scraping.config import apply_overrides, parse_set_options
-from scraping.files import atomic_write_text
+from common.config import apply_overrides, parse_set_options
+from common.files import atomic_write_text
 
 from .celeba import open_image_dataset
 from .figures import load_roster, loss_comparison_figure

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
 
-from scraping.files import atomic_save_image, atomic_write_text, read_csv, write_csv_atomic
+from common.files import atomic_save_image, atomic_write_text, read_csv, write_csv_atomic
 
 from .figures import BACKGROUND, caption_font
 

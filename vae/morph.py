@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from scraping.files import atomic_write_bytes
+from common.files import atomic_write_bytes
 
 # Frames are written at this edge length (pixels) unless asked otherwise: big enough to see a face, small enough
 # that a 40-frame GIF stays a few hundred kilobytes (the repo commits them; the budget is 2 MB per GIF).

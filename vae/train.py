@@ -34,9 +34,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from scraping.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, print_summary,
+from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, print_summary,
                              save_config, seed_everything)
-from scraping.files import atomic_write_bytes, atomic_write_text
+from common.files import atomic_write_bytes, atomic_write_text
 
 from .celeba import open_image_dataset
 from .losses import VGGPerceptualLoss, vae_loss
@@ -305,7 +305,7 @@ def write_monitor_frame(model: ConvVAE, images: torch.Tensor, noise: torch.Tenso
     """Originals, their reconstructions and fixed-noise samples as a 3-row PNG (model in eval mode)."""
     from PIL import Image
 
-    from scraping.files import atomic_save_image
+    from common.files import atomic_save_image
 
     with torch.inference_mode():
         reconstructions, _, _ = model(images)
