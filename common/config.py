@@ -12,16 +12,18 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import InputError
+
 C = TypeVar("C")
 
 
 def apply_overrides(config: C, overrides: dict[str, Any] | None = None, **kwargs: Any) -> C:
-    """Return a copy of dataclass `config` with fields replaced; unknown keys raise `ValueError`."""
+    """Return a copy of dataclass `config` with fields replaced; unknown keys raise `InputError` (a ValueError)."""
     changes = {**(overrides or {}), **kwargs}
     names = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(changes) - names)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown {type(config).__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
     return dataclasses.replace(config, **changes)
@@ -78,7 +80,7 @@ def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
         key, raw = pair.split("=", 1)
         try:
             out[key.strip()] = json.loads(raw)

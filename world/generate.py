@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from common.config import apply_overrides, config_to_dict, parse_set_options, save_config
 from common.files import atomic_write_bytes, atomic_write_text, slugify
+from common.images import caption_font
 from .portraits import (
     ALIGNED_SIZE,
     CELEBA_ATTRIBUTES,
@@ -578,7 +579,7 @@ def world_figure(out_png: str | Path, config: WorldConfig | None = None, n_photo
 
     scale: size of each portrait relative to 178x218 (0.5 keeps the PNG well under 1 MB).
     """
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     config = config or WorldConfig()
     rows = [(f"{p['name']}" + (" (target)" if p["is_target"] else ""), p["identity"]) for p in web_people(config)]
@@ -588,7 +589,7 @@ def world_figure(out_png: str | Path, config: WorldConfig | None = None, n_photo
     label_w, pad = 150, 4
     sheet = Image.new("RGB", (label_w + n_photos * (cell_w + pad), len(rows) * (cell_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=13)
+    font = caption_font(13)
     for r, (label, identity) in enumerate(rows):
         rng = np.random.default_rng([config.seed, 4242, r])
         y = pad + r * (cell_h + pad)

@@ -747,12 +747,6 @@ def render_portrait(identity: Identity, nuisance: Nuisance, size: tuple[int, int
     return finish_photo(image, nuisance)
 
 
-def render_aligned(identity: Identity, rng: np.random.Generator, **fixed) -> tuple[Image.Image, Nuisance]:
-    """A CelebA-style aligned 178x218 portrait of `identity` with freshly drawn photo conditions."""
-    nuisance = random_nuisance(rng, aligned=True, **fixed)
-    return render_portrait(identity, nuisance, ALIGNED_SIZE), nuisance
-
-
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     """JPEG bytes of `image` at `quality` (1..95), deterministic for a given Pillow/libjpeg."""
     buffer = io.BytesIO()
@@ -763,10 +757,3 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
 def identity_to_dict(identity: Identity) -> dict:
     """JSON-ready dict of an identity (tuples become lists)."""
     return dataclasses.asdict(identity)
-
-
-def identity_from_dict(data: dict) -> Identity:
-    """Inverse of `identity_to_dict`."""
-    fields = {f.name for f in dataclasses.fields(Identity)}
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
-    return Identity(**values)
