@@ -36,7 +36,7 @@ def tutorial_images_per_second(checkpoint: Path, files: list[Path], batch_size: 
     from PIL import Image
     from torchvision import transforms as T
 
-    from classification.data import IMAGENET_MEAN, IMAGENET_STD
+    from common.images import IMAGENET_MEAN, IMAGENET_STD
     from classification.train import load_classifier
 
     model, _ = load_classifier(checkpoint)

@@ -22,12 +22,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from common.files import read_csv, write_csv_atomic
+from common.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-# The statistics MobileNetV2 was trained with on ImageNet; we normalise with them even for random init so that
-# switching `weights` never changes the input pipeline.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Inputs are normalised with ImageNet's statistics (common.images) even for random init, so that switching
+# `weights` never changes the input pipeline.
 SPLIT_FIELDS = ["file", "person", "label", "split"]
 SPLITS = ("train", "val", "test")
 

@@ -1,9 +1,9 @@
-"""Binary-classification metrics in plain NumPy, and the figures that show them.
+"""Binary-classification metrics (computed by scikit-learn) and the figures that show them.
 
-Everything takes `labels` (0/1) and `scores` (probability of the target, higher = more likely). Ties in scores are
-handled the standard way: tied examples enter the ROC/PR curves together (one point per distinct score), so
-ROC-AUC equals the Mann-Whitney probability P(score_pos > score_neg) + 0.5 P(tie), and average precision is
-`sum_n (R_n - R_{n-1}) P_n` over distinct thresholds (the definition scikit-learn uses; no interpolation).
+Everything takes `labels` (0/1) and `scores` (probability of the target, higher = more likely). Curves, ROC-AUC,
+average precision (`sum_n (R_n - R_{n-1}) P_n`, no interpolation), the confusion matrix and the per-class report
+come from `sklearn.metrics`; this module adds input checks with clear errors, the validation-chosen threshold and
+precision@k, and returns plain floats/dicts ready for JSON. Tied scores enter the curves together.
 
 The decision threshold is chosen on the validation split (`best_f1_threshold`) and only then applied to test,
 so the test numbers are honest.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sklearn import metrics as skm
 
 from common.files import atomic_write_bytes
 
@@ -32,70 +33,69 @@ def _as_arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True/false positives when predicting positive for score >= each distinct score (descending)."""
-    order = np.argsort(-s, kind="mergesort")
-    y, s = y[order], s[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tps = np.cumsum(y)[last_of_tie]
-    fps = (last_of_tie + 1) - tps
-    return tps, fps, s[last_of_tie]
+def _both_classes(y: np.ndarray, what: str) -> None:
+    if y.sum() == 0 or y.sum() == y.size:
+        raise ValueError(f"{what} needs both classes present")
 
 
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate, thresholds), starting at (0, 0) with threshold +inf."""
     y, s = _as_arrays(labels, scores)
-    tps, fps, thresholds = _cumulative_counts(y, s)
-    positives, negatives = tps[-1], fps[-1]
-    if positives == 0 or negatives == 0:
-        raise ValueError("ROC needs both classes present")
-    tpr = np.r_[0.0, tps / positives]
-    fpr = np.r_[0.0, fps / negatives]
-    return fpr, tpr, np.r_[np.inf, thresholds]
+    _both_classes(y, "ROC")
+    fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
+    thresholds[0] = np.inf  # scikit-learn >= 1.3 uses inf already; older ones max(score) + 1
+    return fpr, tpr, thresholds
 
 
 def roc_auc(labels, scores) -> float:
-    """Area under the ROC curve (trapezoids; ties count half)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    """Area under the ROC curve (ties count half)."""
+    y, s = _as_arrays(labels, scores)
+    _both_classes(y, "ROC-AUC")
+    return float(skm.roc_auc_score(y, s))
 
 
 def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(precision, recall, thresholds) at each distinct score, from the highest threshold down."""
     y, s = _as_arrays(labels, scores)
-    tps, fps, thresholds = _cumulative_counts(y, s)
-    if tps[-1] == 0:
+    if y.sum() == 0:
         raise ValueError("precision/recall need at least one positive")
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return precision, recall, thresholds
+    precision, recall, thresholds = skm.precision_recall_curve(y, s)
+    # scikit-learn orders by increasing threshold and appends the (precision 1, recall 0) end point; drop it.
+    return precision[:-1][::-1], recall[:-1][::-1], thresholds[::-1]
 
 
 def average_precision(labels, scores) -> float:
     """Average precision: sum over thresholds of (recall gain) x (precision there)."""
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    y, s = _as_arrays(labels, scores)
+    if y.sum() == 0:
+        raise ValueError("average precision needs at least one positive")
+    return float(skm.average_precision_score(y, s))
 
 
 def confusion_at_threshold(labels, scores, threshold: float) -> dict[str, int]:
     """Counts `tp, fp, tn, fn` when predicting "target" for `score >= threshold`."""
     y, s = _as_arrays(labels, scores)
-    predicted = s >= threshold
-    return {
-        "tp": int(np.sum(predicted & (y == 1))), "fp": int(np.sum(predicted & (y == 0))),
-        "tn": int(np.sum(~predicted & (y == 0))), "fn": int(np.sum(~predicted & (y == 1))),
-    }
+    tn, fp, fn, tp = skm.confusion_matrix(y, (s >= threshold).astype(np.int64), labels=[0, 1]).ravel()
+    return {"tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
 
 
 def metrics_at_threshold(labels, scores, threshold: float) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and the confusion counts at `threshold` (0/0 counts as 0)."""
-    c = confusion_at_threshold(labels, scores, threshold)
-    total = sum(c.values())
-    precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
-    recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"threshold": float(threshold), "accuracy": (c["tp"] + c["tn"]) / total if total else 0.0,
-            "precision": precision, "recall": recall, "f1": f1, **c}
+    y, s = _as_arrays(labels, scores)
+    predicted = (s >= threshold).astype(np.int64)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, predicted, average="binary", pos_label=1,
+                                                                  zero_division=0)
+    return {"threshold": float(threshold), "accuracy": float(skm.accuracy_score(y, predicted)) if y.size else 0.0,
+            "precision": float(precision), "recall": float(recall), "f1": float(f1),
+            **confusion_at_threshold(y, s, threshold)}
+
+
+def per_class_report(labels, scores, threshold: float, names: Sequence[str] = ("others", "target")) -> dict:
+    """scikit-learn's classification report at `threshold`: precision, recall, F1 and support per class, plus
+    macro and weighted averages (a dict keyed by class name)."""
+    y, s = _as_arrays(labels, scores)
+    return skm.classification_report(y, (s >= threshold).astype(np.int64), labels=[0, 1], target_names=list(names),
+                                     output_dict=True, zero_division=0)
 
 
 def best_f1_threshold(labels, scores) -> float:

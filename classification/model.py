@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, MobileNetV2
 
+from common.checkpoints import torch_hub_file
+
 # V2 is torchvision's better recipe (72.2% vs 71.9% top-1) with the same architecture.
 IMAGENET_WEIGHTS = MobileNet_V2_Weights.IMAGENET1K_V2
 WEIGHT_CHOICES = ("imagenet", "none")
@@ -36,7 +38,7 @@ def imagenet_weights_file(weights: MobileNet_V2_Weights = IMAGENET_WEIGHTS) -> P
 
     The hub dir is `$TORCH_HOME/hub` (default `~/.cache/torch/hub`).
     """
-    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    return torch_hub_file(weights.url.rsplit("/", 1)[-1])
 
 
 def missing_weights_message(weights: MobileNet_V2_Weights = IMAGENET_WEIGHTS, reason: str = "") -> str:

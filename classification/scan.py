@@ -31,13 +31,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from common.config import apply_overrides, parse_set_options, pick_device, save_config
 from common.files import atomic_save_image, read_csv, write_csv_atomic
+from common.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, SheetCell, open_thumbnail, thumbnail_sheet
 
-from .data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, is_hidden
+from .data import is_hidden
 from .train import load_classifier
 
 CELEBA_ALIGNED_SIZE = (178, 218)
@@ -211,22 +212,10 @@ def write_ranked_scores(scores: dict[str, float], path: Path) -> list[dict]:
 def contact_sheet(root: Path, rows: Sequence[dict], path: Path, top_k: int = 36, thumb: int = 128,
                   columns: int = 6) -> Path:
     """A PNG grid of the `top_k` highest-scoring photos with rank and score under each."""
-    rows = list(rows)[:top_k]
-    n_rows = max(1, math.ceil(len(rows) / columns))
-    caption = 28
-    sheet = Image.new("RGB", (columns * thumb, n_rows * (thumb + caption)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for position, row in enumerate(rows):
-        x, y = (position % columns) * thumb, (position // columns) * (thumb + caption)
-        with Image.open(root / row["file"]) as image:
-            image.draft("RGB", (thumb, thumb))
-            picture = image.convert("RGB")
-        picture.thumbnail((thumb, thumb))
-        sheet.paste(picture, (x + (thumb - picture.width) // 2, y + (thumb - picture.height) // 2))
-        draw.text((x + 4, y + thumb + 2), f"#{row['rank']} p={float(row['score']):.4f}", fill="black")
-        draw.text((x + 4, y + thumb + 14), str(row["file"])[-20:], fill="dimgray")
-    if not rows:
-        draw.text((8, 8), "no images scored", fill="black")
+    cells = [SheetCell(open_thumbnail(root / row["file"], thumb), (f"#{row['rank']} p={float(row['score']):.4f}",
+                                                                   str(row["file"])[-20:]))
+             for row in list(rows)[:top_k]]
+    sheet = thumbnail_sheet(cells, columns, thumb, empty_text="no images scored")
     return atomic_save_image(sheet, path)
 
 
@@ -339,7 +328,8 @@ def scan_images_plain(checkpoint: str | Path, source: str | Path, config: ScanCo
 
 def cli_add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a trained best.pt")
-    parser.add_argument("--source", required=True, help="image folder (recursive) or CelebA root")
+    parser.add_argument("--src", "--source", dest="source", required=True,
+                        help="image folder (recursive) or CelebA root")
     parser.add_argument("--out", required=True, help="folder for scores.csv and the contact sheet")
     parser.add_argument("--top-k", dest="top_k", type=int)
     parser.add_argument("--num-shards", dest="num_shards", type=int)

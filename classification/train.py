@@ -16,7 +16,6 @@ is continued only with `resume=True`; `overwrite=True` starts again.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -31,7 +30,8 @@ from tqdm import tqdm
 
 from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, save_config,
                              seed_everything)
-from common.files import atomic_write_bytes, atomic_write_text, write_csv_atomic
+from common.checkpoints import load_checkpoint as read_checkpoint, save_checkpoint
+from common.files import atomic_write_text, write_csv_atomic
 
 from .data import (class_balance, collect_face_rows, make_loader, read_split, stratified_split, write_split)
 from .metrics import (best_f1_threshold, binary_metrics, plot_confusion, plot_image_grid, plot_precision_recall,
@@ -73,19 +73,9 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, payload: dict) -> Path:
-    """`torch.save` through an atomic write (a crash never leaves half a checkpoint)."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint` onto the CPU."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (train first: python -m classification train)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint written by `save_checkpoint` onto the CPU (clear error when missing or unreadable)."""
+    return read_checkpoint(path, hint="train one: python -m classification train")
 
 
 def load_classifier(checkpoint: str | Path | dict, device: str | torch.device = "cpu"):
@@ -397,7 +387,7 @@ def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
 
 
 def _add_train_arguments(parser) -> None:
-    parser.add_argument("--faces", dest="faces_root", help="face folders: <faces>/<person>/*.jpg")
+    parser.add_argument("--src", "--faces", dest="faces_root", help="face folders: <faces>/<person>/*.jpg")
     parser.add_argument("--target", help="the target person's folder name")
     parser.add_argument("--out", dest="out_dir", help="run folder (checkpoints, metrics, figures)")
     parser.add_argument("--weights", choices=["imagenet", "none"], help="backbone init")
@@ -442,7 +432,7 @@ def cli_run_compare(args) -> dict:
 def cli_add_arguments_evaluate(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a best.pt (its folder holds split.csv)")
     parser.add_argument("--out", help="folder for metrics and figures (default: the checkpoint's folder)")
-    parser.add_argument("--faces", help="face folders, if they moved since training")
+    parser.add_argument("--src", "--faces", dest="faces", help="face folders, if they moved since training")
 
 
 def cli_run_evaluate(args) -> dict:

@@ -21,25 +21,21 @@ from typing import Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image
 
-from .faces import CROPS_FIELDS, IMAGE_SUFFIXES, parse_numbers
+from .faces import CROPS_FIELDS, parse_numbers
 from common.files import atomic_save_image, read_csv, write_csv_atomic
+from common.images import SheetCell, is_image_file, thumbnail_sheet
 
 REJECTED_FOLDER = "_rejected"
-# contact-sheet geometry, pixels: each cell is THUMB + 2*PADDING wide and THUMB + LABEL_HEIGHT + 2*PADDING tall;
-# a page adds HEADER_HEIGHT on top.
-SHEET_PADDING = 4
-LABEL_HEIGHT = 26
-HEADER_HEIGHT = 20
+REJECTED_COLOUR = (220, 30, 30)  # frame of a crop already moved to _rejected/ on a sheet
 OUTLIER_FIELDS = ["rank", "file", "score", "pattern_distance", "colour_distance", "prob", "page", "rejected"]
 
 
 def crop_images(folder: Path) -> list[Path]:
     """Visible image files directly in `folder` (hidden/underscore files and subfolders such as _rejected ignored)."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith((".", "_")))
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 # ---------------------------------------------------------------------------------------------------- outliers
@@ -89,17 +85,6 @@ def outlier_scores(images: Sequence[Image.Image]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------- sheet
 
 
-def _font(size: int = 11):
-    try:
-        return ImageFont.load_default(size=size)  # scalable font when Pillow has FreeType
-    except (TypeError, OSError):
-        return ImageFont.load_default()
-
-
-def _fit(text: str, max_chars: int) -> str:
-    return text if len(text) <= max_chars else text[: max(1, max_chars - 3)] + "..."
-
-
 def sheet_page_paths(out_png: Path, pages: int) -> list[Path]:
     """Page 1 is `out_png` itself; further pages are `<stem>_p2.png`, `<stem>_p3.png`, ... beside it."""
     out_png = Path(out_png)
@@ -140,38 +125,24 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
     per_page = max(1, columns * rows)
     n_pages = max(1, math.ceil(len(order) / per_page))
     page_paths = sheet_page_paths(out_png, n_pages)
-    cell_w, cell_h = thumb + 2 * SHEET_PADDING, thumb + LABEL_HEIGHT + 2 * SHEET_PADDING
-    font = _font()
-    max_chars = max(4, thumb // 6)
+    n_rejected = sum(p.parent.name == REJECTED_FOLDER for p in paths)
     outlier_rows = []
     for page in range(n_pages):
         members = order[page * per_page:(page + 1) * per_page]
-        used_rows = max(1, math.ceil(len(members) / columns))
-        sheet = Image.new("RGB", (columns * cell_w, HEADER_HEIGHT + used_rows * cell_h), "white")
-        draw = ImageDraw.Draw(sheet)
-        n_rejected = sum(p.parent.name == REJECTED_FOLDER for p in paths)
         title = f"{folder.name}: {len(paths)} crops" + (f" ({n_rejected} rejected)" if n_rejected else "")
-        title += f", page {page + 1}/{n_pages}"
-        draw.text((SHEET_PADDING, 4), title + (", most unusual first" if sort_by_outlier else ""), fill="black",
-                  font=font)
+        title += f", page {page + 1}/{n_pages}" + (", most unusual first" if sort_by_outlier else "")
+        cells = []
         for slot, index in enumerate(members):
-            left = (slot % columns) * cell_w + SHEET_PADDING
-            top = HEADER_HEIGHT + (slot // columns) * cell_h + SHEET_PADDING
-            tile = ImageOps.contain(images[index], (thumb, thumb), Image.LANCZOS)
-            sheet.paste(tile, (left + (thumb - tile.width) // 2, top + (thumb - tile.height) // 2))
             name = paths[index].name
             prob = probs.get(name, "")
             prob_text = f"p={float(prob):.3f}" if prob else "p=?"
             is_rejected = paths[index].parent.name == REJECTED_FOLDER
-            if is_rejected:
-                draw.rectangle([left - 3, top - 3, left + thumb + 2, top + thumb + 2], outline=(220, 30, 30), width=3)
-            draw.text((left, top + thumb + 1), _fit(("REJECTED " if is_rejected else "") + name, max_chars),
-                      fill=(220, 30, 30) if is_rejected else "black", font=font)
-            draw.text((left, top + thumb + 13), _fit(f"{prob_text} s={scores[index]['score']:.2f}", max_chars),
-                      fill="dimgray", font=font)
+            cells.append(SheetCell(images[index], (("REJECTED " if is_rejected else "") + name,
+                                                   f"{prob_text} s={scores[index]['score']:.2f}"),
+                                   frame=REJECTED_COLOUR if is_rejected else None))
             outlier_rows.append(dict(rank=page * per_page + slot + 1, file=name, prob=prob, page=page + 1,
                                      rejected=int(is_rejected), **{k: f"{v:.4f}" for k, v in scores[index].items()}))
-        atomic_save_image(sheet, page_paths[page], format="PNG")
+        atomic_save_image(thumbnail_sheet(cells, columns, thumb, title=title), page_paths[page], format="PNG")
     outliers_csv = out_png.with_name(f"{out_png.stem}_outliers.csv")
     write_csv_atomic(outliers_csv, outlier_rows, OUTLIER_FIELDS)
     return {"folder": str(folder), "images": len(paths),
@@ -313,7 +284,8 @@ def judge_crops(faces_folder: Path, raw_folder: Path, truth: Mapping | str | Pat
 
 def cli_add_arguments_sheet(parser: argparse.ArgumentParser) -> None:
     """Arguments of `python -m scraping sheet`."""
-    parser.add_argument("--folder", type=Path, required=True, help="crop folder, e.g. data/faces/<person>")
+    parser.add_argument("--src", "--folder", dest="folder", type=Path, required=True,
+                        help="crop folder, e.g. data/faces/<person>")
     parser.add_argument("--out", type=Path, required=True, help="first page PNG, e.g. results/scraping/sheet.png")
     parser.add_argument("--columns", type=int, default=10)
     parser.add_argument("--rows", type=int, default=10, help="rows per page (more crops -> more pages)")
@@ -330,7 +302,8 @@ def cli_run_sheet(args: argparse.Namespace) -> dict:
 
 def cli_add_arguments_reject(parser: argparse.ArgumentParser) -> None:
     """Arguments of `python -m scraping reject`."""
-    parser.add_argument("--folder", type=Path, required=True, help="crop folder, e.g. data/faces/<person>")
+    parser.add_argument("--src", "--folder", dest="folder", type=Path, required=True,
+                        help="crop folder, e.g. data/faces/<person>")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--names", nargs="+", help="crop file names")
     which.add_argument("--list", type=Path, help="text file, one crop file name per line")

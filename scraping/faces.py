@@ -33,9 +33,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from common.config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
+from common.celeba_format import read_identity_file
 from common.files import atomic_save_image, read_csv, write_csv_atomic
+from common.images import IMAGE_SUFFIXES, caption_font
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 CROPS_FIELDS = ["source", "face_index", "file", "box", "prob", "landmarks", "status", "reason"]
 STATUSES = ("ok", "no_face", "low_prob", "unreadable", "error", "rejected")
 
@@ -333,15 +334,12 @@ def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95
     Boxes of faces at or above `min_prob` (the ones `crop_faces` would cut) are green, the others orange; the
     largest face (the one `keep="largest"` keeps) gets a thicker box. `line` is the box width in pixels.
     """
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas)
     font_size = max(12, canvas.width // 30)
-    try:
-        font = ImageFont.load_default(size=font_size)
-    except (TypeError, OSError):  # Pillow without FreeType: a fixed small bitmap font
-        font = ImageFont.load_default()
+    font = caption_font(font_size)
     largest = max(faces, key=lambda f: f.area) if faces else None
     for face in faces:
         colour = (40, 200, 60) if face.prob >= min_prob else (255, 150, 0)
@@ -487,10 +485,9 @@ def identity_groups(folder: Path, identity_file: Path) -> list[tuple[str, Path, 
     folder = Path(folder)
     present = {p.name for p in folder.iterdir() if _is_image(p)}
     groups: dict[str, list[str]] = {}
-    for line in Path(identity_file).read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] in present:
-            groups.setdefault(parts[1], []).append(parts[0])
+    for name, identity in read_identity_file(identity_file).items():
+        if name in present:
+            groups.setdefault(str(identity), []).append(name)
     order = sorted(groups, key=lambda key: (not key.isdigit(), int(key) if key.isdigit() else 0, key))
     return [(identity, folder, sorted(groups[identity])) for identity in order]
 

@@ -8,7 +8,7 @@ import pytest
 
 from classification.data import (FaceDataError, collect_face_rows, make_loader, read_split, stratified_split,
                                  write_split)
-from classification.toy_faces import make_toy_faces
+from toy_faces import make_toy_faces
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from classification.toy_faces import make_toy_faces
+from toy_faces import make_toy_faces
 from classification.train import TrainConfig, compare_unfreezing, evaluate_checkpoint, load_checkpoint, train_classifier
 
 

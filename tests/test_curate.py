@@ -10,8 +10,9 @@ from PIL import Image, ImageEnhance, ImageOps
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the astronaut test photo")
 
+from common.images import SHEET_HEADER as HEADER_HEIGHT, SHEET_PADDING, caption_band  # noqa: E402
 from scraping.curate import (  # noqa: E402
-    HEADER_HEIGHT, LABEL_HEIGHT, SHEET_PADDING, contact_sheet, judge_crops, outlier_scores, reject, restore,
+    contact_sheet, judge_crops, outlier_scores, reject, restore,
     truth_by_file,
 )
 from scraping.faces import CROPS_FIELDS  # noqa: E402
@@ -72,7 +73,7 @@ def test_contact_sheet_grid_pages_and_outlier_first(crop_folder, tmp_path):
     pages = [Path(p) for p in summary["pages"]]
     assert pages[0] == out_png and [p.name for p in pages[1:]] == ["alice_sheet_p2.png"]
     assert len(pages) == 2  # 13 crops at 10 per page
-    cell_w, cell_h = thumb + 2 * SHEET_PADDING, thumb + LABEL_HEIGHT + 2 * SHEET_PADDING
+    cell_w, cell_h = thumb + 2 * SHEET_PADDING, thumb + caption_band(2) + 2 * SHEET_PADDING
     assert Image.open(pages[0]).size == (columns * cell_w, HEADER_HEIGHT + 2 * cell_h)
     assert Image.open(pages[1]).size == (columns * cell_w, HEADER_HEIGHT + 1 * cell_h)  # 3 crops: one row
 

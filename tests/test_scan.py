@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from classification.scan import ScanConfig, list_scan_files, scan_images, scan_images_plain
-from classification.toy_faces import draw_toy_face, make_toy_celeba, make_toy_faces
+from toy_faces import draw_toy_face, make_toy_celeba, make_toy_faces
 from classification.train import TrainConfig, train_classifier
 from common.files import read_csv
 

@@ -1,4 +1,4 @@
-"""Tiny drawn face folders for smoke runs and tests: the classifier's `--dataset fake`.
+"""Tiny drawn face folders for the stage 2 tests (test-only code: the classifier's `--dataset fake`).
 
 Two kinds of output, both in the layouts the real pipeline reads:
 - `make_toy_faces(root, ...)`: `root/<person>/*.jpg`, one folder per person, like stage 1's `data/faces/`.
@@ -8,7 +8,7 @@ Two kinds of output, both in the layouts the real pipeline reads:
   face centred where CelebA's alignment puts it, some of them showing the target.
 
 This is deliberately crude (a few PIL ellipses and some noise); the project's full synthetic world lives in
-stage 1. It exists so stage 2 can be tested and demonstrated without any other stage's output.
+`world/`. It exists so stage 2 can be tested and demonstrated without any other stage's output.
 """
 from __future__ import annotations
 

@@ -25,128 +25,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
-SPLITS = {"train": 0, "valid": 1, "test": 2}
+from common.celeba_format import (LAYOUT_HELP, SPLITS, CelebAFormatError, is_celeba_root,
+                                  read_attributes, read_bboxes, read_identities, read_partitions, require_file)
+from common.images import IMAGE_SUFFIXES
+
 ALIGNED_CROP = 148  # side of the centre crop in the 178×218 aligned frame (see the module docstring)
 ALIGNED_WIDTH = 178
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-LAYOUT_HELP = (
-    f"CelebA is available for non-commercial research from {CELEBA_URL}; unpack it so that the folder holds "
-    "img_align_celeba/, identity_CelebA.txt, list_attr_celeba.txt and list_eval_partition.txt "
-    "(optionally img_celeba/ + list_bbox_celeba.txt for in-the-wild photos)."
-)
-
-
-class CelebAFormatError(ValueError):
-    """A CelebA file or folder is missing or a line in one of its text files cannot be parsed."""
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        raise CelebAFormatError(f"missing {path.name} in {path.parent}. {LAYOUT_HELP}")
-    return path
-
-
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """Non-empty lines of a CelebA text file with their 1-based line numbers."""
-    with _require(path).open(encoding="utf-8") as handle:
-        return [(number, line.strip()) for number, line in enumerate(handle, 1) if line.strip()]
-
-
-def _read_two_column(path: Path, what: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for number, line in _lines(path):
-        parts = line.split()
-        if len(parts) != 2:
-            raise CelebAFormatError(f"{path.name}, line {number}: expected '<image> <{what}>', got {line!r}")
-        try:
-            out[parts[0]] = int(parts[1])
-        except ValueError:
-            raise CelebAFormatError(f"{path.name}, line {number}: {what} {parts[1]!r} is not an integer") from None
-    return out
-
-
-def read_identities(root: str | Path) -> dict[str, int]:
-    """`identity_CelebA.txt` as {image id: identity id} (image ids are file names like "000001.jpg")."""
-    return _read_two_column(Path(root) / "identity_CelebA.txt", "identity")
-
-
-def read_partitions(root: str | Path) -> dict[str, int]:
-    """`list_eval_partition.txt` as {image id: 0 train | 1 valid | 2 test}."""
-    path = Path(root) / "list_eval_partition.txt"
-    out = _read_two_column(path, "partition")
-    bad = next((name for name, part in out.items() if part not in (0, 1, 2)), None)
-    if bad is not None:
-        raise CelebAFormatError(f"{path.name}: partition of {bad} is {out[bad]}, expected 0, 1 or 2")
-    return out
-
-
-def read_attributes(root: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """`list_attr_celeba.txt` as (the 40 attribute names, {image id: np.int8 array of ±1}).
-
-    Line 1 holds the image count, line 2 the attribute names, then one row per image; columns are separated by
-    any amount of whitespace (the official file pads with double spaces).
-    """
-    path = Path(root) / "list_attr_celeba.txt"
-    lines = _lines(path)
-    if len(lines) < 2:
-        raise CelebAFormatError(f"{path.name}: expected a count line and a header line, found {len(lines)} line(s)")
-    number, count_line = lines[0]
-    try:
-        count = int(count_line.split()[0])
-    except ValueError:
-        raise CelebAFormatError(f"{path.name}, line {number}: expected the image count, got {count_line!r}") from None
-    names = lines[1][1].split()
-    rows: dict[str, np.ndarray] = {}
-    for number, line in lines[2:]:
-        parts = line.split()
-        if len(parts) != len(names) + 1:
-            raise CelebAFormatError(
-                f"{path.name}, line {number}: expected an image id and {len(names)} values, got {len(parts) - 1}"
-            )
-        try:
-            values = np.array([int(v) for v in parts[1:]], dtype=np.int8)
-        except ValueError:
-            raise CelebAFormatError(f"{path.name}, line {number}: non-integer attribute value in {line!r}") from None
-        if not np.isin(values, (-1, 1)).all():
-            raise CelebAFormatError(f"{path.name}, line {number}: attribute values must be -1 or 1")
-        rows[parts[0]] = values
-    if count != len(rows):
-        raise CelebAFormatError(f"{path.name}: line 1 announces {count} images but {len(rows)} rows follow")
-    return names, rows
-
-
-def read_bboxes(root: str | Path) -> dict[str, tuple[int, int, int, int]]:
-    """`list_bbox_celeba.txt` as {image id: (x_1, y_1, width, height)} in in-the-wild pixel coordinates."""
-    path = Path(root) / "list_bbox_celeba.txt"
-    lines = _lines(path)
-    out: dict[str, tuple[int, int, int, int]] = {}
-    for number, line in lines[2:]:  # line 1: count, line 2: column names
-        parts = line.split()
-        try:
-            if len(parts) != 5:
-                raise ValueError
-            out[parts[0]] = tuple(int(v) for v in parts[1:])  # type: ignore[assignment]
-        except ValueError:
-            raise CelebAFormatError(
-                f"{path.name}, line {number}: expected 'image_id x_1 y_1 width height', got {line!r}"
-            ) from None
-    return out
-
-
-def is_celeba_root(root: str | Path) -> bool:
-    """True when `root` looks like a CelebA folder (has `img_align_celeba/` or `img_celeba/` and the identity file)."""
-    root = Path(root)
-    return (root / "identity_CelebA.txt").is_file() and (
-        (root / "img_align_celeba").is_dir() or (root / "img_celeba").is_dir()
-    )
 
 
 def load_face_image(path: str | Path, image_size: int, box: tuple[float, float, float, float] | None) -> torch.Tensor:
@@ -210,7 +101,7 @@ class CelebA(Dataset):
         if split not in (*SPLITS, "all"):
             raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
         self.split, self.image_size, self.in_the_wild, self.crop = split, int(image_size), in_the_wild, crop
-        self.image_dir = _require(self.root / ("img_celeba" if in_the_wild else "img_align_celeba"))
+        self.image_dir = require_file(self.root / ("img_celeba" if in_the_wild else "img_align_celeba"))
         if not self.image_dir.is_dir():
             raise CelebAFormatError(f"{self.image_dir} is not a folder. {LAYOUT_HELP}")
         self.identities = read_identities(self.root)
@@ -344,3 +235,20 @@ def open_image_dataset(root: str | Path, split: str = "train", image_size: int =
         in_the_wild = not (Path(root) / "img_align_celeba").is_dir()
         return CelebA(root, split=split, image_size=image_size, identities=identities, in_the_wild=in_the_wild)
     return ImageFolderFlat(root, split=split, image_size=image_size, identities=identities)
+
+
+def first_tensor(item):
+    """Datasets may return an image or (image, label); keep the image."""
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def load_roster(root: str | Path, split: str = "test", image_size: int = 64, n: int = 8, seed: int = 0,
+                identities: Sequence[int] | None = None) -> torch.Tensor:
+    """`n` faces [n,3,S,S] from a CelebA split (or a plain image folder), chosen by a seeded draw so every run
+    shows the same faces; fewer when the split holds fewer."""
+    dataset = open_image_dataset(root, split, image_size, identities=list(identities) if identities else None)
+    if len(dataset) == 0:
+        raise ValueError(f"no images in {root} (split={split!r}, identities={identities})")
+    count = min(n, len(dataset))
+    picks = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
+    return torch.stack([first_tensor(dataset[int(i)]) for i in picks])

@@ -13,59 +13,25 @@ Latents and rosters come from fixed seeds, so re-running a figure on the same ch
 from __future__ import annotations
 
 import argparse
-import base64
-import io
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from common.files import atomic_save_image
+from common.images import BACKGROUND, LABEL_HEIGHT, caption_font, to_pil
 
+from .celeba import first_tensor, load_roster
 from .metrics import ssim
 from .morph import as_image_batch, decode_latents, encode_means
 
-LABEL_HEIGHT = 16  # pixels of caption band above a labelled image
 PADDING = 2  # pixels between grid cells
-BACKGROUND = (255, 255, 255)
 
 
 # ------------------------------------------------------------------------------------------ drawing helpers
-def caption_font(size: int = 11):
-    """Pillow's bundled font at `size` px (scalable when Pillow has FreeType, else the fixed bitmap font)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
-
-
-def to_pil(image) -> Image.Image:
-    """A [3,H,W] float tensor in [0,1], a [H,W,3] uint8 array or a PIL image -> RGB PIL image."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
-
-
-def label_image(images: Sequence, labels: Sequence[str], padding: int = PADDING) -> Image.Image:
-    """Place images side by side, each under its caption; returns one RGB PIL image."""
-    tiles = [to_pil(image) for image in images]
-    width = sum(t.width for t in tiles) + padding * (len(tiles) - 1)
-    height = max(t.height for t in tiles) + LABEL_HEIGHT
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
-    draw, font, x = ImageDraw.Draw(canvas), caption_font(), 0
-    for tile, label in zip(tiles, labels):
-        canvas.paste(tile, (x, LABEL_HEIGHT))
-        draw.text((x + 3, 2), str(label), fill=(0, 0, 0), font=font)
-        x += tile.width + padding
-    return canvas
-
-
 def labelled_grid(cells: Sequence[Sequence], row_labels: Sequence[str] | None = None,
                   col_labels: Sequence[str] | None = None, cell_size: int | None = None,
                   padding: int = PADDING, label_width: int = 96) -> Image.Image:
@@ -210,11 +176,6 @@ def latent_traversal_figure(model, images, out_png: str | Path, n_dims: int = 6,
     return {"path": str(path), "dims": dims.tolist(), "variances": [float(variance[d]) for d in dims.tolist()]}
 
 
-def _first_tensor(item):
-    """Datasets may return an image or (image, label); keep the image."""
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
 def attribute_vector(model, dataset, attribute: str, max_images: int = 2000, batch_size: int = 64,
                      seed: int = 0) -> torch.Tensor:
     """Latent direction of a CelebA attribute: mean mu of faces with it minus mean mu of faces without it.
@@ -241,7 +202,7 @@ def attribute_vector(model, dataset, attribute: str, max_images: int = 2000, bat
     def mean_latent(idx: np.ndarray) -> torch.Tensor:
         total = torch.zeros(model.latent_dim)
         for start in range(0, len(idx), batch_size):
-            batch = torch.stack([_first_tensor(dataset[int(i)]) for i in idx[start : start + batch_size]])
+            batch = torch.stack([first_tensor(dataset[int(i)]) for i in idx[start : start + batch_size]])
             total += encode_means(model, batch, batch_size).sum(dim=0)
         return total / len(idx)
 
@@ -265,29 +226,15 @@ def attribute_figure(model, images, z_delta: torch.Tensor, out_png: str | Path,
     return {"path": str(path), "alphas": [float(a) for a in alphas], "n_faces": len(batch)}
 
 
-# ----------------------------------------------------------------------------------------- picking faces
-def load_roster(root: str | Path, split: str = "test", image_size: int = 64, n: int = 8, seed: int = 0,
-                identities: Sequence[int] | None = None) -> torch.Tensor:
-    """`n` faces [n,3,S,S] from a CelebA split (or a plain image folder), chosen by a seeded draw so every run
-    shows the same faces; fewer when the split holds fewer."""
-    from .celeba import open_image_dataset
-
-    dataset = open_image_dataset(root, split, image_size, identities=list(identities) if identities else None)
-    if len(dataset) == 0:
-        raise ValueError(f"no images in {root} (split={split!r}, identities={identities})")
-    count = min(n, len(dataset))
-    picks = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
-    return torch.stack([_first_tensor(dataset[int(i)]) for i in picks])
-
-
 # ------------------------------------------------------------------------------------------------------ CLI
 def cli_add_arguments_sample(parser: argparse.ArgumentParser) -> None:
     """`python -m vae sample`: sample grid (and, given data, reconstructions and a traversal) of a checkpoint."""
     parser.add_argument("--checkpoint", required=True, help="trained VAE checkpoint (.pt)")
-    parser.add_argument("--out-dir", required=True, help="folder for the PNGs")
+    parser.add_argument("--out", "--out-dir", dest="out_dir", required=True, help="folder for the PNGs")
     parser.add_argument("--n", type=int, default=10, help="grid is n×n samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fixed latents")
-    parser.add_argument("--data-root", default=None, help="CelebA root: also draw reconstructions and a traversal")
+    parser.add_argument("--src", "--data-root", dest="data_root", default=None,
+                        help="CelebA root: also draw reconstructions and a traversal")
     parser.add_argument("--split", default="test", help="split the reconstructed faces come from")
     parser.add_argument("--n-faces", type=int, default=8, help="faces in the reconstruction figure")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
@@ -305,28 +252,3 @@ def cli_run_sample(args: argparse.Namespace) -> dict:
         if len(faces) >= 2:
             summary["traversal"] = latent_traversal_figure(model, faces, out_dir / "traversal.png")
     return summary
-
-
-def notebook_image(path: str | Path, max_side: int = 512, quality: int = 85, notebook_dir: str | Path = "vae"):
-    """What a notebook cell displays for a written figure, kept small so the committed notebook stays light.
-
-    PNGs are shown as a JPEG re-encoded at most `max_side` pixels wide (the full-size file stays on disk).
-    GIFs are shown as their first frame plus a Markdown link to the animated file (relative to `notebook_dir`,
-    the notebook's folder, from the repo root), since embedding every frame would add megabytes per GIF.
-    """
-    from IPython.display import HTML, Image as IPythonImage
-
-    path = Path(path)
-    with Image.open(path) as image:
-        image.seek(0)
-        still = image.convert("RGB")
-    if still.width > max_side:
-        still = still.resize((max_side, round(still.height * max_side / still.width)), Image.LANCZOS)
-    buffer = io.BytesIO()
-    still.save(buffer, format="JPEG", quality=quality)
-    if path.suffix.lower() != ".gif":
-        return IPythonImage(data=buffer.getvalue(), format="jpeg")
-    link = Path(os.path.relpath(path.resolve(), Path(notebook_dir).resolve())).as_posix()
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return HTML(f'<img src="data:image/jpeg;base64,{encoded}"/><br>first frame of '
-                f'<a href="{link}">{path.name}</a> (open it to see the animation)')

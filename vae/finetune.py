@@ -15,13 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from common.checkpoints import load_checkpoint
 from common.config import apply_overrides, parse_set_options
 from common.files import atomic_write_text
 
-from .celeba import open_image_dataset
-from .figures import load_roster, loss_comparison_figure
+from .celeba import load_roster, open_image_dataset
+from .figures import loss_comparison_figure
 from .morph import DEFAULT_GIF_SIZE, side_by_side_morph_gif
 from .train import TrainConfig, evaluate, load_vae, train_vae
 
@@ -44,7 +44,7 @@ def finetune_config(base_checkpoint: str | Path, data_root: str | Path, identity
     if Path(out_dir).resolve() == base_path.parent.resolve():
         raise ValueError(f"out_dir {out_dir} is the base run's folder; fine-tuning needs its own folder so the "
                          "base checkpoint stays untouched")
-    saved = torch.load(base_path, map_location="cpu", weights_only=False)["config"]
+    saved = load_checkpoint(base_path, hint="train the base VAE first: python -m vae train")["config"]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = apply_overrides(TrainConfig(), {k: v for k, v in saved.items() if k in fields})
     config = apply_overrides(config, {
@@ -128,7 +128,7 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """`python -m vae finetune`: fine-tune a trained VAE on one CelebA identity."""
     parser.add_argument("--checkpoint", required=True, help="base VAE checkpoint (.pt or run folder); only read")
-    parser.add_argument("--data-root", required=True, help="CelebA root (official layout)")
+    parser.add_argument("--src", "--data-root", dest="data_root", required=True, help="CelebA root (official layout)")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--identity", type=int, help="CelebA identity id")
     who.add_argument("--identity-json", help="identity.json written by `python -m vae find-identity`")

@@ -19,11 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from PIL import Image, ImageDraw, ImageOps
 
 from common.files import atomic_save_image, atomic_write_text, read_csv, write_csv_atomic
+from common.errors import InputError
+from common.images import SheetCell, open_thumbnail, thumbnail_sheet
 
-from .figures import BACKGROUND, caption_font
 
 PICKED_COLOUR = (20, 160, 60)  # frame around candidates of the picked identity
 OTHER_COLOUR = (200, 200, 200)
@@ -44,8 +44,12 @@ def read_scores(path: str | Path) -> list[dict]:
     for i, row in enumerate(read_csv(path)):
         if "file" not in row or "score" not in row:
             raise ValueError(f"{path} needs columns rank, file, score; got {sorted(row)}")
-        rows.append({"rank": int(row.get("rank") or i + 1), "file": Path(row["file"]).name,
-                     "score": float(row["score"])})
+        try:
+            rows.append({"rank": int(row.get("rank") or i + 1), "file": Path(row["file"]).name,
+                         "score": float(row["score"])})
+        except ValueError:
+            raise InputError(f"{path}, line {i + 2}: rank must be an integer and score a number, got "
+                             f"rank={row.get('rank')!r} score={row['score']!r}; rerun stage 2's scan") from None
     return sorted(rows, key=lambda r: (-r["score"], r["rank"]))
 
 
@@ -186,26 +190,17 @@ def candidates_sheet(scores: Sequence[Mapping], root: str | Path, out_png: str |
     """
     identities = celeba_identities(root) if identities is None else identities
     top = top_candidates(scores, k)
-    columns = max(1, min(columns, len(top)))
-    rows = max(1, -(-len(top) // columns))
-    cell_w, cell_h = thumb + 6, thumb + 22  # 3 px frame each side, caption line below
-    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), BACKGROUND)
-    draw, font, missing = ImageDraw.Draw(sheet), caption_font(10), 0
-    for n, row in enumerate(top):
+    cells, missing = [], 0
+    for row in top:
         name = Path(row["file"]).name
         identity = identities.get(name)
-        x, y = (n % columns) * cell_w, (n // columns) * cell_h
         path = Path(root) / "img_align_celeba" / name
-        if path.is_file():
-            with Image.open(path) as image:
-                tile = ImageOps.fit(image.convert("RGB"), (thumb, thumb))
-        else:
-            missing += 1
-            tile = Image.new("RGB", (thumb, thumb), (120, 120, 120))
-        colour = PICKED_COLOUR if picked is not None and identity == picked else OTHER_COLOUR
-        draw.rectangle([x, y, x + thumb + 5, y + thumb + 5], fill=colour)
-        sheet.paste(tile, (x + 3, y + 3))
-        draw.text((x + 3, y + thumb + 6), f"id {identity} {float(row['score']):.2f}", fill=(0, 0, 0), font=font)
+        image = open_thumbnail(path, thumb) if path.is_file() else None
+        missing += image is None
+        picked_here = picked is not None and identity == picked
+        cells.append(SheetCell(image, (f"id {identity} {float(row['score']):.2f}",),
+                               frame=PICKED_COLOUR if picked_here else OTHER_COLOUR))
+    sheet = thumbnail_sheet(cells, max(1, min(columns, len(cells))), thumb, fit="cover", empty_text="no candidates")
     path = atomic_save_image(sheet, out_png)
     return {"path": str(path), "n_shown": len(top), "missing": missing}
 
@@ -256,8 +251,9 @@ def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """`python -m vae find-identity`: pick the CelebA identity the classifier's top scores point at."""
     parser.add_argument("--scores", required=True, help="stage 2's scores.csv over the CelebA folder")
-    parser.add_argument("--celeba", required=True, help="CelebA root (official layout)")
-    parser.add_argument("--out-dir", required=True, help="folder for candidates.png, identity.json, identity_files.csv")
+    parser.add_argument("--src", "--celeba", dest="celeba", required=True, help="CelebA root (official layout)")
+    parser.add_argument("--out", "--out-dir", dest="out_dir", required=True,
+                        help="folder for candidates.png, identity.json, identity_files.csv")
     parser.add_argument("--k", type=int, default=50, help="how many top-scoring images vote")
     parser.add_argument("--confirm", type=int, default=None, help="use this identity instead of the vote winner")
     parser.add_argument("--truth-identity", type=int, default=None, help="true identity, to report precision/recall")

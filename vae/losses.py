@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# ImageNet statistics torchvision's VGG19 was trained with (inputs are RGB in [0, 1] before this).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from common.checkpoints import torch_hub_file
+from common.images import IMAGENET_MEAN, IMAGENET_STD  # what torchvision's VGG19 was trained with
 
 # Index of each ReLU in torchvision's `vgg19().features` (conv1_1=0, relu1_1=1, conv1_2=2, ..., relu3_1=11).
 VGG19_RELU_INDEX = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
@@ -68,7 +67,7 @@ def vgg19_weights_cached() -> Path | None:
     from torchvision.models import VGG19_Weights
 
     filename = Path(VGG19_Weights.IMAGENET1K_V1.url).name
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    path = torch_hub_file(filename)
     return path if path.is_file() else None
 
 
@@ -157,7 +156,7 @@ class VGGPerceptualLoss(nn.Module):
         else:
             warnings.warn(
                 "VGG19 ImageNet weights are not in the torch hub cache "
-                f"({Path(torch.hub.get_dir()) / 'checkpoints'}); the perceptual loss uses a randomly initialised "
+                f"({torch_hub_file('')}); the perceptual loss uses a randomly initialised "
                 "VGG19 (seeded). Set allow_download / --vgg-allow-download to fetch the real weights.",
                 RuntimeWarning,
                 stacklevel=2,

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common.files import atomic_write_bytes
+from common.images import label_image
+
+from .celeba import load_roster
 
 # Frames are written at this edge length (pixels) unless asked otherwise: big enough to see a face, small enough
 # that a 40-frame GIF stays a few hundred kilobytes (the repo commits them; the budget is 2 MB per GIF).
@@ -176,7 +179,6 @@ def side_by_side_morph_gif(model_before, model_after, images, out_gif: str | Pat
     too; "before" or "after" decodes literally the same latent vectors with both decoders.
     Returns {"path", "n_frames", "n_faces", "bytes", "fps", "method", "path_from"}.
     """
-    from .figures import label_image
 
     if path_from not in ("each", "before", "after"):
         raise ValueError(f"path_from must be 'each', 'before' or 'after', got {path_from!r}")
@@ -199,8 +201,9 @@ def side_by_side_morph_gif(model_before, model_after, images, out_gif: str | Pat
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """`python -m vae morph`: a morph GIF through faces of a CelebA folder (or plain image folder)."""
     parser.add_argument("--checkpoint", required=True, help="trained VAE checkpoint (.pt)")
-    parser.add_argument("--data-root", required=True, help="CelebA root (official layout) or a folder of images")
-    parser.add_argument("--out", required=True, help="output GIF path")
+    parser.add_argument("--src", "--data-root", dest="data_root", required=True,
+                        help="CelebA root (official layout) or a folder of images")
+    parser.add_argument("--out", required=True, help="output folder (writes morph.gif there), or a path ending in .gif")
     parser.add_argument("--split", default="test", help="CelebA split to take faces from (train/valid/test/all)")
     parser.add_argument("--identity", type=int, default=None, help="morph through this CelebA identity's photos")
     parser.add_argument("--n-faces", type=int, default=8, help="how many faces the roster holds")
@@ -213,12 +216,13 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_run(args: argparse.Namespace) -> dict:
-    from .figures import load_roster
     from .train import load_vae
 
     model, _ = load_vae(args.checkpoint, device=args.device)
     identities = [args.identity] if args.identity is not None else None
     roster = load_roster(args.data_root, split=args.split, image_size=model.image_size, n=args.n_faces,
                          seed=args.seed, identities=identities)
-    return {"command": "morph", **morph_gif(model, roster, args.out, args.steps_between, args.fps, args.size,
+    out = Path(args.out)
+    gif = out if out.suffix.lower() == ".gif" else out / "morph.gif"
+    return {"command": "morph", **morph_gif(model, roster, gif, args.steps_between, args.fps, args.size,
                                             args.method)}

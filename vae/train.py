@@ -19,7 +19,6 @@ Runs unchanged under `torchrun --nproc_per_node=N -m vae.train ...` (gloo on CPU
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -36,6 +35,8 @@ from tqdm import tqdm
 
 from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, print_summary,
                              save_config, seed_everything)
+from common.checkpoints import load_checkpoint, save_checkpoint
+from common.errors import InputError
 from common.files import atomic_write_bytes, atomic_write_text
 
 from .celeba import open_image_dataset
@@ -239,13 +240,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, payload: dict) -> Path:
-    """torch.save into memory, then one atomic write: a crash never leaves half a checkpoint."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def _model_from_config(config: dict) -> ConvVAE:
     return ConvVAE(latent_dim=config["latent_dim"], image_size=config["image_size"],
                    base_channels=config["base_channels"])
@@ -259,9 +253,11 @@ def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE
     path = Path(checkpoint_path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no VAE checkpoint at {path}; train one with `python -m vae train`")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path, hint="train one with `python -m vae train`")
+    missing = [key for key in ("config", "model") if key not in checkpoint]
+    if missing:
+        raise InputError(f"checkpoint {path} is not a VAE checkpoint (no {', '.join(missing)}); "
+                         "train one with `python -m vae train`")
     model = _model_from_config(checkpoint["config"])
     model.load_state_dict(checkpoint["model"])
     return model.to(pick_device(device)).eval(), checkpoint
@@ -419,7 +415,7 @@ def train_vae(config: TrainConfig) -> dict:
 def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path) -> dict:
     device = ctx.device
     resuming = config.resume and checkpoint_path.exists()
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False) if resuming else None
+    checkpoint = load_checkpoint(checkpoint_path) if resuming else None
     if checkpoint is not None:
         _check_architecture(config, checkpoint["config"], checkpoint_path)
     if ctx.is_main:
@@ -441,7 +437,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
 
     model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
     if config.init_from and not resuming:
-        init = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        init = load_checkpoint(config.init_from)
         _check_architecture(config, init["config"], Path(config.init_from))
         model.load_state_dict(init["model"])
     model.to(device, memory_format=memory_format(config))
@@ -571,7 +567,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `python -m vae train` (and `python -m vae.train`)."""
-    parser.add_argument("--data-root", required=True, help="CelebA root (official layout) or a folder of face crops")
+    parser.add_argument("--src", "--data-root", dest="data_root", required=True,
+                        help="CelebA root (official layout) or a folder of face crops")
     parser.add_argument("--out", default=TrainConfig.out_dir, help="run folder (default: %(default)s)")
     parser.add_argument("--max-steps", type=int, help="optimizer steps in total")
     parser.add_argument("--image-size", type=int, help="64 or 128")
