@@ -81,3 +81,14 @@ def slugify(text: str, max_len: int = 60) -> str:
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     text = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
     return text[:max_len] or "unnamed"
+
+
+def work_from_repo_root(start: str | Path | None = None) -> Path:
+    """Change the working directory to the repository root (the nearest folder above `start`, default the current
+    one, that holds pyproject.toml) and return it: notebooks call this first so their relative paths hold."""
+    here = Path(start or Path.cwd()).resolve()
+    root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), None)
+    if root is None:
+        raise FileNotFoundError(f"no pyproject.toml above {here}: open the notebook inside the repository")
+    os.chdir(root)
+    return root

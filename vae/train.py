@@ -44,6 +44,7 @@ from .losses import VGGPerceptualLoss, vae_loss
 from .metrics import mse, psnr, ssim
 from .model import ConvVAE
 
+PROGRESS_SECONDS = 2.0  # tqdm refresh interval: keeps logs and notebook outputs short
 MONITOR_COLUMNS = 12  # fixed held-out images and fixed latent samples per monitoring frame
 ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels")
 
@@ -412,155 +413,194 @@ def train_vae(config: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path) -> dict:
-    device = ctx.device
-    resuming = config.resume and checkpoint_path.exists()
-    checkpoint = load_checkpoint(checkpoint_path) if resuming else None
-    if checkpoint is not None:
-        _check_architecture(config, checkpoint["config"], checkpoint_path)
+def _prepare_out_dir(config: TrainConfig, ctx: DistributedContext, out_dir: Path, resume_step: int | None) -> None:
+    """Rank 0 cleans outputs newer than the resumed step (all of them when overwriting) and saves the config."""
     if ctx.is_main:
-        if config.overwrite and not resuming:
+        if config.overwrite and resume_step is None:
             _remove_run_outputs(out_dir)
-        _remove_run_outputs(out_dir, after_step=checkpoint["step"] if checkpoint else 0)
+        _remove_run_outputs(out_dir, after_step=resume_step or 0)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.json")
     if ctx.world > 1:
         dist.barrier()  # nobody reads out_dir before rank 0 has cleaned it
 
-    seed_everything(config.seed + ctx.rank)
-    train_set, train_indices, held_set, held_indices, held_from = split_datasets(config)
-    batch_size = min(config.batch_size, len(train_indices))
-    if batch_size < ctx.world:
-        raise ValueError(f"{len(train_indices)} training image(s) cannot feed {ctx.world} processes")
-    steps_per_epoch = max(1, len(train_indices) // batch_size)
-    total_steps = config.max_steps if config.max_steps else config.epochs * steps_per_epoch
 
-    model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
-    if config.init_from and not resuming:
-        init = load_checkpoint(config.init_from)
-        _check_architecture(config, init["config"], Path(config.init_from))
-        model.load_state_dict(init["model"])
-    model.to(device, memory_format=memory_format(config))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    perceptual = None
-    if config.gamma > 0:
-        perceptual = VGGPerceptualLoss(allow_download=config.vgg_allow_download, seed=config.seed).to(device)
+class _Run:
+    """Everything one training run holds between steps: model, optimiser, data, fixed monitoring inputs, history.
 
-    start_step, history, metrics, skipped = 0, [], {}, 0
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if "scaler" in checkpoint and use_amp:
-            scaler.load_state_dict(checkpoint["scaler"])
-        start_step, history = checkpoint["step"], checkpoint.get("history", [])
-        metrics, skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
-        set_rng_state(checkpoint["rng"][ctx.rank] if ctx.rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
-    train_model = model
-    if ctx.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    Built from the config (and the checkpoint when resuming); its methods are the pieces of the loop in
+    `_train` that are not forward → loss → backward → step: record a step, monitor, evaluate + save, summarise.
+    """
 
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def __init__(self, config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path):
+        self.config, self.ctx, self.out_dir, self.checkpoint_path = config, ctx, out_dir, checkpoint_path
+        resuming = config.resume and checkpoint_path.exists()
+        checkpoint = load_checkpoint(checkpoint_path) if resuming else None
+        if checkpoint is not None:
+            _check_architecture(config, checkpoint["config"], checkpoint_path)
+        _prepare_out_dir(config, ctx, out_dir, checkpoint["step"] if checkpoint else None)
 
-    # Fixed monitoring inputs: the first 12 held-out images and 12 latent draws (DCGAN's fixed_noise).
-    eval_images = torch.stack([held_set[i] for i in held_indices]).to(device)
-    monitor_images = eval_images[:MONITOR_COLUMNS]
-    monitor_noise = torch.randn(MONITOR_COLUMNS, config.latent_dim,
-                                generator=torch.Generator().manual_seed(config.seed)).to(device)
+        seed_everything(config.seed + ctx.rank)
+        train_set, self.train_indices, held_set, self.held_indices, self.held_from = split_datasets(config)
+        batch_size = min(config.batch_size, len(self.train_indices))
+        if batch_size < ctx.world:
+            raise ValueError(f"{len(self.train_indices)} training image(s) cannot feed {ctx.world} processes")
+        steps_per_epoch = max(1, len(self.train_indices) // batch_size)
+        self.total_steps = config.max_steps if config.max_steps else config.epochs * steps_per_epoch
 
-    cache = config.num_workers == 0 and len(train_indices) <= config.cache_images
-    sampler = StepBatchSampler(train_indices, batch_size, config.seed, start_step, total_steps, ctx.rank, ctx.world)
-    # The loader gets its own generator: by default each new DataLoader iterator draws its worker base seed
-    # from the global torch RNG, which would shift the reparameterisation noise of a resumed run by one draw.
-    loader = DataLoader(CachedImages(train_set, cache), batch_sampler=sampler, num_workers=config.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        generator=torch.Generator().manual_seed(config.seed * 1_000_003 + start_step + ctx.rank))
+        self._build_model(resuming)
+        self.start_step, self.history, self.metrics, self.skipped, self.bad_in_a_row = 0, [], {}, 0, 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.train_model = self.model
+        if ctx.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    def save(step: int) -> None:
-        rng = [rng_state()]
-        if ctx.world > 1:  # every rank's RNG, so each resumes its own noise stream
-            rng = [None] * ctx.world
-            dist.all_gather_object(rng, rng_state())
-        if not ctx.is_main:
-            return
-        save_checkpoint(checkpoint_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "step": step, "config": config_to_dict(config), "metrics": metrics, "history": history,
-            "rng": rng, "skipped_steps": skipped, "held_out_from": held_from,
-        })
-        atomic_write_text(out_dir / "metrics.json", json.dumps(
-            {"step": step, "metrics": metrics, "skipped_steps": skipped, "held_out_from": held_from,
-             "history": history}, indent=1) + "\n")
+            device = ctx.device
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    model.train()
-    bad_in_a_row, train_seconds, images_seen = 0, 0.0, 0
-    progress = tqdm(total=total_steps, initial=start_step, desc="vae train", disable=not ctx.is_main,
-                    dynamic_ncols=True)
-    step = start_step
-    tick = loop_started = time.perf_counter()
-    for batch in loader:
-        x = batch.to(device, non_blocking=True)
-        if config.hflip:  # per-step seeded flips: a function of (seed, step, rank), hence identical on resume
-            flip_gen = torch.Generator().manual_seed(config.seed * 7_919 + step * 104_729 + ctx.rank)
-            flip = (torch.rand(x.shape[0], generator=flip_gen) < 0.5).to(device)
+        # Fixed monitoring inputs: the first 12 held-out images and 12 latent draws (DCGAN's fixed_noise).
+        self.eval_images = torch.stack([held_set[i] for i in self.held_indices]).to(ctx.device)
+        self.monitor_images = self.eval_images[:MONITOR_COLUMNS]
+        self.monitor_noise = torch.randn(MONITOR_COLUMNS, config.latent_dim,
+                                         generator=torch.Generator().manual_seed(config.seed)).to(ctx.device)
+        cache = config.num_workers == 0 and len(self.train_indices) <= config.cache_images
+        sampler = StepBatchSampler(self.train_indices, batch_size, config.seed, self.start_step, self.total_steps,
+                                   ctx.rank, ctx.world)
+        # The loader gets its own generator: by default each new DataLoader iterator draws its worker base seed
+        # from the global torch RNG, which would shift the reparameterisation noise of a resumed run by one draw.
+        self.loader = DataLoader(
+            CachedImages(train_set, cache), batch_sampler=sampler, num_workers=config.num_workers,
+            pin_memory=ctx.device.type == "cuda", persistent_workers=False,
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + self.start_step + ctx.rank))
+
+    def _build_model(self, resuming: bool) -> None:
+        config, device = self.config, self.ctx.device
+        self.model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
+        if config.init_from and not resuming:
+            init = load_checkpoint(config.init_from)
+            _check_architecture(config, init["config"], Path(config.init_from))
+            self.model.load_state_dict(init["model"])
+        self.model.to(device, memory_format=memory_format(config))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.use_amp = config.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.perceptual = None
+        if config.gamma > 0:
+            self.perceptual = VGGPerceptualLoss(allow_download=config.vgg_allow_download, seed=config.seed).to(device)
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scaler" in checkpoint and self.use_amp:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.start_step, self.history = checkpoint["step"], checkpoint.get("history", [])
+        self.metrics, self.skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
+        states, rank = checkpoint["rng"], self.ctx.rank
+        set_rng_state(states[rank] if rank < len(states) else states[0])
+
+    def augment(self, batch: torch.Tensor, step: int) -> torch.Tensor:
+        """The batch on the device, flipped per image by a seeded draw (a function of seed, step and rank, hence
+        identical on resume), in the configured memory format."""
+        x = batch.to(self.ctx.device, non_blocking=True)
+        if self.config.hflip:
+            flip_gen = torch.Generator().manual_seed(self.config.seed * 7_919 + step * 104_729 + self.ctx.rank)
+            flip = (torch.rand(x.shape[0], generator=flip_gen) < 0.5).to(self.ctx.device)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        x = x.contiguous(memory_format=memory_format(config))
-        losses, ok = train_step(train_model, model, optimizer, scaler, x, config, perceptual, ctx, use_amp)
-        step += 1
-        images_seen += x.shape[0] * ctx.world
+        return x.contiguous(memory_format=memory_format(self.config))
+
+    def record(self, step: int, losses: dict, ok: bool) -> dict:
+        """Append the step's losses to the history; stop the run after too many non-finite steps in a row."""
         if ok:
-            bad_in_a_row = 0
+            self.bad_in_a_row = 0
         else:
-            skipped += 1
-            bad_in_a_row += 1
-            if bad_in_a_row >= config.max_bad_steps:
-                raise RuntimeError(f"{bad_in_a_row} consecutive steps with a non-finite loss or gradient "
+            self.skipped += 1
+            self.bad_in_a_row += 1
+            if self.bad_in_a_row >= self.config.max_bad_steps:
+                raise RuntimeError(f"{self.bad_in_a_row} consecutive steps with a non-finite loss or gradient "
                                    f"(step {step}); lower lr or check the data")
         row = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "skipped": not ok}
         row["loss"] = row.pop("total")
-        history.append(row)
+        self.history.append(row)
+        return row
+
+    def monitor(self, step: int) -> None:
+        """Rank 0 writes the fixed-input monitoring frame and refreshes the GIF."""
+        self.model.eval()
+        write_monitor_frame(self.model, self.monitor_images, self.monitor_noise,
+                            self.out_dir / "monitor" / f"step_{step:06d}.png")
+        write_monitor_gif(self.out_dir / "monitor", self.out_dir / "monitor.gif")
+        self.model.train()
+
+    def evaluate_and_save(self, step: int, row: dict) -> None:
+        """Held-out metrics (rank 0) into the history row, then checkpoint + metrics.json."""
+        if self.ctx.is_main:
+            self.metrics = evaluate(self.model, self.eval_images)
+            row.update({f"eval_{k}": v for k, v in self.metrics.items()})
+        rng = [rng_state()]
+        if self.ctx.world > 1:  # every rank's RNG, so each resumes its own noise stream
+            rng = [None] * self.ctx.world
+            dist.all_gather_object(rng, rng_state())
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(self.checkpoint_path, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "step": step, "config": config_to_dict(self.config),
+            "metrics": self.metrics, "history": self.history, "rng": rng, "skipped_steps": self.skipped,
+            "held_out_from": self.held_from,
+        })
+        atomic_write_text(self.out_dir / "metrics.json", json.dumps(
+            {"step": step, "metrics": self.metrics, "skipped_steps": self.skipped, "held_out_from": self.held_from,
+             "history": self.history}, indent=1) + "\n")
+
+    def summary(self, step: int, images_seen: int, train_seconds: float) -> dict:
+        if self.start_step >= self.total_steps and not self.metrics:
+            self.metrics = evaluate(self.model, self.eval_images) if self.ctx.is_main else {}
+        gif = self.out_dir / "monitor.gif"
+        return {
+            "checkpoint": str(self.checkpoint_path), "out_dir": str(self.out_dir), "steps": step,
+            "steps_this_run": step - self.start_step,
+            "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
+            "history": self.history, "metrics": self.metrics, "monitor_gif": str(gif) if gif.exists() else None,
+            "skipped_steps": self.skipped,
+            "perceptual_pretrained": None if self.perceptual is None else self.perceptual.pretrained,
+            "held_out_from": self.held_from, "held_out_images": len(self.held_indices),
+            "train_images": len(self.train_indices), "world_size": self.ctx.world,
+        }
+
+
+def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path) -> dict:
+    """The loop: forward → loss → backward → step, with monitoring and evaluate + checkpoint every N steps."""
+    run = _Run(config, ctx, out_dir, checkpoint_path)
+    step, train_seconds, images_seen = run.start_step, 0.0, 0
+    progress = tqdm(total=run.total_steps, initial=step, desc="vae train", disable=not ctx.is_main,
+                    dynamic_ncols=True, mininterval=PROGRESS_SECONDS)
+    run.model.train()
+    tick = loop_started = time.perf_counter()
+    for batch in run.loader:
+        x = run.augment(batch, step)
+        losses, ok = train_step(run.train_model, run.model, run.optimizer, run.scaler, x, config, run.perceptual,
+                                ctx, run.use_amp)
+        step += 1
+        images_seen += x.shape[0] * ctx.world
+        row = run.record(step, losses, ok)
         progress.update(1)
-        progress.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}")
         train_seconds += time.perf_counter() - tick
 
-        last = step == total_steps or out_of_time(config, loop_started, ctx)
+        last = step == run.total_steps or out_of_time(config, loop_started, ctx)
         if ctx.is_main and (step % config.monitor_every == 0 or last):
-            model.eval()
-            write_monitor_frame(model, monitor_images, monitor_noise, out_dir / "monitor" / f"step_{step:06d}.png")
-            write_monitor_gif(out_dir / "monitor", out_dir / "monitor.gif")
-            model.train()
+            run.monitor(step)
         if step % config.eval_every == 0 or last:
-            if ctx.is_main:
-                metrics = evaluate(model, eval_images)
-                row.update({f"eval_{k}": v for k, v in metrics.items()})
-            save(step)
+            run.evaluate_and_save(step, row)
+        progress.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}", refresh=False)
         tick = time.perf_counter()
         if last:
             break
     progress.close()
     if ctx.world > 1:
         dist.barrier()  # all ranks leave together, after rank 0 has written everything
-
-    if start_step >= total_steps and not metrics:
-        metrics = evaluate(model, eval_images) if ctx.is_main else {}
-    gif = out_dir / "monitor.gif"
-    return {
-        "checkpoint": str(checkpoint_path),
-        "out_dir": str(out_dir),
-        "steps": step,
-        "steps_this_run": step - start_step,
-        "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
-        "history": history,
-        "metrics": metrics,
-        "monitor_gif": str(gif) if gif.exists() else None,
-        "skipped_steps": skipped,
-        "perceptual_pretrained": None if perceptual is None else perceptual.pretrained,
-        "held_out_from": held_from,
-        "held_out_images": len(held_indices),
-        "train_images": len(train_indices),
-        "world_size": ctx.world,
-    }
+    return run.summary(step, images_seen, train_seconds)
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
