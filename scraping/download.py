@@ -7,34 +7,60 @@
   honouring `Retry-After` (seconds or an HTTP date, capped); sends a descriptive User-Agent; pools connections;
 - accepts only http/https (also after redirects), follows at most `max_redirects` redirects and ends a redirect
   loop with a reason; enforces a byte cap while streaming (Content-Length first, then counted bytes);
+- holds a wall-clock deadline per request (`max_seconds_per_request`, reason `too_slow`) whatever the server does:
+  a watchdog thread shuts down the socket of any request past its deadline, so a server that drip-feeds its body
+  or its headers one byte at a time cannot keep a worker (the per-byte `read_timeout_s` alone would let it);
 - keeps only bytes that Pillow decodes completely as a raster photo format, with the decompression-bomb guard on
   and a minimum width/height;
 - drops exact duplicates (sha256) and near duplicates (a 64-bit DCT perceptual hash within a Hamming distance)
-  against everything already in the person's folder, earlier runs included;
+  against every image the manifest keeps, earlier runs included, keeping the copy listed first (see below);
 - names files `<first 16 hex of sha256><extension of the decoded format>` (never anything from the URL, so a
   `../` in a URL cannot escape the folder), writes them atomically, and records every URL in
-  `<out>/<slugify(person)>/manifest.csv`, rewritten atomically every `flush_every` results and at the end, so a
-  killed run resumes: URLs already finished (saved, duplicate, near_duplicate, rejected) are skipped and
-  `error` rows (transient failures) are tried again.
+  `<out>/<slugify(person)>/manifest.csv` as its download completes (a slow host never holds up the others'
+  rows), rewritten atomically every `flush_every` results, every `flush_interval_s` seconds while results
+  arrive, and at the end, so a killed run resumes: URLs already finished (saved, duplicate, near_duplicate,
+  rejected) are skipped and `error` rows (transient failures) are tried again;
+- stops within about a second on Ctrl-C: in-flight requests are cut, waits end, the manifest of what finished is
+  written and no `.part` file is left; the same command resumes.
 
 Statuses: `saved`, `duplicate`, `near_duplicate`, `rejected` (permanent: bad scheme, HTTP 4xx, too large, not
-an image, truncated, decompression bomb, too small, redirect loop) and `error` (transient: timeouts, connection
-errors, 5xx/429 after all retries). Reasons are a token, optionally followed by `: detail`.
+an image, truncated, decompression bomb, too small, redirect loop) and `error` (transient: timeouts, too slow,
+connection errors, 5xx/429 after all retries). Reasons are a token, optionally followed by `: detail`. A body
+that ends before its Content-Length (`truncated: got X of Y bytes`) is retried within the run like a dropped
+connection, and if every attempt is cut short it is `rejected`, so reruns do not fetch it again and again
+(`overwrite` does). Manifest rows keep candidate order.
+
+Which copy is kept does not depend on timing: of URLs holding the same photo (exact or near), the one listed first
+by the source is `saved` and the others point at its file, whichever finished downloading first. When an earlier
+copy arrives after a later one was saved, the earlier one's file is written, the later one's row becomes its
+(near) duplicate, the manifest is written, and only then is the later file deleted (a run stopped in between
+leaves a file no row names; the next run deletes it). Two fresh runs of the same candidates keep the same files,
+and a resumed run applies the same rule: a file saved by an earlier run for a URL that this run lists again
+gives way to an earlier-listed duplicate downloaded now. Files of earlier runs whose URLs this run does not list
+rank first and are never replaced, and (near) duplicate rows of earlier runs stay duplicates (pointing at the
+replacing file when theirs is replaced).
+
+Start pages that cannot be used end the run with one line (`python -m scraping fetch` exits 2 for a URL that is
+not http(s), 1 for an unreachable host or a start page answering 4xx/5xx). robots.txt follows RFC 9309: a
+missing one (4xx) allows everything; one that cannot be read (5xx, 429, no answer) disallows the site unless
+`robots_unreachable="allow"`, and the error says "robots.txt unreachable", not "blocked by robots".
 
 CLI: `python -m scraping fetch --person "Julia Roberts" --source wikimedia --out data/raw`.
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import email.utils
 import hashlib
 import io
 import re
+import socket
 import threading
 import time
 import warnings
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,14 +73,18 @@ import requests
 from PIL import Image, ImageFile, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from common.config import apply_overrides, parse_set_options, save_config
+from common.errors import InputError
 from common.files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
 from .sources import (
     WIKIMEDIA_API,
     Candidate,
     PageFetchError,
     RobotsPolicy,
+    check_start_url,
     gallery_candidates,
     is_http_url,
     search_candidates,
@@ -78,6 +108,10 @@ FORMAT_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".web
 # Parsers Pillow may try (MPO, a multi-picture JPEG, is opened by the JPEG parser and reports itself as MPO).
 OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
 SAVED_NAME = re.compile(r"^[0-9a-f]{16}\.(jpg|png|webp|gif|bmp|tif)$")
+# Bytes asked of the socket per read while streaming a body: small, so the deadline and a stop are seen promptly.
+STREAM_CHUNK = 16 * 1024
+# How often the watchdog looks at requests in flight (seconds): the slack on every deadline and on Ctrl-C.
+WATCHDOG_TICK_S = 0.05
 DEFAULT_USER_AGENT = (
     "faces-start-to-finish/0.1 (tutorial image scraper; please set FetchConfig.user_agent to name your project "
     "and a contact address) python-requests/" + requests.__version__
@@ -94,7 +128,7 @@ class FetchConfig:
     min_delay_s: float = 0.05  # at least this long between request starts to the same host (<= 20 req/s/host)
     connect_timeout_s: float = 5.0  # seconds to open a TCP/TLS connection
     read_timeout_s: float = 20.0  # seconds of silence allowed while waiting for headers or body bytes
-    max_seconds_per_request: float = 60.0  # wall-clock cap for one response body (stops slow drip-feeds)
+    max_seconds_per_request: float = 60.0  # wall-clock cap for one request, headers and body (stops drip-feeds)
     max_bytes: int = 15_000_000  # byte cap per response (images and pages), checked while streaming
     max_pixels: int = 50_000_000  # width*height above this is a decompression bomb (Pillow's guard is set to it)
     min_size: int = 64  # minimum width and height in pixels of a kept image
@@ -107,7 +141,10 @@ class FetchConfig:
     max_pages: int = 5  # gallery pages / search result pages / API requests read per source
     thumb_width: int = 960  # Wikimedia: download a thumbnail this wide (a standard Commons width); 0 = originals
     respect_robots: bool = True  # honour robots.txt for HTML pages (gallery and search pages)
+    # robots.txt that cannot be read (5xx, 429, no answer): "disallow" the site (RFC 9309) or "allow" it anyway.
+    robots_unreachable: str = "disallow"
     flush_every: int = 10  # rewrite manifest.csv after this many results (and always at the end)
+    flush_interval_s: float = 5.0  # ... and at least this often (seconds) while new results arrive
     overwrite: bool = False  # ignore the existing manifest and fetch every candidate again
     progress: bool = True  # show a tqdm progress bar
 
@@ -116,10 +153,14 @@ class FetchConfig:
 # HTTP: per-host limits, retries, redirects, byte caps
 # --------------------------------------------------------------------------------------------------------------
 class FetchFailure(PageFetchError):
-    """A URL could not be fetched; `status` is "rejected" (permanent) or "error" (transient), `reason` a token."""
+    """A URL could not be fetched; `status` is "rejected" (permanent) or "error" (transient), `reason` a token.
 
-    def __init__(self, status: str, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+    `note` (e.g. "Connection refused") goes into the message only, not into `reason_text` (the manifest's reason).
+    """
+
+    def __init__(self, status: str, reason: str, detail: str = "", note: str = ""):
+        text = f"{reason}: {detail}" if detail else reason
+        super().__init__(f"{text} ({note})" if note else text)
         self.status = status
         self.reason = reason
         self.detail = detail
@@ -127,6 +168,22 @@ class FetchFailure(PageFetchError):
     @property
     def reason_text(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+class FetchStopped(FetchFailure):
+    """The client was stopped (Ctrl-C, or a run that has what it needs) while this request was waiting or running."""
+
+    def __init__(self) -> None:
+        super().__init__("error", "interrupted")
+
+
+class _Truncated(Exception):
+    """The body ended before its Content-Length (the connection closed early); retried like a dropped connection."""
+
+    def __init__(self, got: int, expected: int):
+        super().__init__(f"got {got} of {expected} bytes")
+        self.got = got
+        self.expected = expected
 
 
 @dataclass
@@ -139,16 +196,192 @@ class FetchedBody:
     headers: Mapping[str, str]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The watchdog: a wall-clock deadline per request, and a stop that reaches every request in flight
+# --------------------------------------------------------------------------------------------------------------
+def _cut(sock) -> None:
+    """Shut a socket down in both directions: a read blocked on it in another thread returns at once (EOF)."""
+    sock = getattr(sock, "socket", sock)  # urllib3's SSLTransport wraps the real socket
+    if not isinstance(sock, socket.socket):
+        return
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's shutdown, also for an SSLSocket
+    except OSError:
+        pass  # already closed
+
+
+class _Watch:
+    """One request attempt under watch: its deadline, its socket once known, and why it was cut (if it was)."""
+
+    __slots__ = ("deadline", "done", "fired", "sock", "watchdog")
+
+    def __init__(self, watchdog: RequestWatchdog, deadline: float):
+        self.watchdog = watchdog
+        self.deadline = deadline
+        self.sock = None
+        self.fired = ""  # "", "too_slow" or "stopped"
+        self.done = False
+
+    def attach(self, sock) -> None:
+        """Called in the worker's thread as soon as its socket exists (connection made or taken from the pool)."""
+        with self.watchdog._lock:
+            if self.done or sock is None:
+                return
+            self.sock = sock
+            if self.fired:
+                _cut(sock)
+
+    def detach(self) -> None:
+        """The attempt is over: never cut this socket again (the pool may hand it to another request now)."""
+        with self.watchdog._lock:
+            self.done = True
+            self.sock = None
+
+
+_current = threading.local()  # .watch: the _Watch of the request this thread is running, if any
+
+
+def _attach_current(sock) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.attach(sock)
+
+
+class RequestWatchdog:
+    """Cuts requests that outlive their wall-clock deadline, and on `stop()` every request in flight.
+
+    `read_timeout_s` limits each silence, not a whole response: a server sending one byte every 0.2 s never trips
+    it. Here a daemon thread (alive only while requests are watched) looks every `WATCHDOG_TICK_S` at the requests
+    in flight and shuts down the socket of any past its deadline; the worker's blocked read then returns at once,
+    whether it was waiting for headers or for body bytes, and the attempt ends as `too_slow`. `stop()` does the same
+    to all of them and makes every later request and wait (backoff, host delay) end at once with `FetchStopped`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+
+    @contextmanager
+    def watch(self, seconds: float) -> Iterator[_Watch]:
+        watch = _Watch(self, time.monotonic() + max(0.0, float(seconds)))
+        with self._lock:
+            if self.stop_event.is_set():
+                watch.fired = "stopped"
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
+                self._thread.start()
+        previous, _current.watch = getattr(_current, "watch", None), watch
+        try:
+            yield watch
+        finally:
+            _current.watch = previous
+            watch.detach()
+            with self._lock:
+                self._watches.discard(watch)
+
+    def stop(self) -> None:
+        """Cut every request in flight now; later requests and waits end at once until `reset()`."""
+        with self._lock:
+            self.stop_event.set()
+            for watch in self._watches:
+                self._fire(watch, "stopped")
+
+    def reset(self) -> None:
+        """Accept requests again after `stop()` (once no request of the stopped work is running)."""
+        self.stop_event.clear()
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, unless stopped (then raise `FetchStopped` at once)."""
+        if self.stop_event.wait(max(0.0, seconds)):
+            raise FetchStopped()
+
+    def _fire(self, watch: _Watch, why: str) -> None:  # with self._lock held
+        if watch.done or watch.fired:
+            return
+        watch.fired = why
+        if watch.sock is not None:
+            _cut(watch.sock)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                for watch in self._watches:
+                    if now >= watch.deadline:
+                        self._fire(watch, "too_slow")
+            time.sleep(WATCHDOG_TICK_S)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Tells the thread's watch about its socket, so a deadline or a stop can cut a wait for headers too."""
+
+    def connect(self) -> None:
+        super().connect()
+        _attach_current(self.sock)
+
+    def getresponse(self, *args, **kwargs):
+        _attach_current(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _attach_current(self.sock)
+
+    def getresponse(self, *args, **kwargs):
+        _attach_current(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections report their sockets to the watchdog."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPConnectionPool,
+                                                   "https": _WatchedHTTPSConnectionPool}
+
+
+def _response_socket(response: requests.Response):
+    """The socket under a streamed response (for sessions whose connections do not report it themselves)."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is None:
+        sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    return sock
+
+
 class HostLimiter:
     """Per-host politeness: a semaphore of `per_host` slots and a minimum gap between request starts.
 
     `defer(host, s)` pushes the host's next allowed start back (used after 429/503 so that every thread, not
-    just the one that was told, waits). `max_in_flight` records the highest concurrency seen per host.
+    just the one that was told, waits). `max_in_flight` records the highest concurrency seen per host. With a
+    `stop_event`, waiting for a slot or for the host's next start ends at once (`FetchStopped`) when it is set.
     """
 
-    def __init__(self, per_host: int, min_delay_s: float):
+    def __init__(self, per_host: int, min_delay_s: float, stop_event: threading.Event | None = None):
         self.per_host = max(1, int(per_host))
         self.min_delay_s = max(0.0, float(min_delay_s))
+        self.stop_event = stop_event or threading.Event()
         self._lock = threading.Lock()
         self._semaphores: dict[str, threading.BoundedSemaphore] = {}
         self._next_start: dict[str, float] = {}
@@ -159,14 +392,16 @@ class HostLimiter:
     def slot(self, host: str) -> Iterator[None]:
         with self._lock:
             semaphore = self._semaphores.setdefault(host, threading.BoundedSemaphore(self.per_host))
-        semaphore.acquire()
+        while not semaphore.acquire(timeout=0.1):
+            if self.stop_event.is_set():
+                raise FetchStopped()
         try:
             with self._lock:
                 now = time.monotonic()
                 start = max(now, self._next_start.get(host, 0.0))
                 self._next_start[host] = start + self.min_delay_s
-            if start > now:
-                time.sleep(start - now)
+            if self.stop_event.wait(max(0.0, start - now)):
+                raise FetchStopped()
             with self._lock:
                 self._in_flight[host] += 1
                 self.max_in_flight[host] = max(self.max_in_flight.get(host, 0), self._in_flight[host])
@@ -203,12 +438,13 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def make_session(config: FetchConfig) -> requests.Session:
-    """A `requests.Session` with the User-Agent set and connection pools sized to the concurrency."""
+    """A `requests.Session` with the User-Agent set, connection pools sized to the concurrency, and connections
+    that report their sockets to the `RequestWatchdog` of the request running in their thread."""
     session = requests.Session()
     session.headers["User-Agent"] = config.user_agent
     # Retries are ours (they honour the host limiter and Retry-After), so urllib3's are off.
-    adapter = HTTPAdapter(pool_connections=max(10, config.max_workers), pool_maxsize=max(1, config.max_workers),
-                          max_retries=0)
+    adapter = _WatchedAdapter(pool_connections=max(10, config.max_workers), pool_maxsize=max(1, config.max_workers),
+                              max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -229,13 +465,28 @@ def _is_read_timeout(exc: BaseException) -> bool:
     return False
 
 
+def _short_cause(exc: BaseException) -> str:
+    """"Connection refused", "Name or service not known", ... from requests' long nested error messages."""
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if match:
+        return match.group(1).strip()
+    match = re.search(r"(Read timed out|Connection aborted|Remote end closed connection without response)", text)
+    return match.group(1) if match else type(exc).__name__
+
+
 class PoliteClient:
-    """HTTP GETs with the politeness rules of `FetchConfig`; shared by page fetching and image downloads."""
+    """HTTP GETs with the politeness rules of `FetchConfig`; shared by page fetching and image downloads.
+
+    `stop()` cuts every request in flight and makes later ones fail at once with `FetchStopped` (Ctrl-C, or a
+    download run that has all the images it wants); `reset()` undoes it.
+    """
 
     def __init__(self, config: FetchConfig, session: requests.Session | None = None):
         self.config = config
         self.session = session or make_session(config)
-        self.limiter = HostLimiter(config.per_host, config.min_delay_s)
+        self.watchdog = RequestWatchdog()
+        self.limiter = HostLimiter(config.per_host, config.min_delay_s, self.watchdog.stop_event)
 
     def close(self) -> None:
         self.session.close()
@@ -246,12 +497,19 @@ class PoliteClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def stop(self) -> None:
+        self.watchdog.stop()
+
+    def reset(self) -> None:
+        self.watchdog.reset()
+
     def fetch(self, url: str, *, max_bytes: int | None = None) -> FetchedBody:
         """GET `url`, following redirects by hand (each hop checked and rate-limited), body capped.
 
         Raises:
             FetchFailure: unsupported scheme (also as a redirect target), redirect loop, too many redirects,
-                too large, too slow, or a transient failure that outlived the retries.
+                too large, too slow, truncated, or a transient failure that outlived the retries;
+                `FetchStopped` once the client is stopped.
         """
         max_bytes = self.config.max_bytes if max_bytes is None else max_bytes
         _check_scheme(url)
@@ -284,53 +542,95 @@ class PoliteClient:
     def _get_with_retries(self, url: str, max_bytes: int) -> tuple[int, Mapping[str, str], bytes]:
         config = self.config
         host = (urlsplit(url).hostname or "").lower()
-        reason = "connection_error"
+        reason, note, truncated = "connection_error", "", None
         for attempt in range(config.retries + 1):
-            wait = config.backoff_s * 2**attempt
+            wait_s = config.backoff_s * 2**attempt
+            truncated = None
             try:
                 status, headers, body = self._attempt(url, host, max_bytes)
-            except requests.Timeout:
-                reason = "timeout"
+            except FetchFailure:
+                raise
+            except _Truncated as exc:
+                reason, note, truncated = "truncated", "", exc
+            except requests.Timeout as exc:
+                reason, note = "timeout", _short_cause(exc)
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                     requests.exceptions.MissingSchema, ValueError) as exc:
                 raise FetchFailure("rejected", "invalid_url", str(exc)[:200]) from exc
-            except requests.RequestException as exc:
+            except (requests.RequestException, OSError) as exc:  # OSError: a socket error requests did not wrap
                 reason = "timeout" if _is_read_timeout(exc) else "connection_error"
+                note = _short_cause(exc)
             else:
                 if status not in RETRY_STATUSES:
                     return status, headers, body
-                reason = f"http_{status}"
+                reason, note = f"http_{status}", ""
                 retry_after = parse_retry_after(headers.get("Retry-After"))
                 if retry_after is not None:
-                    wait = retry_after
+                    wait_s = retry_after
                 if status in (429, 503):
                     # The host asked everyone to slow down, not just this thread.
-                    self.limiter.defer(host, min(wait, config.max_wait_s))
+                    self.limiter.defer(host, min(wait_s, config.max_wait_s))
             if attempt < config.retries:
-                time.sleep(min(wait, config.max_wait_s))
-        raise FetchFailure("error", reason, f"after {config.retries + 1} attempts")
+                self.watchdog.sleep(min(wait_s, config.max_wait_s))
+        attempts = f"after {config.retries + 1} attempt{'s' if config.retries else ''}"
+        if truncated is not None:
+            # Cut short every time: permanent for this URL (a rerun skips it; `overwrite` tries again).
+            raise FetchFailure("rejected", "truncated", f"{truncated} ({attempts})")
+        raise FetchFailure("error", reason, attempts, note)
 
     def _attempt(self, url: str, host: str, max_bytes: int) -> tuple[int, Mapping[str, str], bytes]:
-        """One request, holding a host slot until the body is read (a slot is a connection in use)."""
+        """One request, holding a host slot until the body is read (a slot is a connection in use), under a
+        wall-clock deadline of `max_seconds_per_request` from the first byte sent (see `RequestWatchdog`)."""
         config = self.config
-        with self.limiter.slot(host):
-            started = time.monotonic()
-            response = self.session.get(url, stream=True, allow_redirects=False,
-                                        timeout=(config.connect_timeout_s, config.read_timeout_s))
+        limit = config.max_seconds_per_request
+        with self.limiter.slot(host), self.watchdog.watch(limit) as watch:
+
+            def cut_short() -> FetchFailure:
+                if watch.fired == "stopped":
+                    return FetchStopped()
+                return FetchFailure("error", "too_slow", f"over {limit:g} s")
+
+            if watch.fired:
+                raise cut_short()
+            try:
+                response = self.session.get(url, stream=True, allow_redirects=False,
+                                            timeout=(config.connect_timeout_s, min(config.read_timeout_s, limit)))
+            except Exception as exc:
+                if watch.fired:
+                    raise cut_short() from exc
+                raise
+            watch.attach(_response_socket(response))  # for a session whose connections do not report themselves
             with response:
-                if not 200 <= response.status_code < 300:
-                    return response.status_code, response.headers, b""  # error and redirect bodies are unread
-                declared = response.headers.get("Content-Length", "").strip()
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchFailure("rejected", "too_large", f"Content-Length {declared} > {max_bytes}")
-                body = bytearray()
-                for chunk in response.iter_content(chunk_size=64 * 1024):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FetchFailure("rejected", "too_large", f"more than {max_bytes} bytes streamed")
-                    if time.monotonic() - started > config.max_seconds_per_request:
-                        raise FetchFailure("error", "too_slow", f"over {config.max_seconds_per_request} s")
-                return response.status_code, response.headers, bytes(body)
+                try:
+                    if watch.fired:  # cut while headers came in: an EOF there reads as "end of headers"
+                        raise cut_short()
+                    if not 200 <= response.status_code < 300:
+                        return response.status_code, response.headers, b""  # error and redirect bodies are unread
+                    declared = response.headers.get("Content-Length", "").strip()
+                    if declared.isdigit() and int(declared) > max_bytes:
+                        raise FetchFailure("rejected", "too_large", f"Content-Length {declared} > {max_bytes}")
+                    body = bytearray()
+                    try:
+                        for chunk in response.iter_content(chunk_size=STREAM_CHUNK):
+                            body += chunk
+                            if len(body) > max_bytes:
+                                raise FetchFailure("rejected", "too_large", f"more than {max_bytes} bytes streamed")
+                            if watch.fired or time.monotonic() > watch.deadline:
+                                raise cut_short()
+                    except FetchFailure:
+                        raise
+                    except Exception as exc:
+                        if watch.fired:
+                            raise cut_short() from exc
+                        got = response.raw.tell()
+                        if declared.isdigit() and got < int(declared):
+                            raise _Truncated(got, int(declared)) from exc
+                        raise
+                    if watch.fired:  # the EOF that ended the body may be the cut, not the end
+                        raise cut_short()
+                    return response.status_code, response.headers, bytes(body)
+                finally:
+                    watch.detach()  # before the connection can go back to the pool for another request
 
 
 def _check_scheme(url: str) -> None:
@@ -397,7 +697,9 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
     """Check that `data` is a complete raster photo of at least `min_size` px per side; hash it.
 
     The pixel count is checked from the header before any decoding (so a 20000x20000 PNG of zeros is never
-    inflated), and Pillow's own bomb guard stays on (see `pillow_bomb_guard`, used by `download_images`).
+    inflated), and Pillow's own bomb guard stays on (see `pillow_bomb_guard`, used by `download_images`; outside
+    it Pillow may print its DecompressionBombWarning for large images). A bomb's reason quotes the limit in force,
+    `max_pixels` (or Pillow's `MAX_IMAGE_PIXELS` when that is lower).
 
     Raises:
         ImageRejected: reason `empty`, `not_an_image`, `unsupported_format`, `decompression_bomb`, `too_small`,
@@ -417,7 +719,11 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("decompression_bomb", str(exc)[:120]) from exc
+        # Pillow's message quotes its own threshold (twice MAX_IMAGE_PIXELS for the error); quote ours.
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        detail = f"{size.group(1)} pixels > {limit} pixels" if size else f"more than {limit} pixels"
+        raise ImageRejected("decompression_bomb", detail) from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected("not_an_image") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
@@ -428,13 +734,14 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
 
 @contextmanager
 def pillow_bomb_guard(max_pixels: int) -> Iterator[None]:
-    """Within the block: Pillow's `MAX_IMAGE_PIXELS` is at most `max_pixels`, its DecompressionBombWarning is an
-    error (so it rejects instead of merely warning), and truncated files are never silently accepted.
+    """Within the block: Pillow's `MAX_IMAGE_PIXELS` is `max_pixels` (the configured limit rules, above or below
+    Pillow's default), its DecompressionBombWarning is an error (so it rejects, with the configured limit in the
+    reason, instead of printing a warning to the console), and truncated files are never silently accepted.
 
     These are process-wide Pillow/warnings settings (worker threads must see them), restored on exit.
     """
     old_max, old_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-    Image.MAX_IMAGE_PIXELS = max_pixels if old_max is None else min(old_max, max_pixels)
+    Image.MAX_IMAGE_PIXELS = max_pixels
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
@@ -477,26 +784,172 @@ def fetch_and_check(client: PoliteClient, candidate: Candidate, config: FetchCon
         return Outcome(candidate, "error", f"unexpected: {type(exc).__name__}: {str(exc)[:160]}")
 
 
+# Ranks order the copies of a photo; the copy ranked first is the one kept. This run's candidates rank by their
+# position in the source's list, (1, i); saved rows of earlier runs whose URL this run does not list rank before
+# all of them, (0, row number). `_LAST` ranks after everything (no download outstanding).
+_LAST = (2, 0)
+
+
+@dataclass(eq=False)
+class _Copy:
+    """One copy of a photo that may be kept: a saved row of an earlier run, or an image this run downloaded."""
+
+    rank: tuple[int, int]
+    row: dict[str, str]  # its manifest row, updated in place
+    sha: str
+    phash: int | None
+    name: str  # the file it has while kept (content-named)
+    kept: bool = False
+
+
+def _target(reason: str) -> str:
+    """The file a `duplicate_of: X` / `near_duplicate_of: X (distance d)` reason points at."""
+    return reason.split(":", 1)[1].strip().split(" (", 1)[0] if ":" in reason else ""
+
+
 class DedupeIndex:
-    """Exact (sha256) and near (pHash) lookup over the images already kept in a person's folder."""
+    """Decides which copy of each photo is kept, whatever order the downloads finish in.
 
-    def __init__(self) -> None:
-        self.by_sha: dict[str, str] = {}
-        self.hashes: list[tuple[int, str]] = []
+    Among copies that are exact (sha256) or near (pHash within `threshold`) duplicates, the one ranked first
+    (candidate order) is kept: the decisions are those of a run taking the images one at a time in rank order. A
+    copy is a `duplicate` of a kept copy with the same bytes, else a `near_duplicate` of the nearest kept copy
+    within the threshold, else kept (`saved`). `place` adds a downloaded image and redoes the decisions from its rank
+    on, so a copy that arrives after a later-ranked duplicate was saved takes its place. Near duplicates do not
+    chain (A near B near C, A not near C), so a copy dropped once can be kept again when another copy arrives; the
+    bytes of dropped copies are held (`spare`) while a download ranked before them is outstanding (`settle`).
+
+    Rows of earlier runs that are (near) duplicates stay (near) duplicates (their bytes were never kept); when the
+    file they point at is dropped they point at the file that replaced it (`followers`). `unclaimed` maps sha256
+    to image files on disk that no row names (a run killed between writing a file and its manifest): a download
+    with those bytes takes the file over instead of writing it again; they are no dedupe reference of their own.
+    """
+
+    def __init__(self, threshold: int = 6) -> None:
+        self.threshold = threshold
+        self.copies: list[_Copy] = []  # in rank order
+        self._ranks: list[tuple[int, int]] = []
         self.unclaimed: dict[str, str] = {}  # sha -> file: images on disk that no manifest row claims yet
+        self.followers: list[dict[str, str]] = []  # earlier runs' duplicate and near_duplicate rows
+        self.spare: dict[str, bytes] = {}  # sha -> bytes of a dropped copy that may be kept again
 
-    def add(self, sha: str, phash: int | None, file: str) -> None:
-        self.by_sha.setdefault(sha, file)
-        if phash is not None:
-            self.hashes.append((phash, file))
+    @property
+    def kept_count(self) -> int:
+        return sum(copy.kept for copy in self.copies)
 
-    def nearest(self, phash: int, threshold: int) -> tuple[str, int] | None:
+    def add_saved(self, row: dict[str, str], rank: tuple[int, int]) -> None:
+        """An earlier run's saved row (its file is on disk, or was)."""
+        phash = int(row["phash"], 16) if row.get("phash") else None
+        self._insert(_Copy(rank, row, row["sha256"], phash, row.get("file", ""), kept=True))
+
+    def _insert(self, copy: _Copy) -> int:
+        position = bisect.bisect_right(self._ranks, copy.rank)
+        self._ranks.insert(position, copy.rank)
+        self.copies.insert(position, copy)
+        return position
+
+    def _remove(self, position: int) -> None:
+        del self._ranks[position], self.copies[position]
+
+    def _decisions(self, start: int) -> list[tuple[_Copy, str, str]]:
+        """(copy, status, reason) for the copies from position `start` on, given the kept ones before it."""
+        by_sha = {c.sha: c for c in reversed(self.copies[:start]) if c.kept}
+        hashed = [c for c in self.copies[:start] if c.kept and c.phash is not None]
+        decisions = []
+        for copy in self.copies[start:]:
+            same = by_sha.get(copy.sha)
+            near = None if same is not None or copy.phash is None else self._nearest(copy.phash, hashed)
+            if same is not None:
+                decisions.append((copy, "duplicate", f"duplicate_of: {same.name}"))
+            elif near is not None:
+                decisions.append((copy, "near_duplicate", f"near_duplicate_of: {near[0].name} (distance {near[1]})"))
+            else:
+                decisions.append((copy, "saved", ""))
+                by_sha[copy.sha] = copy
+                if copy.phash is not None:
+                    hashed.append(copy)
+        return decisions
+
+    def _nearest(self, phash: int, kept: list[_Copy]) -> tuple[_Copy, int] | None:
         best = None
-        for other, file in self.hashes:
-            distance = hamming_distance(phash, other)
-            if distance <= threshold and (best is None or distance < best[1]):
-                best = (file, distance)
+        for other in kept:  # in rank order: of equally near copies the first ranked wins
+            distance = hamming_distance(phash, other.phash)
+            if distance <= self.threshold and (best is None or distance < best[1]):
+                best = (other, distance)
         return best
+
+    def _needed(self, sha: str, frontier: tuple[int, int]) -> bool:
+        """Could a copy with these bytes still be kept again (a download ranked before it is outstanding)?"""
+        return any(c.sha == sha and c.rank > frontier for c in self.copies)
+
+    def place(self, copy: _Copy, data: bytes, person_dir: Path, *, overwrite: bool = False,
+              frontier: tuple[int, int] = _LAST) -> list[str]:
+        """Add this run's downloaded image and redo the decisions from its rank on (main thread only).
+
+        Files that become kept are written (atomically) before any row is changed, then the rows are updated in
+        memory. Returns the files no longer kept: the caller writes the manifest first and deletes them after, so
+        the manifest on disk never names a missing file (a run stopped in between leaves a file that no row claims
+        and whose bytes a duplicate row names; `_build_index` deletes it). `frontier` is the rank of the first
+        download still outstanding (copies ranked after it may change again).
+        """
+        position = self._insert(copy)
+        claimed = self.unclaimed.pop(copy.sha, None)
+        try:
+            decisions = self._decisions(position)
+            before = {c.name for c in self.copies if c.kept} | ({claimed} if claimed else set())
+            after = {c.name for c in self.copies[:position] if c.kept}
+            after |= {c.name for c, status, _ in decisions if status == "saved"}
+            for c, status, _ in decisions:
+                if status == "saved" and c.name not in before:
+                    path = person_dir / c.name
+                    source = data if c is copy else self.spare.get(c.sha)
+                    if source is not None and (overwrite or not path.exists()):
+                        atomic_write_bytes(path, source)
+        except BaseException:
+            self._remove(position)
+            if claimed:
+                self.unclaimed[copy.sha] = claimed
+            raise
+        for c, status, reason in decisions:
+            c.kept = status == "saved"
+            c.row.update(status=status, reason=reason, file=c.name if c.kept else "")
+        dropped = sorted(before - after)
+        if dropped:
+            self._repoint(set(dropped))
+        for name in dropped:  # keep the bytes of a dropped copy that may come back
+            owner = next((c for c in self.copies if c.name == name), None)
+            if owner is not None and owner.sha not in self.spare and self._needed(owner.sha, frontier):
+                source = data if owner is copy else None
+                try:
+                    self.spare[owner.sha] = source if source is not None else (person_dir / name).read_bytes()
+                except OSError:
+                    pass  # already gone (deleted by hand): it cannot be kept again
+        if not copy.kept and copy.sha not in self.spare and copy.name not in after and self._needed(copy.sha,
+                                                                                                   frontier):
+            self.spare[copy.sha] = data
+        return dropped
+
+    def _repoint(self, dropped: set[str]) -> None:
+        """Earlier runs' duplicate rows that point at a dropped file now point at the copy that replaced it."""
+        owners = {c.name: c for c in self.copies if not c.kept and c.name in dropped}
+        for row in self.followers:
+            owner = owners.get(_target(row.get("reason", "")))
+            if owner is None:
+                continue
+            if row.get("sha256") == owner.sha or not row.get("phash") or owner.phash is None:
+                row.update(status=owner.row["status"], reason=owner.row["reason"])
+                continue
+            keeper = _target(owner.row["reason"])
+            kept = next((c for c in self.copies if c.kept and c.name == keeper), None)
+            if kept is None or kept.phash is None:
+                row.update(status=owner.row["status"], reason=owner.row["reason"])
+            else:
+                distance = hamming_distance(int(row["phash"], 16), kept.phash)
+                row.update(status="near_duplicate", reason=f"near_duplicate_of: {keeper} (distance {distance})")
+
+    def settle(self, frontier: tuple[int, int]) -> None:
+        """Forget held bytes that no copy can need any more (every download ranked before it has finished)."""
+        for sha in [sha for sha in self.spare if not self._needed(sha, frontier)]:
+            del self.spare[sha]
 
 
 def _as_candidate(record: Candidate | Mapping) -> Candidate:
@@ -505,27 +958,35 @@ def _as_candidate(record: Candidate | Mapping) -> Candidate:
     return Candidate(**{key: str(record.get(key) or "") for key in ("url", "page", "title", "license", "author")})
 
 
-def _build_index(person_dir: Path, rows: Iterable[Mapping[str, str]]) -> DedupeIndex:
-    """Index saved rows of earlier runs, plus image files on disk that no row names (a run killed between
-    writing a file and flushing the manifest leaves those)."""
-    index = DedupeIndex()
-    claimed = set()
-    for row in rows:
-        if row.get("status") == "saved" and row.get("sha256"):
-            phash = int(row["phash"], 16) if row.get("phash") else None
-            index.add(row["sha256"], phash, row.get("file", ""))
+def _build_index(person_dir: Path, rows: Iterable[dict[str, str]], *, threshold: int = 6,
+                 ranks: Mapping[str, tuple[int, int]] | None = None) -> DedupeIndex:
+    """Index the saved rows of earlier runs (ranked by `ranks`, URL -> rank, or else before every candidate),
+    note their duplicate rows, and list image files on disk that no row names (`DedupeIndex.unclaimed`).
+
+    An unnamed file whose bytes a duplicate or near_duplicate row carries is a copy that an earlier-ranked
+    duplicate replaced, left by a run stopped between writing its manifest and deleting the file: it is deleted.
+    """
+    index = DedupeIndex(threshold)
+    ranks = ranks or {}
+    claimed: set[str] = set()
+    demoted: set[str] = set()
+    for number, row in enumerate(rows):
+        status = row.get("status")
+        if status == "saved" and row.get("sha256"):
+            index.add_saved(row, ranks.get(row.get("url", ""), (0, number)))
             claimed.add(row.get("file", ""))
+        elif status in ("duplicate", "near_duplicate"):
+            index.followers.append(row)
+            if row.get("sha256"):
+                demoted.add(row["sha256"])
     for path in sorted(person_dir.iterdir()) if person_dir.exists() else []:
         if path.name in claimed or not SAVED_NAME.match(path.name):
             continue
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            phash = inspect_image(data, min_size=1).phash
-        except ImageRejected:
-            continue
-        index.add(sha, phash, path.name)
-        index.unclaimed[sha] = path.name
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        if sha in demoted:
+            path.unlink(missing_ok=True)
+        else:
+            index.unclaimed.setdefault(sha, path.name)
     return index
 
 
@@ -538,36 +999,26 @@ def _remove_stale_parts(person_dir: Path) -> int:
     return removed
 
 
-def _decide(outcome: Outcome, index: DedupeIndex, person_dir: Path, config: FetchConfig) -> dict[str, str]:
-    """Turn a worker's outcome into a manifest row, writing the file when it is new (main thread only)."""
+def _decide(outcome: Outcome, index: DedupeIndex, person_dir: Path, config: FetchConfig, *,
+            rank: tuple[int, int] = (1, 0), frontier: tuple[int, int] = _LAST) -> tuple[dict[str, str], list[str]]:
+    """Turn a worker's outcome into a manifest row (main thread only); an image goes to `index.place`, which
+    writes its file when it is kept and may change the rows of its later-ranked duplicates.
+
+    Returns the row and the files no longer kept (delete them after the manifest is written).
+    """
     c = outcome.candidate
     row = {"url": c.url, "page": c.page, "title": c.title, "license": c.license, "author": c.author,
            "sha256": outcome.sha256, "phash": "", "width": "", "height": "", "file": "",
            "status": outcome.status, "reason": outcome.reason}
     if outcome.status != "ok" or outcome.check is None:
-        return row
+        return row, []
     check = outcome.check
     row.update(phash=f"{check.phash:016x}", width=str(check.width), height=str(check.height))
-    existing = index.by_sha.get(outcome.sha256)
-    if existing is not None and outcome.sha256 not in index.unclaimed:
-        row.update(status="duplicate", reason=f"duplicate_of: {existing}")
-        return row
-    if existing is None:
-        near = index.nearest(check.phash, config.phash_threshold)
-        if near is not None:
-            row.update(status="near_duplicate", reason=f"near_duplicate_of: {near[0]} (distance {near[1]})")
-            return row
-    if existing is not None:  # the same bytes are already on disk from a run that died before its manifest
-        name = index.unclaimed.pop(outcome.sha256)
-    else:
-        # Name from the content only: nothing from the URL can reach the file system.
-        name = outcome.sha256[:16] + check.extension
-        path = person_dir / name
-        if config.overwrite or not path.exists():
-            atomic_write_bytes(path, outcome.data)
-        index.add(outcome.sha256, check.phash, name)
-    row.update(status="saved", reason="", file=name)
-    return row
+    # Name from the content only: nothing from the URL can reach the file system.
+    name = index.unclaimed.get(outcome.sha256) or outcome.sha256[:16] + check.extension
+    copy = _Copy(rank, row, outcome.sha256, check.phash, name)
+    dropped = index.place(copy, outcome.data, person_dir, overwrite=config.overwrite, frontier=frontier)
+    return row, dropped
 
 
 def _reason_token(reason: str) -> str:
@@ -582,6 +1033,14 @@ def download_images(
     client: PoliteClient | None = None,
 ) -> dict:
     """Download candidates into `person_dir`, deduping against it, and keep `person_dir/manifest.csv` current.
+
+    Results are recorded as downloads complete, so one slow host never delays the others' rows; the manifest is
+    rewritten every `flush_every` results, every `flush_interval_s` seconds while results arrive, whenever a copy
+    listed earlier replaces a saved duplicate (before the replaced file is deleted), and at the end (rows in
+    candidate order). Of duplicates the copy listed first is kept, whatever finished first (`DedupeIndex`). On
+    Ctrl-C (KeyboardInterrupt) or any other exception, in-flight requests are cut, the manifest of what finished
+    is written, no `.part` file is left, and the exception propagates; a rerun resumes. A `client` passed in
+    stays stopped after such an exception (see `PoliteClient.stop`).
 
     Args:
         records: `Candidate`s (or dicts with url, page, title, license, author); repeated URLs count once.
@@ -605,7 +1064,6 @@ def download_images(
     previous = [] if config.overwrite else read_csv(manifest_path)
     rows: dict[str, dict[str, str]] = {row["url"]: row for row in previous if row.get("url")}
     finished = {url for url, row in rows.items() if row.get("status") in FINAL_STATUSES}
-    index = _build_index(person_dir, rows.values())
     total_saved = sum(row.get("status") == "saved" for row in rows.values())
 
     candidates: dict[str, Candidate] = {}
@@ -613,59 +1071,97 @@ def download_images(
         candidate = _as_candidate(record)
         candidates.setdefault(candidate.url, candidate)
     todo = [c for url, c in candidates.items() if url not in finished]
+    # Manifest row order: earlier rows as they were, then this run's candidates in the order the source gave them.
+    order = list(rows) + [url for url in candidates if url not in rows]
 
     counts: Counter = Counter()
     rejected_by_reason: Counter = Counter()
     errors_by_reason: Counter = Counter()
+    attempted: list[str] = []
     own_client = client is None
     client = client or PoliteClient(config)
+    # The copy of a photo that is kept is the first in candidate order, not the first to finish downloading.
+    ranks = {url: (1, i) for i, url in enumerate(candidates)}
 
     def flush() -> None:
-        write_csv_atomic(manifest_path, rows.values(), MANIFEST_FIELDS)
+        write_csv_atomic(manifest_path, (rows[url] for url in order if url in rows), MANIFEST_FIELDS)
 
-    # Results are consumed in candidate order (a bounded window runs ahead), so dedupe decisions and the
-    # manifest are deterministic whatever order the downloads finish in.
+    # A bounded window of submitted downloads (so nothing much runs past max_images); results are taken as they
+    # complete, the ones that completed together in candidate order.
     window = max(1, 2 * config.max_workers)
-    pending: deque = deque()
-    todo_iter = iter(todo)
+    pending: dict = {}  # future -> position in `todo`
+    submitted = 0
     executor = ThreadPoolExecutor(max_workers=max(1, config.max_workers), thread_name_prefix="fetch")
     bar = tqdm(total=len(todo), desc=f"fetch {person_dir.name}", unit="img", disable=not config.progress)
+    unflushed, last_flush = 0, time.monotonic()
+    aborted = False
     try:
         with pillow_bomb_guard(config.max_pixels):
+            index = _build_index(person_dir, rows.values(), threshold=config.phash_threshold, ranks=ranks)
+            unindexed_saved = total_saved - index.kept_count  # saved rows without a sha256 (hand-edited manifests)
             limit_reached = bool(config.max_images) and total_saved >= config.max_images
             while not limit_reached:
-                while len(pending) < window:
-                    candidate = next(todo_iter, None)
-                    if candidate is None:
-                        break
-                    pending.append(executor.submit(fetch_and_check, client, candidate, config))
+                while len(pending) < window and submitted < len(todo):
+                    pending[executor.submit(fetch_and_check, client, todo[submitted], config)] = submitted
+                    submitted += 1
                 if not pending:
                     break
-                outcome = pending.popleft().result()
-                row = _decide(outcome, index, person_dir, config)
-                rows[row["url"]] = row
-                counts["attempted"] += 1
-                counts[row["status"]] += 1
-                if row["status"] == "rejected":
-                    rejected_by_reason[_reason_token(row["reason"])] += 1
-                elif row["status"] == "error":
-                    errors_by_reason[_reason_token(row["reason"])] += 1
-                elif row["status"] == "saved":
-                    total_saved += 1
+                # Wake in time for the interval flush when rows are waiting for it.
+                timeout = max(0.05, config.flush_interval_s - (time.monotonic() - last_flush)) if unflushed else 1.0
+                done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+                batch = sorted(done, key=pending.__getitem__)
+                positions = [pending.pop(future) for future in batch]
+                outstanding = min(pending.values(), default=submitted)
+                for j, future in enumerate(batch):
+                    if limit_reached:
+                        continue  # finished after the limit: not recorded, a later run may take it
+                    # The first download not placed yet (still running, or later in this batch): copies ranked
+                    # after it may still change, so the bytes of those dropped are held until then.
+                    first = min([outstanding, *positions[j + 1:j + 2]])
+                    frontier = ranks[todo[first].url] if first < len(todo) else _LAST
+                    outcome = future.result()
+                    row, dropped = _decide(outcome, index, person_dir, config, rank=ranks[outcome.candidate.url],
+                                           frontier=frontier)
+                    rows[row["url"]] = row
+                    attempted.append(row["url"])
+                    unflushed += 1
+                    if row["status"] == "rejected":
+                        rejected_by_reason[_reason_token(row["reason"])] += 1
+                    elif row["status"] == "error":
+                        errors_by_reason[_reason_token(row["reason"])] += 1
+                    if dropped:  # a copy ranked earlier replaced them: manifest first, then the files
+                        flush()
+                        unflushed, last_flush = 0, time.monotonic()
+                        for name in dropped:
+                            (person_dir / name).unlink(missing_ok=True)
+                    total_saved = unindexed_saved + index.kept_count
                     limit_reached = bool(config.max_images) and total_saved >= config.max_images
-                bar.update(1)
-                bar.set_postfix(saved=counts["saved"], refresh=False)
-                if counts["attempted"] % max(1, config.flush_every) == 0:
+                    bar.update(1)
+                    bar.set_postfix(saved=total_saved, refresh=False)
+                index.settle(ranks[todo[outstanding].url] if outstanding < len(todo) else _LAST)
+                if unflushed and (unflushed >= max(1, config.flush_every)
+                                  or time.monotonic() - last_flush >= config.flush_interval_s):
                     flush()
+                    unflushed, last_flush = 0, time.monotonic()
+    except BaseException:
+        aborted = True
+        raise
     finally:
-        for future in pending:
-            future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        running = [future for future in pending if not future.cancel()]
+        if running:
+            client.stop()  # cut the requests still in flight: their results are not recorded
+        # After an exception (Ctrl-C above all) nobody waits for the workers: they were cut and end by themselves.
+        executor.shutdown(wait=not aborted, cancel_futures=True)
+        if running and not aborted:
+            client.reset()  # every worker has returned, so a client passed in can be used again
         bar.close()
         flush()
         if own_client:
             client.close()
 
+    # This run's rows as they ended (a row saved early in the run may have become a duplicate since).
+    counts = Counter(rows[url]["status"] for url in attempted)
+    counts["attempted"] = len(attempted)
     return {
         "folder": str(person_dir),
         "manifest": str(manifest_path),
@@ -713,23 +1209,35 @@ def collect_candidates(
     api_url: str = WIKIMEDIA_API,
     stats: Counter | None = None,
 ) -> list[Candidate]:
-    """Ask one source for candidates, fetching pages and API answers through `client` (see `fetch_person`)."""
+    """Ask one source for candidates, fetching pages and API answers through `client` (see `fetch_person`).
+
+    Raises:
+        InputError: an unknown source, a missing or non-http(s) start URL, a bad `robots_unreachable` value.
+        PageFetchError: (a `RunFailed`) the start page or first API request failed: host unreachable, HTTP
+            4xx/5xx, robots.txt unreachable (with `robots_unreachable="disallow"`).
+    """
     config = client.config
     stats = stats if stats is not None else Counter()
-    robots = RobotsPolicy(client.fetch_text, config.user_agent) if config.respect_robots else None
+    if source not in ("wikimedia", "page", "search"):
+        raise InputError(f"unknown source {source!r}; choose wikimedia, page or search")
+    robots = None
+    if config.respect_robots and source != "wikimedia":
+        robots = RobotsPolicy(client.fetch_text, config.user_agent, unreachable=config.robots_unreachable)
     if source == "wikimedia":
+        check_start_url(api_url, "the Wikimedia API URL (api_url)")
         records = wikimedia_candidates(
             client.fetch_text, query=None if category else (query or person), category=category,
             api_url=api_url, thumb_width=config.thumb_width, max_requests=config.max_pages, stats=stats)
     elif source == "page":
         if not url:
-            raise ValueError("source 'page' needs url= (the gallery page to start from)")
+            raise InputError("source 'page' needs url= (the gallery page to start from)")
+        check_start_url(url)
         records = gallery_candidates(client.fetch_text, url, max_pages=config.max_pages, robots=robots, stats=stats)
-    elif source == "search":
+    else:
+        if url:
+            check_start_url(url)
         records = search_candidates(client.fetch_text, query or person, url=url, max_pages=config.max_pages,
                                     robots=robots, stats=stats)
-    else:
-        raise ValueError(f"unknown source {source!r}; choose wikimedia, page or search")
     return list(records)
 
 
@@ -759,7 +1267,11 @@ def fetch_person(
 
     Returns:
         The `download_images` summary plus person, source, and page/API counters (pages_fetched,
-        pages_blocked_by_robots, page_errors, api_requests, api_errors).
+        pages_blocked_by_robots, pages_robots_unreachable, page_errors, api_requests, api_errors).
+
+    Raises:
+        InputError: bad input (see `collect_candidates`); the CLI exits 2.
+        RunFailed: the start page or API could not be used (a `PageFetchError`); the CLI exits 1.
     """
     config = config or FetchConfig()
     person_dir = Path(out) / slugify(person)

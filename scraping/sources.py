@@ -12,12 +12,16 @@ serve everything from a loopback server.
   (https://meta.wikimedia.org/wiki/User-Agent_policy); set `FetchConfig.user_agent`.
 - Gallery pages: parsed with beautifulsoup4 (`<img src>`, the largest `srcset` entry, lazy `data-src` /
   `data-srcset` / `data-original`, `<picture><source srcset>`, `<a href>` links to image files), following
-  "next page" links up to a limit, honouring robots.txt.
+  "next page" links up to a limit, honouring robots.txt (RFC 9309; see `RobotsPolicy`).
 - Image-search results (Bing's HTML result page: `a.iusc` anchors whose `m` attribute holds JSON with `murl`,
   `purl`, `t`). Best effort and fragile by nature: the markup is undocumented and changes without notice, and
   the search engine's robots.txt may forbid automated fetches of result pages (then, with robots honoured, this
   source yields nothing and says so). It is tested only against a fixture page, never the live site; a results
   page saved by hand and served locally works too (`url=`).
+
+A start URL that is not absolute http(s) raises `InputError` (bad input); a start page or first API request that
+fails (no answer, HTTP 4xx/5xx, robots.txt unreachable) raises `PageFetchError`, a `RunFailed`: both reach the
+command line as one line (exit 2 and 1).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from urllib.parse import urldefrag, urlencode, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 from bs4 import BeautifulSoup
+
+from common.errors import InputError, RunFailed
 
 WIKIMEDIA_API = "https://commons.wikimedia.org/w/api.php"
 BING_IMAGE_SEARCH = "https://www.bing.com/images/search"
@@ -57,8 +63,15 @@ class Candidate:
     author: str = ""  # author / artist as plain text (Wikimedia only)
 
 
-class PageFetchError(Exception):
-    """A page or API request failed for good (network failure after retries, a redirect loop, ...)."""
+class PageFetchError(RunFailed):
+    """A page or API request failed for good (network failure after retries, a redirect loop, ...).
+
+    A `RunFailed`: when it ends a run (the start page failed), the command line reports one line and exits 1.
+    """
+
+
+class RobotsUnreachable(PageFetchError):
+    """robots.txt could not be read (5xx, 429, no answer), so the site is disallowed (RFC 9309)."""
 
 
 # url -> (HTTP status, decoded body text); raises PageFetchError when no HTTP answer could be had.
@@ -99,6 +112,12 @@ def is_http_url(url: str) -> bool:
     """True for absolute http(s) URLs with a host."""
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def check_start_url(url: str, what: str = "the start page") -> None:
+    """Raise `InputError` unless `url` is an absolute http(s) URL with a host (file:, ftp:, relative paths...)."""
+    if not isinstance(url, str) or not is_http_url(url.strip()):
+        raise InputError(f"{what} must be an absolute http:// or https:// URL, got {url!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -202,8 +221,10 @@ def wikimedia_candidates(
         stats: optional counter; gets `api_requests` and `api_errors`.
 
     Raises:
+        InputError: `api_url` is not an http(s) URL.
         PageFetchError: the first request fails or the API answers with an error (later failures stop paging).
     """
+    check_start_url(api_url, "the Wikimedia API URL (api_url)")
     stats = stats if stats is not None else Counter()
     base = wikimedia_params(query=query, category=category, thumb_width=thumb_width, batch=batch)
     continuation: dict[str, str] = {}
@@ -220,7 +241,8 @@ def wikimedia_candidates(
         except (PageFetchError, ValueError) as exc:
             stats["api_errors"] += 1
             if request_index == 0:
-                raise PageFetchError(str(exc)) from exc
+                text = str(exc) if api_url in str(exc) else f"Wikimedia API request to {api_url} failed: {exc}"
+                raise PageFetchError(text) from exc
             return
         stats["api_requests"] += 1
         yield from parse_wikimedia_response(data)
@@ -362,34 +384,60 @@ def parse_gallery_html(html_text: str, page_url: str) -> tuple[list[Candidate], 
 class RobotsPolicy:
     """robots.txt checks for HTML pages, one parsed file per site, fetched through the same `FetchText`.
 
-    Status handling follows RFC 9309: 2xx is parsed; 401/403 disallow the whole site (as `urllib.robotparser`
-    does); any other 4xx (a missing robots.txt) allows everything; 5xx or no answer disallow the whole site for
-    this run, since an unreachable robots.txt may hide rules we would break.
+    Status handling follows RFC 9309: 2xx is parsed; a missing robots.txt (4xx) allows everything, except that
+    401/403 disallow the whole site (as `urllib.robotparser` does: the site refuses us); a robots.txt that cannot
+    be read (5xx, 429 "come back later", or no answer at all) is *unreachable*, and then the whole site is
+    disallowed for this run (the RFC's default, since it may hide rules we would break) unless
+    `unreachable="allow"`. `verdict(url)` tells the three cases apart, so callers can say "robots.txt unreachable"
+    instead of "blocked by robots"; `unreachable_why(url)` says what went wrong.
     """
 
-    def __init__(self, fetch_text: FetchText, user_agent: str):
+    def __init__(self, fetch_text: FetchText, user_agent: str, *, unreachable: str = "disallow"):
+        if unreachable not in ("disallow", "allow"):
+            raise InputError(f"robots_unreachable must be 'disallow' or 'allow', got {unreachable!r}")
         self.fetch_text = fetch_text
         self.user_agent = user_agent
+        self.unreachable = unreachable
         self._parsers: dict[str, RobotFileParser] = {}
+        self._unreachable: dict[str, str] = {}  # site -> what went wrong reading its robots.txt
 
-    def allowed(self, url: str) -> bool:
+    @staticmethod
+    def _site(url: str) -> str:
         parts = urlsplit(url)
-        site = f"{parts.scheme}://{parts.netloc}"
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def verdict(self, url: str) -> str:
+        """ "allowed", "disallowed" (by the rules, or 401/403), or "unreachable" (robots.txt could not be read)."""
+        site = self._site(url)
+        if site in self._unreachable:
+            return "unreachable"
         parser = self._parsers.get(site)
         if parser is None:
             parser = RobotFileParser(f"{site}/robots.txt")
             try:
                 status, text = self.fetch_text(f"{site}/robots.txt")
-            except PageFetchError:
-                status, text = 503, ""
+            except PageFetchError as exc:
+                self._unreachable[site] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                return "unreachable"
+            if status >= 500 or status == 429:
+                self._unreachable[site] = f"HTTP {status}"
+                return "unreachable"
             if 200 <= status < 300:
                 parser.parse(text.splitlines())
-            elif status in (401, 403) or status >= 500:
+            elif status in (401, 403):
                 parser.disallow_all = True
             else:
                 parser.allow_all = True
             self._parsers[site] = parser
-        return parser.can_fetch(self.user_agent, url)
+        return "allowed" if parser.can_fetch(self.user_agent, url) else "disallowed"
+
+    def unreachable_why(self, url: str) -> str:
+        """What went wrong reading the robots.txt of `url`'s site ("" if it was read)."""
+        return self._unreachable.get(self._site(url), "")
+
+    def allowed(self, url: str) -> bool:
+        verdict = self.verdict(url)
+        return verdict == "allowed" or (verdict == "unreachable" and self.unreachable == "allow")
 
 
 def crawl_pages(
@@ -404,11 +452,16 @@ def crawl_pages(
     """Fetch `start_url`, yield what `parse(html, url)` finds, follow its next-page URL up to `max_pages`.
 
     Only pages on the same site are followed (a "next" link elsewhere ends the crawl), each page at most once.
-    `stats` gets `pages_fetched`, `pages_blocked_by_robots`, `page_errors`.
+    `stats` gets `pages_fetched`, `pages_blocked_by_robots` (robots.txt rules forbid the page),
+    `pages_robots_unreachable` (robots.txt could not be read), `page_errors`. A start page that robots.txt
+    forbids yields nothing (and is counted); everything else wrong with the start page raises.
 
     Raises:
+        InputError: `start_url` is not an absolute http(s) URL.
+        RobotsUnreachable: the site's robots.txt cannot be read and `robots.unreachable` is "disallow".
         PageFetchError: the first page cannot be fetched (later failures end the crawl quietly, counted).
     """
+    check_start_url(start_url)
     stats = stats if stats is not None else Counter()
     site = urlsplit(start_url)[:2]
     seen_urls: set[str] = set()
@@ -416,20 +469,33 @@ def crawl_pages(
     url: str | None = start_url
     while url and len(seen_pages) < max_pages and url not in seen_pages and urlsplit(url)[:2] == site:
         seen_pages.add(url)
-        if robots is not None and not robots.allowed(url):
-            stats["pages_blocked_by_robots"] += 1
-            return
+        first = len(seen_pages) == 1
+        if robots is not None:
+            verdict = robots.verdict(url)
+            if verdict == "unreachable":
+                stats["pages_robots_unreachable"] += 1
+                if robots.unreachable != "allow":
+                    if first:
+                        raise RobotsUnreachable(
+                            f"robots.txt unreachable at {RobotsPolicy._site(url)}/robots.txt: "
+                            f"{robots.unreachable_why(url)}; the start page {url} was not fetched (RFC 9309: an "
+                            "unreachable robots.txt disallows the site; robots_unreachable=allow fetches anyway)")
+                    return
+            elif verdict == "disallowed":
+                stats["pages_blocked_by_robots"] += 1
+                return
         try:
             status, text = fetch_text(url)
-        except PageFetchError:
+        except PageFetchError as exc:
             stats["page_errors"] += 1
-            if len(seen_pages) == 1:
-                raise
+            if first:
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise PageFetchError(f"start page {url} could not be fetched: {detail}") from exc
             return
         if status != 200:
             stats["page_errors"] += 1
-            if len(seen_pages) == 1:
-                raise PageFetchError(f"HTTP {status} for {url}")
+            if first:
+                raise PageFetchError(f"start page {url} answered HTTP {status}")
             return
         stats["pages_fetched"] += 1
         candidates, url = parse(text, url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import hashlib
 import io
 import json
 import os
@@ -280,19 +281,24 @@ def test_hostile_server_matrix(web, tmp_path):
         empty: ("rejected", "empty"), tiny: ("rejected", "too_small"), declared_big: ("rejected", "too_large"),
         chunked_big: ("rejected", "too_large"), bomb: ("rejected", "decompression_bomb"),
         loop_a: ("rejected", "redirect_loop"), to_file: ("rejected", "unsupported_scheme"),
-        dot_dot: ("saved", ""), encoded: ("saved", ""), dup_a: ("saved", ""), dup_b: ("duplicate", "duplicate_of"),
-        original: ("saved", ""), resized: ("near_duplicate", "near_duplicate_of"),
+        dot_dot: ("saved", ""), encoded: ("saved", ""),
         **{url: ("rejected", "unsupported_scheme") for url in bad_schemes},
     }
     person_dir = tmp_path / "raw" / "test_person"
-    summary = download_images([{"url": url, "page": "http://example.org/p"} for url in expected], person_dir,
+    urls = [*expected, dup_a, dup_b, original, resized]
+    summary = download_images([{"url": url, "page": "http://example.org/p"} for url in urls], person_dir,
                               FetchConfig(**FAST))
 
     rows = by_url(read_csv(person_dir / "manifest.csv"))
-    assert set(rows) == set(expected)
+    assert set(rows) == set(expected) | {dup_a, dup_b, original, resized}
     for url, (status, reason) in expected.items():
         row = rows[url]
         assert (row["status"], row["reason"].split(":")[0]) == (status, reason), (url, row)
+    # Of two copies, the one listed first is saved (whichever finished first), the other points at it.
+    kept, copy, kept_near, near = dup_a, dup_b, original, resized
+    assert (rows[kept]["status"], rows[copy]["status"]) == ("saved", "duplicate")
+    assert (rows[kept_near]["status"], rows[near]["status"]) == ("saved", "near_duplicate")
+    assert rows[near]["reason"].startswith(f"near_duplicate_of: {rows[kept_near]['file']}")
     # Retries really happened, and the waits honoured Retry-After (1 s, and an hour capped to max_wait_s=1 s).
     assert web.hits["/flaky.jpg"] == 2 and web.hits["/always500.jpg"] == 2
     for path in ("/busy.jpg", "/busy-date.jpg"):
@@ -305,8 +311,8 @@ def test_hostile_server_matrix(web, tmp_path):
         assert SAVED_NAME.match(row["file"]) and row["file"].startswith(row["sha256"][:16])
         assert (person_dir / row["file"]).is_file()
         assert row["page"] == "http://example.org/p" and len(row["phash"]) == 16
-    assert (person_dir / rows[dup_a]["file"]).read_bytes() == same
-    assert rows[dup_b]["file"] == "" and rows[dup_a]["file"] in rows[dup_b]["reason"]
+    assert (person_dir / rows[kept]["file"]).read_bytes() == same
+    assert rows[copy]["file"] == "" and rows[kept]["file"] in rows[copy]["reason"]
     assert summary["saved"] == len(saved) == 8
     assert summary["duplicates"] == 1 and summary["near_duplicates"] == 1 and summary["errors"] == 2
     assert summary["rejected_by_reason"] == {"decompression_bomb": 1, "empty": 1, "http_404": 1, "not_an_image": 1,
@@ -314,6 +320,102 @@ def test_hostile_server_matrix(web, tmp_path):
                                              "unsupported_scheme": 5}
     assert sorted(p.name for p in person_dir.iterdir() if SAVED_NAME.match(p.name)) == sorted(r["file"] for r in saved)
     assert_only_inside(tmp_path, person_dir)
+
+
+def test_the_copy_listed_first_is_kept_whichever_finishes_first(web, tmp_path, monkeypatch):
+    """A photo, an exact copy and a resized copy, listed in that order: the first is kept in two fresh runs
+    whose timing is reversed, and a replaced file is deleted only once the manifest on disk no longer names it."""
+    first_bytes = jpeg(photo(21, 128))
+    small_bytes = jpeg(photo(21, 128).resize((90, 90)), quality=75)
+    small_name = hashlib.sha256(small_bytes).hexdigest()[:16] + ".jpg"
+    config = FetchConfig(**{**FAST, "read_timeout_s": 2.0})
+    real_unlink = Path.unlink
+    deleted: list[str] = []
+
+    def checked_unlink(path, *args, **kwargs):
+        if SAVED_NAME.match(path.name) and (path.parent / "manifest.csv").exists():
+            on_disk = {row["file"] for row in read_csv(path.parent / "manifest.csv") if row["status"] == "saved"}
+            assert path.name not in on_disk, "deleted a file the manifest on disk still names"
+            deleted.append(path.name)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", checked_unlink)
+    results = []
+    # Run 0 finishes last-listed first (small, then copy, then first); run 1 in the order they are listed.
+    for run, delays in enumerate([(0.6, 0.3, 0.0), (0.0, 0.3, 0.6)]):
+        urls = [web.add(f"/run{run}/first.jpg", first_bytes, delay=delays[0]),
+                web.add(f"/run{run}/copy.jpg", first_bytes, delay=delays[1]),
+                web.add(f"/run{run}/small.jpg", small_bytes, delay=delays[2])]
+        person_dir = tmp_path / f"run{run}"
+        summary = download_images([{"url": url} for url in urls], person_dir, config)
+        rows = read_csv(person_dir / "manifest.csv")
+        assert [row["url"] for row in rows] == urls  # candidate order
+        first, copy, small = rows
+        assert (first["status"], first["reason"]) == ("saved", "")
+        assert first["file"].startswith(first["sha256"][:16])
+        assert (copy["status"], copy["reason"], copy["file"]) == ("duplicate", f"duplicate_of: {first['file']}", "")
+        assert small["status"] == "near_duplicate" and small["file"] == ""
+        assert small["reason"].startswith(f"near_duplicate_of: {first['file']} (distance ")
+        images = sorted(p.name for p in person_dir.iterdir() if SAVED_NAME.match(p.name))
+        assert images == [first["file"]] and (person_dir / first["file"]).read_bytes() == first_bytes
+        assert (summary["saved"], summary["duplicates"], summary["near_duplicates"]) == (1, 1, 1)
+        assert summary["total_saved"] == 1
+        results.append([(row["status"], row["reason"], row["file"]) for row in rows])
+    assert results[0] == results[1]
+    # In run 0 the resized copy was saved before the others arrived, then replaced (after the manifest said so).
+    assert deleted == [small_name]
+
+
+def test_rerun_replaces_an_earlier_runs_file_with_a_copy_listed_before_it(web, tmp_path):
+    big = web.add("/big.jpg", jpeg(photo(22, 128)))
+    big_copy = web.add("/big-copy.jpg", jpeg(photo(22, 128)))
+    small = web.add("/small.jpg", jpeg(photo(22, 128).resize((90, 90)), quality=75))
+    person_dir = tmp_path / "p"
+    download_images([{"url": big}, {"url": big_copy}], person_dir, FetchConfig(**FAST))
+    old_file = by_url(read_csv(person_dir / "manifest.csv"))[big]["file"]
+    # The source now lists the resized copy first: it is kept, the earlier run's file gives way to it.
+    summary = download_images([{"url": small}, {"url": big}, {"url": big_copy}], person_dir, FetchConfig(**FAST))
+    rows = by_url(read_csv(person_dir / "manifest.csv"))
+    assert summary["attempted"] == 1 and summary["saved"] == 1 and summary["total_saved"] == 1
+    kept = rows[small]["file"]
+    assert rows[small]["status"] == "saved" and kept != old_file
+    for url in (big, big_copy):  # the earlier run's duplicate row follows its file's replacement
+        assert rows[url]["status"] == "near_duplicate" and rows[url]["file"] == ""
+        assert rows[url]["reason"].startswith(f"near_duplicate_of: {kept} (distance ")
+    assert sorted(p.name for p in person_dir.iterdir() if SAVED_NAME.match(p.name)) == [kept]
+    # A run stopped between writing the manifest and deleting the replaced file leaves it behind: the next
+    # run deletes it (no row names it, and a near_duplicate row carries its bytes).
+    (person_dir / old_file).write_bytes(jpeg(photo(22, 128)))
+    again = download_images([{"url": small}, {"url": big}, {"url": big_copy}], person_dir, FetchConfig(**FAST))
+    assert again["attempted"] == 0 and not (person_dir / old_file).exists()
+    assert by_url(read_csv(person_dir / "manifest.csv")) == rows
+
+
+def test_dedupe_decisions_do_not_depend_on_arrival_order(tmp_path):
+    """Near duplicates do not chain: A~B and B~C but not A~C keeps A and C in every arrival order."""
+    import itertools
+
+    hashes = {"a": 0, "b": 0b1111, "c": 0b11111111}  # distances a-b 4, b-c 4, a-c 8 (threshold 6)
+    outcomes = []
+    for order in itertools.permutations("abc"):
+        person_dir = tmp_path / "".join(order)
+        person_dir.mkdir()
+        index = download._build_index(person_dir, [], threshold=6, ranks={})
+        rows = {}
+        for arrived, key in enumerate(order):
+            rank = (1, "abc".index(key))
+            outstanding = [(1, "abc".index(k)) for k in order[arrived + 1:]]
+            rows[key] = {"url": key, "status": "", "reason": "", "file": ""}
+            copy = download._Copy(rank, rows[key], sha=key * 64, phash=hashes[key], name=f"{key * 16}.jpg")
+            for name in index.place(copy, key.encode() * 10, person_dir, frontier=min(outstanding, default=(2, 0))):
+                (person_dir / name).unlink()
+            index.settle(min(outstanding, default=(2, 0)))
+        assert not index.spare
+        files = sorted(p.name for p in person_dir.iterdir())
+        assert files == ["a" * 16 + ".jpg", "c" * 16 + ".jpg"] and (person_dir / files[1]).read_bytes() == b"c" * 10
+        outcomes.append({key: (row["status"], row["reason"], row["file"]) for key, row in rows.items()})
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    assert outcomes[0]["b"] == ("near_duplicate", f"near_duplicate_of: {'a' * 16}.jpg (distance 4)", "")
 
 
 def test_rerun_skips_finished_urls_and_dedupes_against_earlier_runs(web, tmp_path):
@@ -388,12 +490,13 @@ def test_interrupted_run_resumes_without_part_files(web, tmp_path, monkeypatch):
         download_images([{"url": u} for u in urls], person_dir, config)
     rows = read_csv(person_dir / "manifest.csv")
     assert [row["status"] for row in rows] == ["saved"] * 3
+    first_saved = [row["url"].split(str(web.port))[1] for row in rows]  # results are taken as they complete
     (person_dir / ".deadbeefdeadbeef.jpg.abc123.part").write_bytes(b"half a file")  # as a hard kill leaves
 
     monkeypatch.setattr(download, "atomic_write_bytes", real_write)
     summary = download_images([{"url": u} for u in urls], person_dir, config)
     assert summary["skipped_finished"] == 3 and summary["saved"] == 3 and summary["total_saved"] == 6
-    assert [web.hits[f"/r{i}.jpg"] for i in range(3)] == [1, 1, 1]
+    assert [web.hits[path] for path in first_saved] == [1, 1, 1]
     assert not list(person_dir.glob("*.part")) and not list(person_dir.glob(".*.part"))
     assert_only_inside(tmp_path, person_dir)
 

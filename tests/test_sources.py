@@ -12,10 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from common.errors import InputError, RunFailed
 from scraping.sources import (
     Candidate,
     PageFetchError,
     RobotsPolicy,
+    RobotsUnreachable,
     gallery_candidates,
     largest_srcset_url,
     parse_gallery_html,
@@ -185,15 +187,52 @@ def test_robots_txt_is_honoured(site, fetch_text):
     assert set(site.user_agents) == {USER_AGENT}
 
 
-@pytest.mark.parametrize("status, allowed", [(404, True), (410, True), (403, False), (500, False)])
-def test_robots_status_codes(site, fetch_text, status, allowed):
+@pytest.mark.parametrize("status, verdict", [(404, "allowed"), (410, "allowed"), (403, "disallowed"),
+                                             (401, "disallowed"), (429, "unreachable"), (500, "unreachable"),
+                                             (503, "unreachable")])
+def test_robots_status_codes(site, fetch_text, status, verdict):
     site.pages["/robots.txt"] = (status, "text/plain", "")
-    assert RobotsPolicy(fetch_text, USER_AGENT).allowed(site.base + "/any/page.html") is allowed
+    robots = RobotsPolicy(fetch_text, USER_AGENT)
+    assert robots.verdict(site.base + "/any/page.html") == verdict
+    assert robots.allowed(site.base + "/any/page.html") is (verdict == "allowed")
+    # RFC 9309: unreachable means disallowed by default; the option lets it through, and nothing else.
+    lenient = RobotsPolicy(fetch_text, USER_AGENT, unreachable="allow")
+    assert lenient.allowed(site.base + "/any/page.html") is (verdict != "disallowed")
+
+
+def test_unreachable_robots_txt_is_reported_as_such(site, fetch_text):
+    def down(url):
+        raise PageFetchError(f"{url}: connection refused")
+
+    site.html("/g.html", '<img src="/img/a.jpg">')
+    stats = Counter()
+    with pytest.raises(RobotsUnreachable, match=r"^robots.txt unreachable at .*connection refused") as caught:
+        list(gallery_candidates(fetch_text, site.base + "/g.html", robots=RobotsPolicy(down, USER_AGENT),
+                                stats=stats))
+    assert isinstance(caught.value, RunFailed) and "blocked" not in str(caught.value)
+    assert stats == Counter(pages_robots_unreachable=1) and "/g.html" not in site.requests
+    allowed = list(gallery_candidates(fetch_text, site.base + "/g.html", stats=stats,
+                                      robots=RobotsPolicy(down, USER_AGENT, unreachable="allow")))
+    assert [c.url for c in allowed] == [site.base + "/img/a.jpg"] and stats["pages_robots_unreachable"] == 2
+    with pytest.raises(InputError, match="robots_unreachable"):
+        RobotsPolicy(down, USER_AGENT, unreachable="sometimes")
 
 
 def test_first_page_failure_is_an_error(site, fetch_text):
-    with pytest.raises(PageFetchError, match="404"):
+    with pytest.raises(PageFetchError, match="404") as caught:
         list(gallery_candidates(fetch_text, site.base + "/nowhere.html"))
+    assert isinstance(caught.value, RunFailed)  # the command line reports it in one line, exit 1
+    assert str(caught.value) == f"start page {site.base}/nowhere.html answered HTTP 404"
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/g.html", "/relative/g.html", "http://"])
+def test_start_url_must_be_http(fetch_text, url):
+    with pytest.raises(InputError, match="http"):
+        list(gallery_candidates(fetch_text, url))
+    with pytest.raises(InputError, match="http"):
+        list(search_candidates(fetch_text, "x", url=url))
+    with pytest.raises(InputError, match="api_url"):
+        list(wikimedia_candidates(fetch_text, query="x", api_url=url))
 
 
 # ----------------------------------------------------------------------------------------------------------------
