@@ -444,6 +444,10 @@ def _rows_for_image(source: str, stem: str, image: Image.Image, faces: list[Face
                     person_out: Path) -> list[dict]:
     """Write this image's crops and return its crops.csv rows."""
     if not faces:
+        if _too_small(*image.size, config):  # detection never ran on it (see _too_small)
+            return [dict(source=source, status="no_face",
+                         reason=f"image {image.width}x{image.height} is smaller than the smallest face searched "
+                                f"({max(12, int(config.min_face_size))} px); MTCNN was not run")]
         return [dict(source=source, status="no_face", reason="MTCNN found no face")]
     chosen = select_faces(faces, config)
     if not chosen:

@@ -318,3 +318,12 @@ def test_cli_crop_by_celeba_identity_file(tmp_path, astronaut_256, capsys):
     assert summary["per_person"]["12"]["faces"] == 2 and summary["per_person"]["7"]["no_face"] == 1
     assert sorted(p.name for p in (out / "12").glob("*.jpg")) == ["000001_0.jpg", "000002_0.jpg"]
     assert not (out / "30").exists() and not list(photos.glob("*_0.jpg"))  # nothing written beside the photos
+
+
+def test_a_tiny_image_says_mtcnn_was_not_run(tmp_path):
+    person = tmp_path / "raw" / "tiny"
+    person.mkdir(parents=True)
+    Image.new("RGB", (1, 1), "white").save(person / "dot.png")
+    crop_faces(person, tmp_path / "faces", CropConfig(device="cpu", progress=False))
+    (row,) = read_csv(tmp_path / "faces" / "tiny" / "crops.csv")
+    assert row["status"] == "no_face" and "MTCNN was not run" in row["reason"] and "1x1" in row["reason"]
