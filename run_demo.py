@@ -150,8 +150,10 @@ def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.stem + ".running.ipynb")
     try:
+        # log_level=ERROR: the kernel's own start-up notices (e.g. "running over TCP") are not the demo's output
         papermill.execute_notebook(str(source), str(partial), parameters=parameters, cwd=str(ROOT),
-                                   kernel_name="python3", progress_bar=False, log_output=False)
+                                   kernel_name="python3", progress_bar=False, log_output=False,
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception:
         failed = target.with_name(target.stem + ".failed.ipynb")
         if partial.exists():
@@ -175,14 +177,40 @@ def format_value(value) -> str:
     return str(value)
 
 
-def summary_table(summaries: dict[str, dict], seconds: dict[str, float]) -> str:
-    """A plain-text table: one block per stage with its headline numbers and wall time."""
+def summary_table(summaries: dict[str, dict], seconds: dict[str, float], verdicts: list[dict] = ()) -> str:
+    """A plain-text table: one block per stage with its headline numbers and wall time, then the verdicts."""
     lines = [f"{'stage':<16}{'metric':<26}value", "-" * 60]
     for stage, summary in summaries.items():
         lines.append(f"{stage:<16}{'wall seconds':<26}{seconds.get(stage, 0):.0f}")
         for key in TABLE_KEYS.get(stage, ()):
             lines.append(f"{'':<16}{key:<26}{format_value(summary.get(key))}")
+    if verdicts:
+        lines += ["-" * 60] + [f"{'✓' if v['ok'] else '✗'} {v['text']}" for v in verdicts]
     return "\n".join(lines)
+
+
+def stage_verdicts(world: dict, summaries: dict[str, dict]) -> list[dict]:
+    """The story's headline results in words, each `{name, ok, headline, text}`; `--check` fails on a headline
+    that is wrong. Stages that did not run give no verdict."""
+    verdicts = []
+    vae, classification = summaries.get("vae") or {}, summaries.get("classification") or {}
+    planted = world.get("target_identity")
+    if "picked_identity" in vae:
+        picked = vae["picked_identity"]
+        ok = picked == planted
+        verdicts.append({"name": "identity", "ok": ok, "headline": True,
+                         "text": f"identity: found {picked} = planted" if ok
+                         else f"identity: picked {picked}, planted {planted}"})
+    if vae.get("verification"):
+        verdict = vae["verification"]
+        verdicts.append({"name": "verification", "ok": verdict == "confirmed", "headline": True,
+                         "text": f"verification of the picked identity: {verdict}"
+                                 + (f" ({vae['verification_reason']})" if vae.get("verification_reason") else "")})
+    if "scan_top_k_hits_target" in classification:
+        hits, k = classification["scan_top_k_hits_target"], classification.get("scan_top_k")
+        verdicts.append({"name": "scan", "ok": bool(hits), "headline": False,
+                         "text": f"classifier scan: {hits} of the top {k} photos are the target"})
+    return verdicts
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -209,7 +237,7 @@ def run_demo(config: DemoConfig) -> dict:
     started = time.perf_counter()
     world_cfg = world_config(config)
     try:
-        world = generate_world(world_cfg, paths["data"], progress=True)
+        world = generate_world(world_cfg, paths["data"], progress=False)
     except FileExistsError as error:  # e.g. a demo folder made by an older version of the world
         raise FileExistsError(
             f"{error}. For the demo: delete {paths['data']} and {paths['runs']} (the demo makes them again), or "
@@ -217,28 +245,41 @@ def run_demo(config: DemoConfig) -> dict:
         ) from None
     world_figure(paths["results"] / "synthetic_world.png", world_cfg)
     seconds["world"] = round(time.perf_counter() - started, 1)
+    print(f"[demo] world: {world['haystack_images']} haystack photos, {world['web_photos']} web photos "
+          f"({'reused' if world.get('reused') else 'generated'}, {seconds['world']:.0f} s)", flush=True)
     notebooks_out = _relative_to_repo(Path(config.notebooks_out)) if config.notebooks_out else None
     executed = {}
     with serve_folder(world["web_root"], port=config.port) as base_url:
         parameters = notebook_parameters(config, paths, base_url)
         for stage in config.stages:
-            print(f"[demo] stage {stage}: running {NOTEBOOKS[stage]}", flush=True)
             begin = time.perf_counter()
-            executed[stage] = str(run_notebook(stage, parameters[stage], notebooks_out))
+            executed[stage] = _relative_to(run_notebook(stage, parameters[stage], notebooks_out), Path(config.root))
             seconds[stage] = round(time.perf_counter() - begin, 1)
+            print(f"[demo] {stage}: ran {NOTEBOOKS[stage]} ({seconds[stage]:.0f} s)", flush=True)
     summaries = {stage: read_stage_summary(paths["results"], stage) for stage in NOTEBOOKS}
     seconds["total"] = round(time.perf_counter() - started, 1)
+    world_numbers = {k: world[k] for k in ("target_name", "target_identity", "target_count", "haystack_images",
+                                           "web_photos")}
+    verdicts = stage_verdicts(world_numbers, {s: summaries[s] for s in config.stages})
     summary = {
-        "world": {k: world[k] for k in ("target_name", "target_identity", "target_count", "haystack_images",
-                                        "web_photos")},
+        "world": world_numbers,
         "stages": summaries,
+        "verdicts": verdicts,
         "seconds": seconds,
         "smoke": config.smoke,
         "notebooks": executed,
     }
     atomic_write_text(paths["results"] / "demo_summary.json", json.dumps(summary, indent=1) + "\n")
-    print(summary_table({s: summaries[s] for s in config.stages}, seconds))
+    print(summary_table({s: summaries[s] for s in config.stages}, seconds, verdicts))
     return summary
+
+
+def _relative_to(path: Path, base: Path) -> str:
+    """`path` relative to `base` when inside it (no machine paths in the summary), else as given."""
+    try:
+        return (ROOT / path).resolve().relative_to((ROOT / base).resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
 
 
 def parse_params(items: list[str]) -> dict[str, dict]:
@@ -270,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))
     parser.add_argument("--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
                         help="override a notebook parameter, e.g. vae.MAX_STEPS=50 (repeatable)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a headline result is wrong (e.g. the wrong identity was found)")
     args = parser.parse_args(argv)
     notebooks_out = args.notebooks_out
     if args.smoke and notebooks_out is None:
@@ -278,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     config = DemoConfig(root=args.root, seed=args.seed, port=args.port, smoke=args.smoke,
                         notebooks_out=notebooks_out, stages=tuple(args.stages), params=parse_params(args.param))
     summary = run_demo(config)
-    print(json.dumps({"seconds": summary["seconds"], "smoke": summary["smoke"]}))
+    failed = [v["name"] for v in summary["verdicts"] if v["headline"] and not v["ok"]]
+    print(json.dumps({"seconds": summary["seconds"], "smoke": summary["smoke"], "failed": failed}))
+    if args.check and failed:
+        print(f"[demo] check failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

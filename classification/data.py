@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from common.config import seed_worker
 from common.files import read_csv, write_csv_atomic
 from common.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
 
@@ -226,5 +227,5 @@ def make_loader(root: str | Path, rows: Sequence[dict], image_size: int, batch_s
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
         num_workers=num_workers, collate_fn=collate_skipping_failed, generator=generator,
-        drop_last=False, persistent_workers=False,
+        worker_init_fn=seed_worker, drop_last=False, persistent_workers=False,
     )

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, save_config,
-                             seed_everything)
 from common.checkpoints import load_checkpoint as read_checkpoint, save_checkpoint
+from common.config import (apply_overrides, code_version, config_to_dict, parse_set_options, pick_device,
+                           save_config, seed_everything)
 from common.files import atomic_write_text, write_csv_atomic
 
 from .data import (class_balance, collect_face_rows, make_loader, read_split, stratified_split, write_split)
@@ -159,9 +159,14 @@ def _prepare_split(config: TrainConfig, out: Path) -> tuple[list[dict], list[str
     return rows, collected.unreadable
 
 
+def classifier_code_version() -> str:
+    """Fingerprint of the code a classifier run depends on (common/ and classification/)."""
+    return code_version("common", "classification")
+
+
 def _finished_summary(config: TrainConfig, out: Path) -> dict | None:
     """The stored summary of a finished run with the same config, None if there is none. A finished run with a
-    different config is an error (never overwrite silently)."""
+    different config is an error (never overwrite silently). The caller compares its `code_version`."""
     metrics_path = out / "metrics.json"
     if not metrics_path.exists():
         return None
@@ -172,7 +177,7 @@ def _finished_summary(config: TrainConfig, out: Path) -> dict | None:
         changed = sorted(k for k in ours if ours[k] != theirs.get(k))
         raise FileExistsError(f"{out} holds a finished run with a different config ({', '.join(changed)}); "
                               "use overwrite=True (--overwrite) or another out_dir")
-    return {**stored["summary"], "reused": True}
+    return {**stored["summary"], "code_version": stored.get("code_version")}
 
 
 def train_classifier(config: TrainConfig) -> dict:
@@ -183,17 +188,19 @@ def train_classifier(config: TrainConfig) -> dict:
     `out_dir` holds an unfinished run and neither `resume` nor `overwrite` is set.
     """
     out = Path(config.out_dir)
-    if config.overwrite:
+    finished = None if config.overwrite else _finished_summary(config, out)
+    if finished is not None and finished["code_version"] == classifier_code_version():
+        return {**finished, "reused": True, "redone_because": None}
+    # A finished run made by other code is redone: its numbers describe code that no longer exists.
+    redone_because = "overwrite" if config.overwrite else ("code changed" if finished is not None else None)
+    if redone_because:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-    elif (summary := _finished_summary(config, out)) is not None:
-        return summary
     elif (out / "last.pt").exists() and not config.resume:
         raise FileExistsError(f"{out} holds an unfinished run; pass resume=True (--resume) to continue it or "
                               "overwrite=True (--overwrite) to start again")
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    torch.manual_seed(config.seed)
     device = pick_device(config.device)
     rows, unreadable = _prepare_split(config, out)
     save_config(config, out / "config.json")
@@ -257,7 +264,7 @@ def train_classifier(config: TrainConfig) -> dict:
                 "trainable_parameters": n_trainable, "trainable_tensors": len(trainable),
                 "class_balance": balance, "unreadable_skipped": unreadable, "device": str(device)}
     evaluation = evaluate_checkpoint(out / "best.pt", out_dir=out, training=training)
-    return evaluation["summary"]
+    return {**evaluation["summary"], "reused": False, "redone_because": redone_because}
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -338,7 +345,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
         "unreadable_skipped": len(training.get("unreadable_skipped", [])),
         "figures": {k: str(v) for k, v in figures.items()},
     }
-    record = _json_ready({"config": payload["config"], "threshold": threshold, "val": val_metrics,
+    record = _json_ready({"config": payload["config"], "code_version": classifier_code_version(),
+                          "threshold": threshold, "val": val_metrics,
                           "test": test_metrics, "training": training, "summary": summary})
     atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
     payload["metrics"] = {**payload.get("metrics", {}), "threshold": threshold, "val": record["val"],

@@ -44,8 +44,11 @@ def save_config(config: Any, path: str | Path) -> Path:
     return atomic_write_text(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (if imported) PyTorch."""
+def seed_everything(seed: int, threads: int | None = None, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and (if imported) PyTorch; with `deterministic`, ask PyTorch for deterministic kernels
+    (`torch.use_deterministic_algorithms(warn_only=True)`: ops without one warn instead of failing) and cuDNN's
+    deterministic mode. `threads` fixes PyTorch's intra-op thread count (float sums depend on how work is split,
+    so the same seed on the same machine gives the same numbers only with the same thread count)."""
     import numpy as np
 
     random.seed(seed)
@@ -54,6 +57,40 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+        if threads:
+            torch.set_num_threads(int(threads))
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: seed Python and NumPy in each worker from the seed PyTorch gave it (which the
+    loader's seeded generator decides), so random augmentations in workers repeat run after run."""
+    import numpy as np
+    import torch
+
+    worker_seed = torch.initial_seed() % 2**32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+
+
+def code_version(*packages: str) -> str:
+    """A short fingerprint of the source code that produces a result: sha256 over the `.py` files (paths and
+    bytes) of the named top-level packages, e.g. `code_version("common", "classification")`.
+
+    Stored with every finished run; a run is reused only when its config and this fingerprint both match, so a
+    result never outlives the code that made it.
+    """
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in sorted(packages):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def pick_device(device: str = "auto"):

@@ -240,7 +240,10 @@ def test_summary_keys(world):
         assert (Path(summary["web_root"]) / person["gallery"]).is_file() and person["photos"] > 0
     assert summary["haystack_images"] == 12 * 3 + 6 and summary["haystack_identities"] == 13
     assert summary["target_count"] == 6 and summary["web_photos"] > 0
-    assert json.loads((out / "world.json").read_text())["summary"] == summary
+    stored = json.loads((out / "world.json").read_text())["summary"]
+    assert stored["web_root"] == "web" and stored["truth"] == "web_truth.json"  # relative: no machine paths
+    assert {k: v for k, v in stored.items() if k not in ("web_root", "celeba_root", "truth")} == {
+        k: v for k, v in summary.items() if k not in ("web_root", "celeba_root", "truth", "seconds", "reused")}
 
 
 def _parse_celeba(root: Path):

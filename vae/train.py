@@ -19,6 +19,7 @@ Runs unchanged under `torchrun --nproc_per_node=N -m vae.train ...` (gloo on CPU
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -33,9 +34,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, print_summary,
-                             save_config, seed_everything)
 from common.checkpoints import load_checkpoint, save_checkpoint
+from common.config import (apply_overrides, code_version, config_to_dict, parse_set_options, pick_device,
+                           print_summary, save_config, seed_everything)
 from common.errors import InputError
 from common.files import atomic_write_bytes, atomic_write_text
 
@@ -386,6 +387,11 @@ def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, 
     return losses, ok
 
 
+def vae_code_version() -> str:
+    """Fingerprint of the code a VAE run depends on (common/ and vae/)."""
+    return code_version("common", "vae")
+
+
 def train_vae(config: TrainConfig) -> dict:
     """Train (or resume) a ConvVAE as described by `config`; returns a JSON-ready summary.
 
@@ -394,7 +400,9 @@ def train_vae(config: TrainConfig) -> dict:
     step, loss, recon, kl, perceptual, plus eval_mse/eval_psnr/eval_ssim at evaluation steps), metrics (final
     held-out mse, psnr, ssim), monitor_gif, skipped_steps, perceptual_pretrained, held_out_from, world_size.
 
-    Raises RunExistsError when out_dir holds a checkpoint and neither `resume` nor `overwrite` is set.
+    With `resume`, a checkpoint written by other code (its `code_version` differs) is not continued: the run
+    starts again and the summary says `redone_because: "code changed"`; `reused` is True when nothing was left
+    to train. Raises RunExistsError when out_dir holds a checkpoint and neither `resume` nor `overwrite` is set.
     """
     if config.recon not in ("mse", "l1", "bce"):
         raise ValueError(f"recon must be 'mse', 'l1' or 'bce', got {config.recon!r}")
@@ -405,9 +413,15 @@ def train_vae(config: TrainConfig) -> dict:
             f"{out_dir} already holds a training run ({checkpoint_path.name}); pass resume=True (--resume) to "
             "continue it or overwrite=True (--overwrite) to start again, or choose another out_dir"
         )
+    redone_because = None
+    if config.resume and checkpoint_path.exists():
+        made_by = load_checkpoint(checkpoint_path).get("code_version")
+        if made_by != vae_code_version():  # its numbers describe code that no longer exists: start again
+            config = dataclasses.replace(config, resume=False, overwrite=True)
+            redone_because = "code changed"
     ctx = distributed_context(config.device)
     try:
-        return _train(config, ctx, out_dir, checkpoint_path)
+        return {**_train(config, ctx, out_dir, checkpoint_path), "redone_because": redone_because}
     finally:
         if ctx.initialized_here and dist.is_initialized():
             dist.destroy_process_group()
@@ -548,7 +562,7 @@ class _Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "step": step, "config": config_to_dict(self.config),
             "metrics": self.metrics, "history": self.history, "rng": rng, "skipped_steps": self.skipped,
-            "held_out_from": self.held_from,
+            "held_out_from": self.held_from, "code_version": vae_code_version(),
         })
         atomic_write_text(self.out_dir / "metrics.json", json.dumps(
             {"step": step, "metrics": self.metrics, "skipped_steps": self.skipped, "held_out_from": self.held_from,
@@ -560,7 +574,7 @@ class _Run:
         gif = self.out_dir / "monitor.gif"
         return {
             "checkpoint": str(self.checkpoint_path), "out_dir": str(self.out_dir), "steps": step,
-            "steps_this_run": step - self.start_step,
+            "steps_this_run": step - self.start_step, "reused": step == self.start_step,
             "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
             "history": self.history, "metrics": self.metrics, "monitor_gif": str(gif) if gif.exists() else None,
             "skipped_steps": self.skipped,

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from common.config import apply_overrides, config_to_dict, parse_set_options, save_config
+from common.config import apply_overrides, code_version, config_to_dict, parse_set_options, save_config
 from common.files import atomic_write_bytes, atomic_write_text, slugify
 from common.images import caption_font
 from .portraits import (
@@ -503,8 +503,10 @@ def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False
                    ) -> dict[str, Any]:
     """Write `<out>/web/` and `<out>/celeba/` for `config`; return the summary (also saved in `<out>/world.json`).
 
-    A finished world with the same config is not redone (its summary is returned); a different config in the
-    same folder is an error unless `overwrite=True`, which deletes `<out>/web` and `<out>/celeba` first.
+    A finished world with the same config, made by the same code (`code_version` of world/ and common/), is not
+    redone (its summary is returned, with `reused: True`); one made by other code is redone; a different config
+    in the same folder is an error unless `overwrite=True`. Redoing deletes `<out>/web` and `<out>/celeba` first.
+    `world.json` stores paths relative to `out` and no timings, so it is the same on every machine.
     Summary keys: people (name, slug, gallery, photos), target_name, target_slug, target_identity,
     target_count, haystack_images, haystack_identities, web_photos, web_root, celeba_root, truth, seconds.
     """
@@ -513,15 +515,18 @@ def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False
     # JSON turns tuples into lists; compare configs the way they read back from disk.
     wanted = json.loads(json.dumps(wanted))
     world_json, config_json = out / "world.json", out / "world_config.json"
+    code = code_version("common", "world")
+    saved = json.loads(world_json.read_text()) if world_json.exists() else {}
     if not overwrite:
-        if world_json.exists():
-            saved = json.loads(world_json.read_text())
-            if saved.get("config") == wanted:
-                return saved["summary"]
+        if saved.get("config") == wanted and saved.get("code_version") == code:
+            return {**_resolved(saved["summary"], out), "reused": True}
         if config_json.exists() and json.loads(config_json.read_text()) != wanted:
             raise FileExistsError(f"{out} holds a world made with a different config; pass overwrite=True "
                                   "(CLI: --overwrite) to replace it, or choose another folder")
-    else:
+    if overwrite or saved:  # a different code version of the same config: redo it
+        if saved and not overwrite:
+            print(f"[world] {out} was made by other code (version {saved.get('code_version')}); redoing it",
+                  flush=True)
         for sub in ("web", "celeba"):
             if (out / sub).exists():
                 shutil.rmtree(out / sub)
@@ -558,14 +563,24 @@ def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False
         "haystack_images": haystack["images"],
         "haystack_identities": haystack["identities"],
         "web_photos": len(truth["photos"]),
-        "web_root": str(web),
-        "celeba_root": str(celeba),
-        "truth": str(out / "web_truth.json"),
-        "seconds": round(time.time() - start, 1),
+        "web_root": "web",
+        "celeba_root": "celeba",
+        "truth": "web_truth.json",
     }
-    atomic_write_text(world_json, json.dumps({"config": wanted, "summary": summary}, indent=1, sort_keys=True)
-                      + "\n")
-    return summary
+    atomic_write_text(world_json, json.dumps({"config": wanted, "code_version": code, "summary": summary},
+                                             indent=1, sort_keys=True) + "\n")
+    return {**_resolved(summary, out), "seconds": round(time.time() - start, 1), "reused": False}
+
+
+def read_world(world_json: str | Path) -> dict[str, Any]:
+    """The summary of a generated world from its `world.json`, with its paths joined to the world's folder."""
+    world_json = Path(world_json)
+    return _resolved(json.loads(world_json.read_text())["summary"], world_json.parent)
+
+
+def _resolved(summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The stored summary with its out-relative paths (web_root, celeba_root, truth) joined to `out`."""
+    return {**summary, **{key: str(out / summary[key]) for key in ("web_root", "celeba_root", "truth")}}
 
 
 # ----------------------------------------------------------------------------------------------------------
