@@ -42,7 +42,11 @@ EXPECTED_ARTIFACTS = (
     "classification/comparison.md",
     "classification/comparison.json",
     "classification/scan/scores.csv",
-    "classification/scan/top.png",
+    "classification/scan/contact_sheet.png",
+    "classification/embed_scan/scores.csv",
+    "classification/embed_scan/contact_sheet.png",
+    "classification/search/scores.csv",
+    "classification/search/method.json",
     "vae/summary.json",
     "vae/samples.png",
     "vae/reconstructions.png",
@@ -63,7 +67,8 @@ SMOKE_WORLD = dict(target_photos=8, other_photos=5, other_names=("Robin Whitcomb
 # Notebook parameters that make each stage finish in well under a minute on the smoke world.
 SMOKE_PARAMETERS = {
     "scraping": {},
-    "classification": {"KS": [0, 1], "EPOCHS": 1, "MAX_STEPS": 2, "IMAGE_SIZE": 32, "SCAN_TOP_K": 12},
+    "classification": {"KS": [0, 1], "EPOCHS": 1, "MAX_STEPS": 2, "IMAGE_SIZE": 32, "SCAN_TOP_K": 12,
+                       "EMBED_TOP_N": 0},
     "vae": {"MAX_STEPS": 2, "FINETUNE_STEPS": 1, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8, "SMILE_IMAGES": 50},
 }
 
@@ -71,9 +76,9 @@ SMOKE_PARAMETERS = {
 TABLE_KEYS = {
     "scraping": ("saved", "duplicates", "faces_target", "faces_others", "rejected_crops"),
     "classification": ("weights", "best_k", "test_roc_auc", "test_f1", "scanned", "scan_images_per_second",
-                       "scan_top_k_hits_target"),
-    "vae": ("train_steps", "heldout_mse", "heldout_ssim", "picked_identity", "truth_identity", "precision_at_k",
-            "recall", "finetune_steps"),
+                       "scan_top_k_hits_target", "embed_scan_top_k_hits_target", "search_method"),
+    "vae": ("train_steps", "heldout_mse", "heldout_ssim", "search_method", "picked_identity", "truth_identity",
+            "precision_at_k", "recall", "verification", "finetune_steps"),
 }
 
 
@@ -115,7 +120,8 @@ def world_config(config: DemoConfig):
     return WorldConfig(seed=config.seed, **(SMOKE_WORLD if config.smoke else {}))
 
 
-def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: str) -> dict[str, dict]:
+def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: str,
+                        target_slug: str = "ava_marlowe") -> dict[str, dict]:
     """Parameters passed to each notebook (by stage); the demo values plus smoke sizes and user overrides."""
     data, results, runs = (paths[name].as_posix() for name in ("data", "results", "runs"))
     params = {
@@ -123,9 +129,11 @@ def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: st
                          FACES=f"{data}/faces", OUT=f"{results}/scraping", SEED=config.seed),
         "classification": dict(DEMO=True, FACES=f"{data}/faces", CELEBA=f"{data}/celeba",
                                WORLD=f"{data}/world.json", OUT=f"{results}/classification",
-                               RUNS=f"{runs}/classification", WEIGHTS="none", SEED=config.seed),
-        "vae": dict(DEMO=True, CELEBA=f"{data}/celeba", SCORES=f"{results}/classification/scan/scores.csv",
-                    WORLD=f"{data}/world.json", OUT=f"{results}/vae", RUNS=f"{runs}/vae", SEED=config.seed),
+                               RUNS=f"{runs}/classification", WEIGHTS="none", SEED=config.seed,
+                               EMBED_CACHE=f"{data}/embeddings/dlib.sqlite"),
+        "vae": dict(DEMO=True, CELEBA=f"{data}/celeba", SCORES=f"{results}/classification/search/scores.csv",
+                    WORLD=f"{data}/world.json", OUT=f"{results}/vae", RUNS=f"{runs}/vae", SEED=config.seed,
+                    TARGET_FACES=f"{data}/faces/{target_slug}", EMBED_CACHE=f"{data}/embeddings/dlib.sqlite"),
     }
     unknown = set(config.params) - set(params)
     if unknown:
@@ -179,13 +187,13 @@ def format_value(value) -> str:
 
 def summary_table(summaries: dict[str, dict], seconds: dict[str, float], verdicts: list[dict] = ()) -> str:
     """A plain-text table: one block per stage with its headline numbers and wall time, then the verdicts."""
-    lines = [f"{'stage':<16}{'metric':<26}value", "-" * 60]
+    lines = [f"{'stage':<16}{'metric':<32}value", "-" * 66]
     for stage, summary in summaries.items():
-        lines.append(f"{stage:<16}{'wall seconds':<26}{seconds.get(stage, 0):.0f}")
+        lines.append(f"{stage:<16}{'wall seconds':<32}{seconds.get(stage, 0):.0f}")
         for key in TABLE_KEYS.get(stage, ()):
-            lines.append(f"{'':<16}{key:<26}{format_value(summary.get(key))}")
+            lines.append(f"{'':<16}{key:<32}{format_value(summary.get(key))}")
     if verdicts:
-        lines += ["-" * 60] + [f"{'✓' if v['ok'] else '✗'} {v['text']}" for v in verdicts]
+        lines += ["-" * 66] + [f"{'✓' if v['ok'] else '✗'} {v['text']}" for v in verdicts]
     return "\n".join(lines)
 
 
@@ -209,7 +217,11 @@ def stage_verdicts(world: dict, summaries: dict[str, dict]) -> list[dict]:
     if "scan_top_k_hits_target" in classification:
         hits, k = classification["scan_top_k_hits_target"], classification.get("scan_top_k")
         verdicts.append({"name": "scan", "ok": bool(hits), "headline": False,
-                         "text": f"classifier scan: {hits} of the top {k} photos are the target"})
+                         "text": f"MobileNetV2 scan: {hits} of the top {k} photos are the target"})
+    if classification.get("embed_scan_top_k_hits_target") is not None:
+        hits, k = classification["embed_scan_top_k_hits_target"], classification.get("scan_top_k")
+        verdicts.append({"name": "embedding scan", "ok": bool(hits), "headline": False,
+                         "text": f"face-embedding scan: {hits} of the top {k} photos are the target"})
     return verdicts
 
 
@@ -250,7 +262,7 @@ def run_demo(config: DemoConfig) -> dict:
     notebooks_out = _relative_to_repo(Path(config.notebooks_out)) if config.notebooks_out else None
     executed = {}
     with serve_folder(world["web_root"], port=config.port) as base_url:
-        parameters = notebook_parameters(config, paths, base_url)
+        parameters = notebook_parameters(config, paths, base_url, world["target_slug"])
         for stage in config.stages:
             begin = time.perf_counter()
             executed[stage] = _relative_to(run_notebook(stage, parameters[stage], notebooks_out), Path(config.root))

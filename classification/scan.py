@@ -35,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from common.config import apply_overrides, parse_set_options, pick_device, save_config
+from common.celeba_format import read_identities
 from common.files import atomic_save_image, read_csv, write_csv_atomic
 from common.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, SheetCell, open_thumbnail, thumbnail_sheet
 
@@ -217,6 +218,13 @@ def contact_sheet(root: Path, rows: Sequence[dict], path: Path, top_k: int = 36,
              for row in list(rows)[:top_k]]
     sheet = thumbnail_sheet(cells, columns, thumb, empty_text="no images scored")
     return atomic_save_image(sheet, path)
+
+
+def count_identity_in_top(scores_csv: str | Path, celeba_root: str | Path, identity: int, k: int) -> int:
+    """How many of the `k` highest-scoring files of a `scores.csv` are photos of CelebA `identity`."""
+    identities = read_identities(celeba_root)
+    rows = sorted(read_csv(scores_csv), key=lambda r: -float(r["score"]))[:k]
+    return sum(identities.get(Path(row["file"]).name) == int(identity) for row in rows)
 
 
 def merge_shards(out_dir: str | Path, num_shards: int) -> list[dict] | None:

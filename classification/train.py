@@ -375,20 +375,58 @@ def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
             "unfreeze", "trainable_parameters", "epochs_run", "steps", "train_seconds", "threshold", "val_f1",
             "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc", "test_average_precision",
             "checkpoint")})
-    best = max(rows, key=lambda r: (r["val_f1"] or 0.0, -(r["trainable_parameters"] or 0)))
-    columns = ["unfreeze", "trainable_parameters", "epochs_run", "train_seconds", "val_f1", "threshold",
-               "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
-               "test_average_precision"]
-    fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
-    lines.append(f"\nChosen on validation F1: k = {best['unfreeze']} (weights: {config.weights}).")
-    markdown = "\n".join(lines) + "\n"
-    atomic_write_text(out / "comparison.md", markdown)
+    for row in rows:
+        row["method"] = f"MobileNetV2 k={row['unfreeze']}"
+    best = _best_on_validation(rows)
+    markdown = write_comparison(rows, out, f"Chosen on validation F1: k = {best['unfreeze']} "
+                                          f"(weights: {config.weights}).")
     result = _json_ready({"rows": rows, "best_k": best["unfreeze"], "best_checkpoint": best["checkpoint"],
                           "weights": config.weights, "markdown": str(out / "comparison.md")})
     atomic_write_text(out / "comparison.json", json.dumps(result, indent=2) + "\n")
     return {**result, "table": markdown}
+
+
+COMPARISON_COLUMNS = ["method", "trainable_parameters", "epochs_run", "train_seconds", "val_f1", "threshold",
+                      "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
+                      "test_average_precision"]
+
+
+def _best_on_validation(rows: Sequence[dict]) -> dict:
+    """The row with the highest validation F1; ties go to fewer trainable parameters (then the earlier row)."""
+    return max(rows, key=lambda r: (r.get("val_f1") or 0.0, -(r.get("trainable_parameters") or 0)))
+
+
+def write_comparison(rows: Sequence[dict], out: str | Path, note: str) -> str:
+    """Write `<out>/comparison.md`: one table row per method, the same metrics for each, then `note`."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(COMPARISON_COLUMNS) + " |", "|" + "---|" * len(COMPARISON_COLUMNS)]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in COMPARISON_COLUMNS) + " |" for row in rows]
+    markdown = "\n".join(lines) + f"\n\n{note}\n"
+    atomic_write_text(Path(out) / "comparison.md", markdown)
+    return markdown
+
+
+def add_comparison_row(results_dir: str | Path, row: dict) -> dict:
+    """Add another method's row (e.g. the face-embedding scorer's, same metrics, same split) to the comparison
+    written by `compare_unfreezing`, replacing an earlier row of the same method; choose the method for the
+    identity search on validation F1 among the best MobileNetV2 row and the added ones.
+
+    Returns the updated comparison with `table` (markdown) and `search_method` / `search_row`.
+    """
+    out = Path(results_dir)
+    comparison = json.loads((out / "comparison.json").read_text())
+    kept = [r for r in comparison["rows"] if r.get("method") != row.get("method")]
+    rows = kept + [{key: row.get(key) for key in (*COMPARISON_COLUMNS, "unfreeze", "steps", "checkpoint")}]
+    mobilenet = [r for r in rows if r.get("unfreeze") is not None]
+    others = [r for r in rows if r.get("unfreeze") is None]
+    best_mobilenet = next(r for r in mobilenet if r["unfreeze"] == comparison["best_k"])
+    search = _best_on_validation([best_mobilenet, *others])
+    note = (f"Chosen on validation F1: k = {comparison['best_k']} among the MobileNetV2 runs (weights: "
+            f"{comparison['weights']}); for the identity search: {search['method']}.")
+    markdown = write_comparison(rows, out, note)
+    comparison = _json_ready({**comparison, "rows": rows, "search_method": search["method"]})
+    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    return {**comparison, "search_row": search, "table": markdown}
 
 
 # --------------------------------------------------------------------------------------------------- CLI

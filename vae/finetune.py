@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from common.checkpoints import load_checkpoint
 from common.config import apply_overrides, parse_set_options
@@ -122,6 +123,48 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
         labels=("before", "after"))["path"]
     atomic_write_text(out_dir / FINETUNE_SUMMARY, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return summary
+
+
+def identity_preservation_before_after(models: dict, celeba_root: str | Path, identity: int,
+                                       gallery_identities: list[int], n_photos: int = 16,
+                                       gallery_photos: int = 15, extra_identities: int = 15,
+                                       cache: str | Path | None = None, seed: int = 0) -> dict:
+    """Does each model's reconstruction of the identity's photos still look like that person?
+
+    `models`: {name: ConvVAE}, e.g. {"before": base, "after": fine-tuned}. The gallery is the centroid of up to
+    `gallery_photos` photos of each identity in `gallery_identities` (plus `identity`, plus `extra_identities`
+    others drawn with `seed`, so the gallery is never just the look-alikes), embedded with the face network
+    (`classification.embed`, dlib). Returns {name: identity_preservation(...)} — mean embedding distance
+    between photo and reconstruction, and the share of reconstructions whose nearest identity is the right one —
+    plus "originals_nearest_identity_accuracy" (the ceiling: the photos themselves).
+    """
+    from classification.embed import embed_files, identity_preservation
+    from common.celeba_format import read_identities
+    from common.images import to_pil
+
+    from .figures import reconstruct
+
+    identities = read_identities(celeba_root)
+    image_dir = Path(celeba_root) / "img_align_celeba"
+    people = [int(identity), *[int(i) for i in gallery_identities]]
+    rest = sorted(set(identities.values()) - set(people))
+    rng = np.random.default_rng(seed)
+    people += [int(i) for i in rng.choice(rest, size=min(extra_identities, len(rest)), replace=False)]
+    gallery = {}
+    for person in dict.fromkeys(people):
+        files = sorted(f for f, i in identities.items() if i == person)[:gallery_photos]
+        gallery[person] = embed_files(image_dir, files, cache=cache, progress=False)
+    first = next(iter(models.values()))
+    photos = load_roster(celeba_root, split="all", image_size=first.image_size, n=n_photos, seed=seed,
+                         identities=[identity])
+    report = {}
+    for name, model in models.items():
+        recon = reconstruct(model, photos.to(next(model.parameters()).device)).cpu()
+        report[name] = identity_preservation([to_pil(p) for p in photos], [to_pil(r) for r in recon], gallery,
+                                             int(identity))
+    report["originals_nearest_identity_accuracy"] = next(iter(report.values()))["original_nearest_identity_accuracy"]
+    report["gallery_identities"] = list(gallery)
+    return report
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

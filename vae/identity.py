@@ -9,7 +9,10 @@ Stage 2 scores every CelebA image with the "is this the target?" classifier and 
    votes); a person confirms it, or names another with `confirm=<id>`;
 3. `expand_identity` lists every image of that identity (CelebA's `identity_CelebA.txt`) — the fine-tuning set;
 4. where the true identity is known (the synthetic haystack records it in `world.json` as `target_identity`),
-   precision@k, recall@k and the recall of the expansion measure how well the search worked.
+   precision@k, recall@k and the recall of the expansion measure how well the search worked;
+5. `verify_pick` compares the picked identity's photos with the scraped target's crops through the face
+   embedding (stage 2's `classification.embed.verify_identity`): "confirmed", or "uncertain" with the reason,
+   so a wrong vote is flagged before anything is fine-tuned on it.
 """
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
-from common.files import atomic_save_image, atomic_write_text, read_csv, write_csv_atomic
 from common.errors import InputError
+from common.files import atomic_save_image, atomic_write_text, read_csv, write_csv_atomic
 from common.images import SheetCell, open_thumbnail, thumbnail_sheet
 
 
@@ -247,6 +249,18 @@ def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str 
     return summary
 
 
+def verify_pick(celeba_root: str | Path, identity: int, target_faces_folder: str | Path,
+                cache: str | Path | None = None, workers: int = 2) -> dict:
+    """Face-embedding verification of a picked identity against the scraped target (see module docstring).
+
+    Returns `classification.embed.verify_identity`'s dict: verdict ("confirmed" | "uncertain"), reason,
+    median_distance, threshold, ...
+    """
+    from classification.embed import verify_identity
+
+    return verify_identity(celeba_root, identity, target_faces_folder, cache=cache, workers=workers)
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """`python -m vae find-identity`: pick the CelebA identity the classifier's top scores point at."""
@@ -258,11 +272,15 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confirm", type=int, default=None, help="use this identity instead of the vote winner")
     parser.add_argument("--truth-identity", type=int, default=None, help="true identity, to report precision/recall")
     parser.add_argument("--world", default=None, help="world.json of the synthetic haystack (reads target_identity)")
+    parser.add_argument("--verify", default=None, metavar="FACES_FOLDER",
+                        help="the scraped target's crops (stage 1): verify the pick with face embeddings")
 
 
 def cli_run(args: argparse.Namespace) -> dict:
     truth = args.truth_identity
     if truth is None and args.world:
         truth = read_truth_identity(args.world)
-    return {"command": "find-identity",
-            **find_identity(args.scores, args.celeba, args.out_dir, args.k, args.confirm, truth)}
+    found = find_identity(args.scores, args.celeba, args.out_dir, args.k, args.confirm, truth)
+    if args.verify:
+        found["verification"] = verify_pick(args.celeba, found["identity"], args.verify)
+    return {"command": "find-identity", **found}
