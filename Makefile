@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench readme clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ test: setup
 
 demo: setup
 	$(BIN)/python run_demo.py
+
+readme: setup
+	$(BIN)/python readme_numbers.py
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

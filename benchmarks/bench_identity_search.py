@@ -19,8 +19,14 @@ the project root): `images/` (in-the-wild CelebA photos) and `identity_CelebA.tx
 5. Speed: a fresh (uncached) embedding of `--speed-sample` crops with `--workers` processes; the projection to all
    202,599 CelebA photos assumes that rate.
 
-MobileNetV2 (random init) is not retrained here for 50 targets (one training run takes minutes on 2 cores);
-benchmarks/bench_classifier_quality.py measures it for one target on the same photos.
+6. Contrast (`--mobilenet-targets N`, default 5, 0 = off): stage 2's MobileNetV2 from random init
+   (`classification.train.train_classifier`, `weights="none"`, `unfreeze=19`) for the first N targets in sorted
+   order, on the same halves: a face-folder tree of links in `<work>/mobilenet/faces/` (`target/` = the target's
+   scraped crops, `<identity>/` = every other identity's scraped crops), the training code's own seeded
+   train/val split of it, `--mobilenet-epochs` epochs at `--mobilenet-image-size` px (the checkpoint with the
+   lowest validation loss is kept), 2 torch threads. It then scores the same haystack and is measured with the
+   same metrics; `embedding_same_targets_*` are the embedding's numbers on those N targets and `chance_mean_ap`
+   is the mean share of the target's crops in the haystack (the AP of a random ranking).
 
 Face-box choice (`--face-boxes inner,whole,hog` compares them). Measured on the 1,497 crops of 74 identities
 (50 targets, dlib, no jitter), mean AP / R-precision / top-15 vote of the `auto` scorer:
@@ -30,7 +36,8 @@ Face-box choice (`--face-boxes inner,whole,hog` compares them). Measured on the 
 `inner` is the default of `classification.embed`: as good as HOG without the detector's cost. The centroid
 scorer alone reached 0.973 / 0.965 / 1.00 with the inner box, the linear one 0.963 / 0.951 / 0.98.
 
-Prints one JSON line (last line of stdout). Usage: python benchmarks/bench_identity_search.py [--photos DIR]
+Prints one JSON line (last line of stdout; `--json-out PATH` also writes it, indented, to PATH). Usage:
+python benchmarks/bench_identity_search.py [--photos DIR] [--mobilenet-targets N] [--json-out PATH]
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -117,8 +125,8 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, files: list[str], id
 
 
 def evaluate(vectors: np.ndarray, rows: list[dict], half: dict[str, str], targets: list[int], vote_k: int,
-             seed: int) -> tuple[dict, dict]:
-    """Per-method means over `targets`, plus verification counts."""
+             seed: int) -> tuple[dict, dict, dict]:
+    """Per-method means over `targets`, verification counts, and the `auto` scorer's metrics per target."""
     from classification.embed import fit_scorer, valid_rows, verify_embeddings
 
     ok = valid_rows(vectors)
@@ -151,7 +159,69 @@ def evaluate(vectors: np.ndarray, rows: list[dict], half: dict[str, str], target
         verify["flagged_wrong"] += wrong["verdict"] == "uncertain"
     means = {name: {key: round(float(np.mean([m[key] for m in metrics])), 4) for key in metrics[0]}
              for name, metrics in per_method.items()}
-    return means, verify
+    return means, verify, dict(zip(targets, per_method["auto"]))
+
+
+def mean_metrics(metrics: list[dict]) -> dict:
+    return {key: round(float(np.mean([m[key] for m in metrics])), 4) for key in metrics[0]}
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        destination.symlink_to(source.resolve())
+    except OSError:
+        shutil.copy(source, destination)
+
+
+def evaluate_mobilenet(crops: Path, vectors: np.ndarray, rows: list[dict], half: dict[str, str],
+                       targets: list[int], vote_k: int, work: Path, epochs: int, image_size: int, lr: float,
+                       seed: int) -> tuple[dict, float]:
+    """MobileNetV2 (random init) per target on the same scraped/hidden crops as `evaluate`: per-target metrics
+    (plus the haystack's positive rate as `chance_ap`) and the total training seconds."""
+    import torch
+
+    torch.set_num_threads(2)
+    from classification.data import make_loader
+    from classification.embed import valid_rows
+    from classification.train import TrainConfig, load_classifier, predict_scores, train_classifier
+
+    ok = valid_rows(vectors)  # the embedding's usable crops, so both methods see exactly the same photos
+    identity = np.array([r["identity"] for r in rows])
+    scraped = np.array([half[r["source"]] == "scraped" for r in rows]) & ok
+    hidden = np.array([half[r["source"]] == "hidden" for r in rows]) & ok
+    hay_rows = [r for r, h in zip(rows, hidden) if h]
+    hay_files = [Path(r["file"]).name for r in hay_rows]
+    identity_of = {Path(r["file"]).name: r["identity"] for r in rows}
+    hay_identity = identity[hidden]
+    per_target, train_seconds = {}, 0.0
+    for truth in targets:
+        faces, run = work / "mobilenet" / "faces", work / "mobilenet" / f"run_{truth}"
+        shutil.rmtree(faces, ignore_errors=True)
+        for row, keep in zip(rows, scraped):
+            if keep:
+                person = "target" if row["identity"] == truth else str(row["identity"])
+                link_or_copy(crops / row["file"], faces / person / Path(row["file"]).name)
+        config = TrainConfig(faces_root=str(faces), target="target", out_dir=str(run), weights="none",
+                             unfreeze=19, image_size=image_size, epochs=epochs, lr=lr, patience=epochs,
+                             val_fraction=0.2, test_fraction=0.1, seed=seed, device="cpu", overwrite=True)
+        started = time.perf_counter()
+        summary = train_classifier(config)
+        train_seconds += time.perf_counter() - started
+        model, _ = load_classifier(run / "best.pt")
+        labels = (hay_identity == truth).astype(int)
+        loader = make_loader(crops, [{"file": r["file"], "label": int(y)} for r, y in zip(hay_rows, labels)],
+                             image_size, 64, train=False)
+        probabilities, _, indices, _ = predict_scores(model, loader, torch.device("cpu"))
+        scores = np.full(len(hay_rows), -1.0)  # an unreadable crop ranks last
+        scores[indices] = probabilities
+        metrics = ranking_metrics(scores, labels, hay_files, identity_of, truth, vote_k)
+        per_target[truth] = {**metrics, "chance_ap": float(labels.mean()), "epochs_run": summary.get("epochs_run"),
+                             "inner_test_roc_auc": summary.get("test_roc_auc")}
+        print(f"[mobilenet] target {truth}: AP {metrics['ap']:.3f}, vote {metrics['vote']}, "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    shutil.rmtree(work / "mobilenet" / "faces", ignore_errors=True)
+    return per_target, train_seconds
 
 
 def main() -> None:
@@ -169,6 +239,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="embedding processes (one per core)")
     parser.add_argument("--speed-sample", type=int, default=160, help="crops embedded uncached to measure speed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mobilenet-targets", type=int, default=5,
+                        help="train MobileNetV2 (random init) for the first N targets (sorted); 0 = off")
+    parser.add_argument("--mobilenet-epochs", type=int, default=8, help="MobileNetV2 epochs per target")
+    parser.add_argument("--mobilenet-image-size", type=int, default=64, help="MobileNetV2 input size in px")
+    parser.add_argument("--mobilenet-lr", type=float, default=3e-3, help="MobileNetV2 peak learning rate")
+    parser.add_argument("--json-out", type=Path, default=None,
+                        help="also write the final JSON object (indented) to this file")
     args = parser.parse_args()
 
     from classification.embed import embed_files
@@ -195,12 +272,14 @@ def main() -> None:
                     "backend": args.backend, "num_jitters": args.num_jitters, "vote_k": args.vote_k,
                     "crop_seconds": crop_summary.get("seconds")}
     boxes = [b.strip() for b in args.face_boxes.split(",") if b.strip()]
-    per_box = {}
+    per_box, per_target_auto, main_vectors = {}, {}, None
     for box in boxes:
         stats: dict = {}
         vectors = embed_files(crops, [r["file"] for r in rows], args.backend, args.workers,
                               args.work / "embeddings.sqlite", False, box, args.num_jitters, stats=stats)
-        means, verify = evaluate(vectors, rows, half, targets, args.vote_k, args.seed)
+        means, verify, per_target = evaluate(vectors, rows, half, targets, args.vote_k, args.seed)
+        if box == boxes[0]:
+            per_target_auto, main_vectors = per_target, vectors
         per_box[box] = {"methods": means, "verification": verify, "embedded": stats["ok"],
                         "no_face": stats["no_face"] + stats["unreadable"]}
         result["haystack_crops"] = sum(half[r["source"]] == "hidden" for r in rows)
@@ -232,9 +311,40 @@ def main() -> None:
         verification_confirmed_true=per_box[main_box]["verification"]["confirmed_true"] / max(1, len(targets)),
         verification_flagged_nearest_wrong=per_box[main_box]["verification"]["flagged_wrong"] / max(1, len(targets)),
         per_face_box=per_box, mobilenet="not run here (see benchmarks/bench_classifier_quality.py)",
-        wall_seconds=round(time.perf_counter() - started, 1),
     )
+    mobilenet_targets = targets[:max(0, args.mobilenet_targets)]
+    if mobilenet_targets:
+        per_target, train_seconds = evaluate_mobilenet(
+            crops, main_vectors, rows, half, mobilenet_targets, args.vote_k, args.work, args.mobilenet_epochs,
+            args.mobilenet_image_size, args.mobilenet_lr, args.seed)
+        mobilenet = mean_metrics([per_target[t] for t in mobilenet_targets])
+        embedding = mean_metrics([per_target_auto[t] for t in mobilenet_targets])
+        result.update(
+            mobilenet=(f"MobileNetV2, random init (unfreeze=19), {args.mobilenet_image_size} px, "
+                       f"{args.mobilenet_epochs} epochs, trained per target on the first {len(mobilenet_targets)} "
+                       "targets' scraped halves vs the other identities' scraped halves"),
+            mobilenet_targets=len(mobilenet_targets), mobilenet_target_ids=mobilenet_targets,
+            mobilenet_epochs=args.mobilenet_epochs, mobilenet_image_size=args.mobilenet_image_size,
+            mobilenet_mean_ap=mobilenet["ap"], mobilenet_mean_r_precision=mobilenet["r_precision"],
+            mobilenet_mean_recall_at_100=mobilenet["recall_at_100"], mobilenet_vote_accuracy=mobilenet["vote"],
+            mobilenet_train_seconds=round(train_seconds, 1),
+            mobilenet_per_target={str(t): {k: round(float(v), 4) if isinstance(v, float) else v
+                                           for k, v in per_target[t].items()} for t in mobilenet_targets},
+            embedding_same_targets_mean_ap=embedding["ap"],
+            embedding_same_targets_mean_r_precision=embedding["r_precision"],
+            embedding_same_targets_mean_recall_at_100=embedding["recall_at_100"],
+            embedding_same_targets_vote_accuracy=embedding["vote"],
+            chance_mean_ap=mobilenet["chance_ap"],
+        )
+    else:
+        result.update(mobilenet_targets=0)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, sort_keys=True), flush=True)
+    if args.json_out is not None:
+        from common.files import atomic_write_text
+
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json_out, json.dumps(result, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

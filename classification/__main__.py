@@ -1,4 +1,4 @@
-"""Command line for stage 2: `python -m classification train|evaluate|compare|scan|sanity ...`.
+"""Command line for stage 2: `python -m classification train|evaluate|compare|scan|embed-scorer|embed-scan|sanity ...`.
 
 Each command lives in the module that does the work (`cli_add_arguments_<command>(parser)` +
 `cli_run_<command>(args) -> dict`, or the plain names when a module holds one command); the dict it returns is
@@ -18,6 +18,8 @@ COMMANDS = {
     "evaluate": ("classification.train", "re-evaluate a checkpoint: threshold on val, metrics and figures on test"),
     "compare": ("classification.train", "train one run per unfreezing depth k and write a comparison table"),
     "scan": ("classification.scan", "score every image of a folder or CelebA root and rank them"),
+    "embed-scorer": ("classification.embed", "fit the face-embedding scorer (target vs others), measured on test"),
+    "embed-scan": ("classification.embed", "rank a folder or CelebA root by face-embedding similarity"),
     "sanity": ("classification.model", "ImageNet sanity check of the pretrained network (skipped offline)"),
 }
 

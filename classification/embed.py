@@ -954,3 +954,37 @@ def identity_preservation(original_images: Sequence, reconstructions: Sequence,
         "mean_distance_to_true_centroid": float(to_truth.mean()) if len(to_truth) else None,
         "n_identities": len(keys),
     }
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def cli_add_arguments_embed_scorer(parser) -> None:
+    """`python -m classification embed-scorer`: fit and measure the embedding scorer on stage 1's folders."""
+    parser.add_argument("--src", dest="faces_root", required=True, help="face folders: <src>/<person>/*.jpg")
+    parser.add_argument("--target", required=True, help="the target person's folder name")
+    parser.add_argument("--out", required=True, help="folder for embedding_scorer.json and embedding_eval.json")
+    parser.add_argument("--split", default=None, help="a classifier run's split.csv, to use the same photos")
+    parser.add_argument("--backend", default="dlib", choices=BACKENDS)
+    parser.add_argument("--cache", default=None, help="SQLite embedding cache (reused across runs)")
+    parser.add_argument("--workers", type=int, default=2, help="embedding processes (one per core)")
+
+
+def cli_run_embed_scorer(args) -> dict:
+    row = evaluate_embedding_scorer(args.faces_root, args.target, split=args.split, backend=args.backend,
+                                    out_dir=args.out, cache=args.cache, workers=args.workers)
+    return {"command": "embed-scorer", **{k: v for k, v in row.items() if k != "candidates"}}
+
+
+def cli_add_arguments_embed_scan(parser) -> None:
+    """`python -m classification embed-scan`: rank a folder or CelebA root by the embedding scorer."""
+    parser.add_argument("--checkpoint", required=True, help="embedding_scorer.json from `embed-scorer`")
+    parser.add_argument("--src", dest="source", required=True, help="image folder (recursive) or CelebA root")
+    parser.add_argument("--out", required=True, help="folder for scores.csv (the `scan` format)")
+    parser.add_argument("--rerank", default=None, help="a MobileNetV2 scores.csv: embed only its top N")
+    parser.add_argument("--top-n", type=int, default=2000, help="with --rerank: how many to embed")
+    parser.add_argument("--cache", default=None, help="SQLite embedding cache (reused across runs)")
+    parser.add_argument("--workers", type=int, default=2, help="embedding processes (one per core)")
+
+
+def cli_run_embed_scan(args) -> dict:
+    return scan_with_embeddings(args.checkpoint, args.source, args.out, cache=args.cache, workers=args.workers,
+                                rerank_scores=args.rerank, rerank_top=args.top_n)

@@ -374,7 +374,7 @@ def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
         rows.append({key: summary.get(key) for key in (
             "unfreeze", "trainable_parameters", "epochs_run", "steps", "train_seconds", "threshold", "val_f1",
             "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc", "test_average_precision",
-            "checkpoint")})
+            "checkpoint", "reused", "redone_because")})
     for row in rows:
         row["method"] = f"MobileNetV2 k={row['unfreeze']}"
     best = _best_on_validation(rows)
@@ -382,7 +382,10 @@ def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
                                           f"(weights: {config.weights}).")
     result = _json_ready({"rows": rows, "best_k": best["unfreeze"], "best_checkpoint": best["checkpoint"],
                           "weights": config.weights, "markdown": str(out / "comparison.md")})
-    atomic_write_text(out / "comparison.json", json.dumps(result, indent=2) + "\n")
+    # what was reused is reported to the caller, not stored: a rerun that reuses everything writes the same file
+    stored = {**result, "rows": [{k: v for k, v in r.items() if k not in ("reused", "redone_because")}
+                                 for r in result["rows"]]}
+    atomic_write_text(out / "comparison.json", json.dumps(stored, indent=2) + "\n")
     return {**result, "table": markdown}
 
 

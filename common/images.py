@@ -138,7 +138,7 @@ def open_thumbnail(path: str | Path, thumb: int) -> Image.Image:
     return picture
 
 
-def notebook_image(path: str | Path, max_side: int = 512, quality: int = 85, notebook_dir: str | Path = "."):
+def notebook_image(path: str | Path, max_side: int = 480, quality: int = 70, notebook_dir: str | Path = "."):
     """What a notebook cell displays for a written figure, kept small so the committed notebook stays light.
 
     PNGs are shown as a JPEG re-encoded at most `max_side` pixels wide (the full-size file stays on disk).

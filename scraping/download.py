@@ -322,8 +322,9 @@ class RequestWatchdog:
             time.sleep(WATCHDOG_TICK_S)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    """Tells the thread's watch about its socket, so a deadline or a stop can cut a wait for headers too."""
+class _Watched:
+    """Mixin for urllib3 connections: tells the thread's watch about the socket, so a deadline or a stop can cut a
+    wait for headers too."""
 
     def connect(self) -> None:
         super().connect()
@@ -334,14 +335,12 @@ class _WatchedHTTPConnection(HTTPConnection):
         return super().getresponse(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def getresponse(self, *args, **kwargs):
-        _attach_current(self.sock)
-        return super().getresponse(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPConnectionPool(HTTPConnectionPool):

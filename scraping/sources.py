@@ -37,12 +37,14 @@ from urllib.robotparser import RobotFileParser
 from bs4 import BeautifulSoup
 
 from common.errors import InputError, RunFailed
+from common.images import IMAGE_SUFFIXES
 
 WIKIMEDIA_API = "https://commons.wikimedia.org/w/api.php"
 BING_IMAGE_SEARCH = "https://www.bing.com/images/search"
 
-# File extensions that mark an `<a href>` as a link to an image file (query strings are ignored).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# File extensions that mark an `<a href>` as a link to an image file (query strings are ignored): the project's
+# image suffixes plus ".jpe", seen in old gallery links.
+IMAGE_EXTENSIONS = tuple(sorted(IMAGE_SUFFIXES | {".jpe"}))
 # Link texts that mean "next page of this gallery" (compared lower-cased, stripped).
 NEXT_LINK_TEXTS = {"next", "next page", "next »", "next ›", "next >", "»", "›", ">", ">>", "older", "more"}
 # Attributes where lazy-loading scripts keep the real image URL while `src` holds a placeholder.

@@ -112,6 +112,7 @@ CASES = [
     ("classification", ["evaluate", "--checkpoint", "garbage.pt"], "garbage.pt"),
     ("classification", ["scan", "--checkpoint", "garbage.pt", "--src", "photos", "--out", "s"], "garbage.pt"),
     ("classification", ["train", "--set", "no_such_field=1"], "no_such_field"),
+    ("classification", ["embed-scan", "--checkpoint", "garbage.pt", "--src", "photos", "--out", "e"], "garbage.pt"),
     ("vae", ["train", "--src", "missing_folder", "--out", "r"], "missing_folder"),
     ("vae", ["sample", "--checkpoint", "garbage.pt", "--out", "f"], "garbage.pt"),
     ("vae", ["train", "--src", "photos", "--out", "r", "--set", "no_such_field=1"], "no_such_field"),

@@ -50,7 +50,7 @@ def test_finished_run_is_reused_and_a_changed_config_is_refused(faces, tmp_path)
         train_classifier(tiny_config(faces, tmp_path / "run", unfreeze=0, max_steps=1, epochs=1, lr=0.5))
     fresh = train_classifier(tiny_config(faces, tmp_path / "run", unfreeze=0, max_steps=1, epochs=1, lr=0.5,
                                          overwrite=True))
-    assert "reused" not in fresh
+    assert fresh["reused"] is False and fresh["redone_because"] == "overwrite"
 
 
 def test_unfinished_run_needs_resume_and_continues_from_last_step(faces, tmp_path):

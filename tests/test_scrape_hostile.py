@@ -23,6 +23,7 @@ from PIL import Image
 from common.errors import InputError, RunFailed
 from common.files import read_csv
 from scraping.download import FetchConfig, download_images, fetch_person
+from test_download import send  # the loopback handlers answer the same way
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,14 +114,6 @@ class HostileWeb:
         self.closing.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-def send(handler, body: bytes, *, status: int = 200, content_type: str = "image/jpeg") -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", content_type)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
 
 
 @pytest.fixture

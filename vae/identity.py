@@ -27,6 +27,7 @@ from common.files import atomic_save_image, atomic_write_text, read_csv, write_c
 from common.images import SheetCell, open_thumbnail, thumbnail_sheet
 
 
+SHEET_CANDIDATES = 60  # top candidates drawn on candidates.png
 PICKED_COLOUR = (20, 160, 60)  # frame around candidates of the picked identity
 OTHER_COLOUR = (200, 200, 200)
 
@@ -223,7 +224,9 @@ def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str 
     votes = identity_votes(scores, identities, k)
     identity = pick_identity(scores, identities, k, confirm)
     expanded = expand_identity(celeba_root, identity)
-    sheet = candidates_sheet(scores, celeba_root, out_dir / "candidates.png", k, identities, picked=identity)
+    # The sheet shows at most SHEET_CANDIDATES of the k voters: enough to see who they are, small enough to look at.
+    sheet = candidates_sheet(scores, celeba_root, out_dir / "candidates.png", min(k, SHEET_CANDIDATES), identities,
+                             picked=identity)
     files_csv = write_csv_atomic(out_dir / "identity_files.csv", [{"file": f, "identity": identity} for f in expanded],
                                  ["file", "identity"])
     summary = {

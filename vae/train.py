@@ -45,7 +45,6 @@ from .losses import VGGPerceptualLoss, vae_loss
 from .metrics import mse, psnr, ssim
 from .model import ConvVAE
 
-PROGRESS_SECONDS = 2.0  # tqdm refresh interval: keeps logs and notebook outputs short
 MONITOR_COLUMNS = 12  # fixed held-out images and fixed latent samples per monitoring frame
 ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels")
 
@@ -589,7 +588,7 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
     run = _Run(config, ctx, out_dir, checkpoint_path)
     step, train_seconds, images_seen = run.start_step, 0.0, 0
     progress = tqdm(total=run.total_steps, initial=step, desc="vae train", disable=not ctx.is_main,
-                    dynamic_ncols=True, mininterval=PROGRESS_SECONDS)
+                    dynamic_ncols=True)
     run.model.train()
     tick = loop_started = time.perf_counter()
     for batch in run.loader:
