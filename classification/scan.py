@@ -34,10 +34,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from common.config import apply_overrides, parse_set_options, pick_device, save_config
 from common.celeba_format import read_identities
-from common.files import atomic_save_image, read_csv, write_csv_atomic
-from common.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, SheetCell, open_thumbnail, thumbnail_sheet
+from common.config import apply_overrides, parse_set_options, pick_device, save_config
+from common.files import read_csv, write_csv_atomic
+from common.images import (IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, SheetCell, open_thumbnail, save_sheet,
+                           thumbnail_sheet)
 
 from .data import is_hidden
 from .train import load_classifier
@@ -217,7 +218,7 @@ def contact_sheet(root: Path, rows: Sequence[dict], path: Path, top_k: int = 36,
                                                                    str(row["file"])[-20:]))
              for row in list(rows)[:top_k]]
     sheet = thumbnail_sheet(cells, columns, thumb, empty_text="no images scored")
-    return atomic_save_image(sheet, path)
+    return save_sheet(sheet, path)
 
 
 def count_identity_in_top(scores_csv: str | Path, celeba_root: str | Path, identity: int, k: int) -> int:

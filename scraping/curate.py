@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from .faces import CROPS_FIELDS, parse_numbers
-from common.files import atomic_save_image, read_csv, write_csv_atomic
-from common.images import SheetCell, is_image_file, thumbnail_sheet
+from common.files import read_csv, write_csv_atomic
+from common.images import SheetCell, is_image_file, save_sheet, thumbnail_sheet
 
 REJECTED_FOLDER = "_rejected"
 REJECTED_COLOUR = (220, 30, 30)  # frame of a crop already moved to _rejected/ on a sheet
@@ -142,7 +142,7 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
                                    frame=REJECTED_COLOUR if is_rejected else None))
             outlier_rows.append(dict(rank=page * per_page + slot + 1, file=name, prob=prob, page=page + 1,
                                      rejected=int(is_rejected), **{k: f"{v:.4f}" for k, v in scores[index].items()}))
-        atomic_save_image(thumbnail_sheet(cells, columns, thumb, title=title), page_paths[page], format="PNG")
+        save_sheet(thumbnail_sheet(cells, columns, thumb, title=title), page_paths[page])
     outliers_csv = out_png.with_name(f"{out_png.stem}_outliers.csv")
     write_csv_atomic(outliers_csv, outlier_rows, OUTLIER_FIELDS)
     return {"folder": str(folder), "images": len(paths),

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from common.errors import InputError
-from common.files import atomic_save_image, atomic_write_text, read_csv, write_csv_atomic
-from common.images import SheetCell, open_thumbnail, thumbnail_sheet
+from common.files import atomic_write_text, read_csv, write_csv_atomic
+from common.images import SheetCell, open_thumbnail, save_sheet, thumbnail_sheet
 
 
 SHEET_CANDIDATES = 60  # top candidates drawn on candidates.png
@@ -204,7 +204,7 @@ def candidates_sheet(scores: Sequence[Mapping], root: str | Path, out_png: str |
         cells.append(SheetCell(image, (f"id {identity} {float(row['score']):.2f}",),
                                frame=PICKED_COLOUR if picked_here else OTHER_COLOUR))
     sheet = thumbnail_sheet(cells, max(1, min(columns, len(cells))), thumb, fit="cover", empty_text="no candidates")
-    path = atomic_save_image(sheet, out_png)
+    path = save_sheet(sheet, out_png)
     return {"path": str(path), "n_shown": len(top), "missing": missing}
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from common.config import apply_overrides, code_version, config_to_dict, parse_set_options, save_config
 from common.files import atomic_write_bytes, atomic_write_text, slugify
-from common.images import caption_font
+from common.images import caption_font, save_sheet
 from .portraits import (
     ALIGNED_SIZE,
     CELEBA_ATTRIBUTES,
@@ -615,9 +615,7 @@ def world_figure(out_png: str | Path, config: WorldConfig | None = None, n_photo
             sheet.paste(image.resize((cell_w, cell_h), Image.LANCZOS), (label_w + c * (cell_w + pad), y))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    from common.files import atomic_save_image
-
-    atomic_save_image(sheet, out_png, optimize=True)
+    save_sheet(sheet, out_png)
     return out_png
 
 
