@@ -59,7 +59,7 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
     embedding = clf.get("embedding") or {}
     recall = clf.get("embed_first_stage_recall_at_n")
     blocks["scan"] = (
-        f"The demo scans the {clf['scanned']:,}-photo haystack with MobileNetV2 ({clf['weights']} weights): "
+        f"The demo scans the {clf['scanned']:,}-photo haystack with MobileNetV2 (weights: {clf['weights']}): "
         f"{clf['scan_top_k_hits_target']} of the top {clf['scan_top_k']} are the target. The face embedding "
         f"({embedding.get('method', '-')}, test ROC-AUC {_num(embedding.get('test_roc_auc'))}, AP "
         f"{_num(embedding.get('test_average_precision'))}) re-ranks the fast scan's top {clf['embed_top_n']:,} "
