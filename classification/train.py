@@ -75,7 +75,7 @@ class TrainConfig:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint written by `save_checkpoint` onto the CPU (clear error when missing or unreadable)."""
-    return read_checkpoint(path, hint="train one: python -m classification train")
+    return read_checkpoint(path, hint="train first: python -m classification train")
 
 
 def load_classifier(checkpoint: str | Path | dict, device: str | torch.device = "cpu"):

@@ -26,14 +26,15 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
 def load_checkpoint(path: str | Path, hint: str = "") -> dict:
     """Read a checkpoint written by `save_checkpoint` onto the CPU.
 
-    Raises `InputError` (one line, naming the file; `hint` says how to make one) when the file is missing, is not a
-    torch checkpoint (truncated, garbage, another format) or does not hold a dict.
+    Raises `FileNotFoundError` when the file is missing and `InputError` when it is not a torch checkpoint
+    (truncated, garbage, another format) or does not hold a dict: one line naming the file, `hint` saying how to
+    make one (the CLIs report both as bad input, exit code 2).
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist" + (f" ({hint})" if hint else ""))
+        raise FileNotFoundError(f"checkpoint {path} does not exist" + (f"; {hint}" if hint else ""))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ValueError ... for bad files

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from classification.scan import ScanConfig, list_scan_files, scan_images, scan_images_plain
+from common.images import SHEET_PADDING
 from toy_faces import draw_toy_face, make_toy_celeba, make_toy_faces
 from classification.train import TrainConfig, train_classifier
 from common.files import read_csv
@@ -101,7 +102,7 @@ def test_fast_scan_ranks_like_the_plain_path_and_counts_corrupt_files(photo_fold
     assert [int(r["rank"]) for r in rows] == list(range(1, 19))
     assert all(float(a["score"]) >= float(b["score"]) for a, b in zip(rows, rows[1:]))
     with Image.open(tmp_path / "scan" / "contact_sheet.png") as sheet:
-        assert sheet.width == 6 * 128
+        assert sheet.width == 6 * (128 + 2 * SHEET_PADDING)  # 6 columns of 128 px thumbnails (common.images geometry)
     plain = scan_images_plain(checkpoint, photo_folder)
     fast = read_scores(tmp_path / "scan")
     assert max(abs(fast[f] - plain[f]) for f in plain) <= DEFAULT_DRAFT_TOLERANCE
