@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from classification.metrics import (average_precision, best_f1_threshold, binary_metrics, confusion_at_threshold,
-                                    metrics_at_threshold, plot_confusion, plot_image_grid, plot_precision_recall,
+                                    metrics_at_threshold, per_class_report, plot_confusion, plot_image_grid, plot_precision_recall,
                                     plot_roc, precision_at_k, roc_auc, roc_curve)
 
 # positives score 0.9, 0.7, 0.6; negatives 0.8, 0.55, 0.2
@@ -60,3 +60,11 @@ def test_figures_are_written_as_png(tmp_path):
     for path in paths:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width > 100
+
+
+def test_per_class_report_matches_the_hand_count():
+    # threshold 0.65 predicts "target" for 0.9, 0.8, 0.7: tp 2, fp 1, fn 1 (0.6), tn 2 (0.55, 0.2)
+    report = per_class_report(LABELS, SCORES, 0.65)
+    assert report["target"]["precision"] == pytest.approx(2 / 3) and report["target"]["recall"] == pytest.approx(2 / 3)
+    assert report["others"]["precision"] == pytest.approx(2 / 3) and report["others"]["support"] == 3
+    assert report["macro avg"]["f1-score"] == pytest.approx(2 / 3)
