@@ -24,7 +24,8 @@ from .errors import InputError, RunFailed
 
 # Problems with the user's inputs that every stage reports as one clear line with exit code 2. ValueError covers
 # InputError and the stages' own input errors (FaceDataError, CelebAFormatError, ...), which derive from it.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError)
+# KeyError is left out on purpose: a missing key is a bug to show with its traceback, not bad input.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,10 +43,7 @@ def command_handler(module, prefix: str, command: str):
 
 def one_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for `error: ...`."""
-    if isinstance(error, KeyError) and error.args:
-        text = f"missing key {error.args[0]!r}"
-    else:
-        text = str(error).strip()
+    text = str(error).strip()
     if isinstance(error, OSError) and getattr(error, "filename", None) and str(error.filename) not in text:
         text = f"{text}: {error.filename}"
     return (text.splitlines()[0] if text else type(error).__name__)
