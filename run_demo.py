@@ -95,6 +95,7 @@ class DemoConfig:
     notebooks_out: str | None = None   # folder for executed notebooks; None = in place (the committed copies)
     stages: tuple[str, ...] = tuple(NOTEBOOKS)  # which notebooks to run, by stage name
     params: dict = field(default_factory=dict)  # per-stage parameter overrides {"vae": {"MAX_STEPS": 10}}
+    force: bool = False                # run every chosen notebook even when its last run is still up to date
 
 
 def stage_paths(config: DemoConfig) -> dict[str, Path]:
@@ -168,8 +169,81 @@ def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> Path:
             os.replace(partial, failed)
         print(f"[demo] {stage}: notebook failed; executed copy with the error: {failed}", file=sys.stderr)
         raise
+    tidy_notebook(partial)
     os.replace(partial, target)
     return target
+
+
+# The packages whose code each stage runs (a change in any of them makes the stage's last run stale).
+STAGE_PACKAGES = {
+    "scraping": ("common", "world", "scraping"),
+    "classification": ("common", "world", "scraping", "classification"),
+    "vae": ("common", "world", "scraping", "classification", "vae"),
+}
+# Parameters that say where to reach an input, not what it is: the local web's port may change between runs.
+NOT_FINGERPRINTED = ("BASE_URL",)
+
+
+def stage_fingerprints(world_cfg, parameters: dict[str, dict]) -> dict[str, str]:
+    """One fingerprint per stage over everything its result depends on: the world's config, the notebook's cells
+    (not their outputs), its parameters, the code of the packages it runs, and the stages before it."""
+    import hashlib
+    from dataclasses import asdict
+
+    from common.config import code_version
+
+    fingerprints, upstream = {}, ""
+    for stage, notebook in NOTEBOOKS.items():
+        cells = [(c["cell_type"], "".join(c["source"])) for c in json.loads((ROOT / notebook).read_text())["cells"]]
+        payload = {"world": asdict(world_cfg), "cells": cells, "code": code_version(*STAGE_PACKAGES[stage]),
+                   "parameters": {k: v for k, v in parameters[stage].items() if k not in NOT_FINGERPRINTED},
+                   "upstream": upstream}
+        upstream = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        fingerprints[stage] = upstream
+    return fingerprints
+
+
+def stage_stamp(runs: Path, stage: str) -> Path:
+    return runs / "stages" / f"{stage}.json"
+
+
+def up_to_date(stage: str, fingerprint: str, paths: dict[str, Path]) -> str | None:
+    """The executed notebook of the stage's last run when that run is still valid (same fingerprint, every
+    artifact of the stage still there), else None."""
+    stamp = stage_stamp(paths["runs"], stage)
+    if not stamp.is_file():
+        return None
+    record = json.loads(stamp.read_text())
+    artifacts = [paths["results"] / name for name in EXPECTED_ARTIFACTS if name.startswith(f"{stage}/")]
+    if record.get("fingerprint") != fingerprint or not all(p.is_file() for p in artifacts):
+        return None
+    return record["notebook"] if (ROOT / record["notebook"]).is_file() else None
+
+
+def _progress_bar_output(output: dict) -> bool:
+    """A stderr stream made only of progress-bar frames (tqdm redraws: '\\r  40%|####      | 4/10 [...]')."""
+    if output.get("output_type") != "stream" or output.get("name") != "stderr":
+        return False
+    text = "".join(output.get("text", ""))
+    return all(not piece.strip() or "%|" in piece for piece in text.replace("\r", "\n").split("\n"))
+
+
+def tidy_notebook(path: Path) -> Path:
+    """Keep an executed notebook's results, drop what changes on every run: execution timestamps and durations,
+    papermill's run metadata (except the parameters passed) and progress-bar frames."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    papermill = notebook.get("metadata", {}).get("papermill")
+    if papermill is not None:
+        notebook["metadata"]["papermill"] = {k: papermill[k] for k in ("parameters",) if k in papermill}
+    for cell in notebook["cells"]:
+        cell.get("metadata", {}).pop("execution", None)
+        cell.get("metadata", {}).pop("papermill", None)
+        if cell["cell_type"] == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", []) if not _progress_bar_output(o)]
+    from common.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 def read_stage_summary(results: Path, stage: str) -> dict:
@@ -231,7 +305,7 @@ def run_demo(config: DemoConfig) -> dict:
     Returns the summary: per-stage summaries (from each notebook's `summary.json`), wall seconds per stage, the
     world's headline numbers, and the executed notebooks' paths.
     """
-    from common.files import atomic_write_text
+    from common.files import atomic_write_text, only_timings, without_timings
     from world.generate import generate_world, world_figure
     from world.webserver import serve_folder
 
@@ -263,9 +337,23 @@ def run_demo(config: DemoConfig) -> dict:
     executed = {}
     with serve_folder(world["web_root"], port=config.port) as base_url:
         parameters = notebook_parameters(config, paths, base_url, world["target_slug"])
+        fingerprints = stage_fingerprints(world_cfg, parameters)
         for stage in config.stages:
             begin = time.perf_counter()
-            executed[stage] = _relative_to(run_notebook(stage, parameters[stage], notebooks_out), Path(config.root))
+            previous = None if config.force else up_to_date(stage, fingerprints[stage], paths)
+            if previous:  # a rerun that changes nothing rewrites nothing
+                executed[stage] = _relative_to(Path(previous), Path(config.root))
+                seconds[stage] = 0.0
+                print(f"[demo] {stage}: up to date, not run again (same notebook, parameters, code and inputs; "
+                      "--force runs it anyway)", flush=True)
+                continue
+            stamp = stage_stamp(paths["runs"], stage)
+            stamp.unlink(missing_ok=True)
+            notebook = run_notebook(stage, parameters[stage], notebooks_out)
+            executed[stage] = _relative_to(notebook, Path(config.root))
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(stamp, json.dumps({"fingerprint": fingerprints[stage],
+                                                 "notebook": _relative_to_repo(notebook).as_posix()}) + "\n")
             seconds[stage] = round(time.perf_counter() - begin, 1)
             print(f"[demo] {stage}: ran {NOTEBOOKS[stage]} ({seconds[stage]:.0f} s)", flush=True)
     summaries = {stage: read_stage_summary(paths["results"], stage) for stage in NOTEBOOKS}
@@ -282,35 +370,10 @@ def run_demo(config: DemoConfig) -> dict:
     }
     # Results and timings apart: a rerun that changes nothing rewrites demo_summary.json byte for byte.
     atomic_write_text(paths["results"] / "demo_summary.json", json.dumps(summary, indent=1) + "\n")
-    timings = {"seconds": seconds, "stages": only_timings(summaries)}
+    timings = {"seconds": seconds, "stages": only_timings(summaries) or {}}
     atomic_write_text(paths["results"] / "timings.json", json.dumps(timings, indent=1) + "\n")
     print(summary_table({s: summaries[s] for s in config.stages}, seconds, verdicts))
     return {**summary, "seconds": seconds}
-
-
-TIMING_WORDS = ("seconds", "per_second", "per_s")  # keys holding a duration or a rate
-
-
-def without_timings(value):
-    """`value` (nested dicts/lists) without the keys that hold timings: what must repeat run after run."""
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if not any(w in k for w in TIMING_WORDS)}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
-
-
-def only_timings(value):
-    """The timing keys of nested dicts, keeping the path to them."""
-    if not isinstance(value, dict):
-        return None
-    out = {}
-    for key, item in value.items():
-        if any(w in key for w in TIMING_WORDS):
-            out[key] = item
-        elif (inner := only_timings(item)):
-            out[key] = inner
-    return out
 
 
 def _relative_to(path: Path, base: Path) -> str:
@@ -350,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))
     parser.add_argument("--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
                         help="override a notebook parameter, e.g. vae.MAX_STEPS=50 (repeatable)")
+    parser.add_argument("--force", action="store_true",
+                        help="run the chosen notebooks even when their last run is up to date")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a headline result is wrong (e.g. the wrong identity was found)")
     args = parser.parse_args(argv)
@@ -358,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         # smoke runs never overwrite the committed notebooks
         notebooks_out = str(Path(args.root) / "notebooks")
     config = DemoConfig(root=args.root, seed=args.seed, port=args.port, smoke=args.smoke,
-                        notebooks_out=notebooks_out, stages=tuple(args.stages), params=parse_params(args.param))
+                        notebooks_out=notebooks_out, stages=tuple(args.stages), params=parse_params(args.param),
+                        force=args.force)
     summary = run_demo(config)
     failed = [v["name"] for v in summary["verdicts"] if v["headline"] and not v["ok"]]
     print(json.dumps({"seconds": summary["seconds"], "smoke": summary["smoke"], "failed": failed}))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from reporting import report  # noqa: E402
 from scraping.faces import (  # noqa: E402
     CropConfig, build_detector, crop_faces, detect_faces, detect_faces_single, load_rgb,
 )
@@ -109,7 +109,7 @@ def main() -> None:
                  "crops_faces": cropped["faces"], "crops_seconds": cropped["seconds"]}
 
     sizes = sorted(max(image.size) for image in images)
-    print(json.dumps({
+    report("mtcnn", {
         "benchmark": "mtcnn_batched_vs_per_image",
         "images": len(images),
         "longer_side_px_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
@@ -132,7 +132,7 @@ def main() -> None:
         "round_robin_chunk": args.chunk,
         "device": "cpu",
         **crops,
-    }))
+    })
 
 
 if __name__ == "__main__":

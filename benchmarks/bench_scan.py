@@ -15,7 +15,6 @@ Usage: python benchmarks/bench_scan.py [--limit 400] [--image-size 96] [--batch-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from reporting import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def main() -> None:
         started = time.perf_counter()
         fast = scan_images(checkpoint, subset, tmp / "scan", config)
         wall = time.perf_counter() - started  # includes worker start-up, listing and the contact sheet
-    print(json.dumps({
+    report("scan", {
         "benchmark": "scan", "photos": len(files), "source": "celeba_wild_dev/images",
         "tutorial_images_per_second": round(tutorial, 1), "tutorial_image_size": 224, "tutorial_batch_size": 32,
         "tutorial_workers": 0,
@@ -100,7 +100,7 @@ def main() -> None:
         "fast_image_size": args.image_size, "fast_batch_size": args.batch_size, "fast_workers": args.workers,
         "speedup": round(fast["images_per_second"] / tutorial, 2), "unreadable": fast["unreadable"],
         "torch_threads": torch.get_num_threads(),
-    }))
+    })
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from pathlib import Path
 import requests
 
 from scraping.download import FetchConfig, download_images
+from reporting import report
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -135,7 +135,7 @@ def main() -> None:
         for server in servers:
             server.close()
 
-    print(json.dumps({
+    report("scraper", {
         "sequential_s": round(sequential_s, 3),
         "concurrent_s": round(concurrent_s, 3),
         "speedup": round(sequential_s / concurrent_s, 2),
@@ -147,7 +147,8 @@ def main() -> None:
         "saved": summary["saved"],
         "duplicates": summary["duplicates"] + summary["near_duplicates"],
         "data": data,
-    }))
+        "latency_s": args.latency,
+    })
 
 
 if __name__ == "__main__":

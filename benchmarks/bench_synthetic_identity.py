@@ -12,7 +12,6 @@ Prints one JSON object on its last line. Run: `python benchmarks/bench_synthetic
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 
@@ -23,6 +22,7 @@ from scraping.faces import CropConfig, build_detector, detect_faces
 from world.portraits import random_identity
 from synthetic_separability import identity_separability
 from world.generate import make_celeba_haystack, single_person_photo
+from reporting import report
 
 
 def _overlap(a, b) -> float:
@@ -73,4 +73,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()), flush=True)
+    report("synthetic_identity", main())

@@ -23,7 +23,6 @@ Prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -31,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from reporting import report
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DATA", PROJECT_ROOT.parent / "shared"))
@@ -116,7 +116,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown data set {name!r}; use haystack and/or wild")
         results.append(run(name, root, args.minutes, Path(args.out), args.gamma))
-    print(json.dumps({
+    report("vae_quality", {
         "benchmark": "vae_quality",
         "device": "cpu",
         "threads": args.threads,
@@ -126,7 +126,7 @@ def main() -> None:
         "gamma": args.gamma,
         "crop_seconds": crop_seconds,
         "results": results,
-    }), flush=True)
+    })
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ Prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 import warnings
 
 import torch
+from reporting import report
 
 REFERENCE_IMG_S_WITH_PERCEPTUAL = 3.1  # LukeDitria/CNN-VAE default model, this machine
 REFERENCE_IMG_S_WITHOUT_PERCEPTUAL = 5.3
@@ -97,7 +97,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "data_loading_included": False,
     }
-    print(json.dumps(result), flush=True)
+    report("vae_speed", result)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from common.errors import InputError
-from common.files import atomic_write_text, write_csv_atomic
+from common.files import atomic_write_text, write_csv_atomic, write_record
 
 BACKENDS = ("dlib", "facenet")
 DIMENSIONS = {"dlib": 128, "facenet": 512}
@@ -780,7 +780,7 @@ def scan_with_embeddings(scorer: IdentityScorer | str | Path, source: str | Path
                    scores=str(out / "scores.csv"), threshold=scorer.threshold,
                    above_threshold=None if scorer.threshold is None else int(np.sum(scores >= scorer.threshold)),
                    top=[{"file": r["file"], "score": float(r["score"])} for r in rows[:5]])
-    atomic_write_text(out / "scan_embeddings.json", json.dumps(_json_ready(summary), indent=2) + "\n")
+    write_record(out / "scan_embeddings.json", _json_ready(summary))
     return _json_ready(summary)
 
 

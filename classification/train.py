@@ -31,7 +31,7 @@ from tqdm import tqdm
 from common.checkpoints import load_checkpoint as read_checkpoint, save_checkpoint
 from common.config import (apply_overrides, code_version, config_to_dict, parse_set_options, pick_device,
                            save_config, seed_everything)
-from common.files import atomic_write_text, write_csv_atomic
+from common.files import atomic_write_text, write_csv_atomic, write_record
 
 from .data import (class_balance, collect_face_rows, make_loader, read_split, stratified_split, write_split)
 from .metrics import (best_f1_threshold, binary_metrics, plot_confusion, plot_image_grid, plot_precision_recall,
@@ -382,14 +382,12 @@ def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
                                           f"(weights: {config.weights}).")
     result = _json_ready({"rows": rows, "best_k": best["unfreeze"], "best_checkpoint": best["checkpoint"],
                           "weights": config.weights, "markdown": str(out / "comparison.md")})
-    # what was reused is reported to the caller, not stored: a rerun that reuses everything writes the same file
-    stored = {**result, "rows": [{k: v for k, v in r.items() if k not in ("reused", "redone_because")}
-                                 for r in result["rows"]]}
-    atomic_write_text(out / "comparison.json", json.dumps(stored, indent=2) + "\n")
+    # timings and what was reused go to the caller, not the file: a rerun that reuses everything writes the same bytes
+    write_record(out / "comparison.json", result)
     return {**result, "table": markdown}
 
 
-COMPARISON_COLUMNS = ["method", "trainable_parameters", "epochs_run", "train_seconds", "val_f1", "threshold",
+COMPARISON_COLUMNS = ["method", "trainable_parameters", "epochs_run", "val_f1", "threshold",
                       "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
                       "test_average_precision"]
 
@@ -428,7 +426,7 @@ def add_comparison_row(results_dir: str | Path, row: dict) -> dict:
             f"{comparison['weights']}); for the identity search: {search['method']}.")
     markdown = write_comparison(rows, out, note)
     comparison = _json_ready({**comparison, "rows": rows, "search_method": search["method"]})
-    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    write_record(out / "comparison.json", comparison)
     return {**comparison, "search_row": search, "table": markdown}
 
 

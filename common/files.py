@@ -92,3 +92,42 @@ def work_from_repo_root(start: str | Path | None = None) -> Path:
         raise FileNotFoundError(f"no pyproject.toml above {here}: open the notebook inside the repository")
     os.chdir(root)
     return root
+
+
+# Keys that change from run to run without the result changing: durations and rates, and what a cache or a
+# reused run saved. Committed records leave them out (a rerun that changes nothing rewrites the same bytes).
+TIMING_WORDS = ("seconds", "per_second", "per_s")
+RUN_STATE_KEYS = ("cached", "computed", "reused", "redone_because")
+
+
+def _volatile(key: str) -> bool:
+    return key in RUN_STATE_KEYS or any(word in key for word in TIMING_WORDS)
+
+
+def without_timings(value):
+    """`value` (nested dicts/lists) without timing and run-state keys: what must repeat run after run."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not _volatile(k)}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def only_timings(value):
+    """The timing and run-state keys of nested dicts, keeping the path to them (None when there are none)."""
+    if not isinstance(value, dict):
+        return None
+    out = {}
+    for key, item in value.items():
+        if _volatile(key):
+            out[key] = item
+        elif (inner := only_timings(item)):
+            out[key] = inner
+    return out or None
+
+
+def write_record(path: str | Path, value, indent: int = 2) -> Path:
+    """Write a result record as JSON without its timings (see `without_timings`), atomically."""
+    import json
+
+    return atomic_write_text(path, json.dumps(without_timings(value), indent=indent) + "\n")

@@ -138,6 +138,63 @@ def test_smoke_notebooks_ran_clean_with_the_demo_parameters(smoke_run):
 
 
 # ------------------------------------------------------------------------------------ reproducible results
+def _file_digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in ("results", "notebooks") for p in sorted((root / folder).rglob("*")) if p.is_file()
+            and p.name != "timings.json"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_rerun_that_changes_nothing_changes_no_byte(smoke_run):
+    root, _ = smoke_run
+    before = _file_digests(root)
+    again = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root),
+                            "--port", "0"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("up to date, not run again") == len(NOTEBOOKS)
+    assert _file_digests(root) == before
+
+
+def test_the_stage_fingerprint_follows_code_parameters_and_the_stages_before(tmp_path, monkeypatch):
+    from common import config as common_config
+
+    config = DemoConfig()
+    world = run_demo.world_config(config)
+    params = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+    base = run_demo.stage_fingerprints(world, params)
+    moved = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:2/")
+    assert run_demo.stage_fingerprints(world, moved) == base  # the web's port is not an input
+    changed = {**params, "classification": {**params["classification"], "SEED": 1}}
+    after = run_demo.stage_fingerprints(world, changed)
+    assert after["scraping"] == base["scraping"]
+    assert after["classification"] != base["classification"] and after["vae"] != base["vae"]
+    real = common_config.code_version
+    monkeypatch.setattr(common_config, "code_version",
+                        lambda *packages: real(*packages) + ("x" if "vae" in packages else ""))
+    edited = run_demo.stage_fingerprints(world, params)
+    assert edited["classification"] == base["classification"] and edited["vae"] != base["vae"]
+
+
+def test_tidy_notebook_keeps_results_and_drops_what_changes_every_run(tmp_path):
+    cell = {"cell_type": "code", "execution_count": 1, "source": "print(1)", "id": "a",
+            "metadata": {"tags": ["x"], "execution": {"iopub.execute_input": "2026-01-01T00:00:00Z"},
+                         "papermill": {"duration": 1.5}},
+            "outputs": [{"output_type": "stream", "name": "stderr", "text": ["\rscan:  40%|####  | 4/10 [00:01<?]"]},
+                        {"output_type": "stream", "name": "stderr", "text": ["UserWarning: something real\n"]},
+                        {"output_type": "stream", "name": "stdout", "text": ["1\n"]}]}
+    notebook = {"cells": [cell], "metadata": {"papermill": {"parameters": {"A": 1}, "duration": 9.0,
+                                                            "start_time": "2026"}}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps(notebook))
+    tidied = json.loads(run_demo.tidy_notebook(path).read_text())
+    assert tidied["metadata"]["papermill"] == {"parameters": {"A": 1}}
+    assert tidied["cells"][0]["metadata"] == {"tags": ["x"]}
+    assert [o["text"] for o in tidied["cells"][0]["outputs"]] == [["UserWarning: something real\n"], ["1\n"]]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_fresh_smoke_demos_tell_the_same_story(smoke_run, tmp_path):
