@@ -121,15 +121,36 @@ CASES = [
 ]
 
 
+def _check_one_error_line(code: int, stderr: str, word: str) -> None:
+    assert code == 2, stderr[-1500:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-1500:]
+    assert "Traceback" not in stderr and word in lines[0]
+
+
 @pytest.mark.parametrize("stage,argv,word", CASES, ids=[f"{c[0]}-{c[1][0]}-{i}" for i, c in enumerate(CASES)])
-def test_bad_input_gives_one_line_and_exit_2(inputs, stage, argv, word):
+def test_bad_input_gives_one_line_and_exit_2(inputs, stage, argv, word, monkeypatch, capsys):
+    # in this process, through the same `main` that `python -m <stage>` runs (the exit code it returns or raises)
+    import importlib
+
+    monkeypatch.chdir(inputs)
+    try:
+        code = importlib.import_module(f"{stage}.__main__").main(argv)
+    except SystemExit as stop:  # argparse's own errors exit from inside the parser
+        code = stop.code
+    _check_one_error_line(code, capsys.readouterr().err, word)
+
+
+# one case per stage again as a real process: nothing else (an import warning, a log line) reaches stderr
+SUBPROCESS_CASES = [next(c for c in CASES if c[0] == stage) for stage in dict.fromkeys(c[0] for c in CASES)]
+
+
+@pytest.mark.parametrize("stage,argv,word", SUBPROCESS_CASES, ids=[c[0] for c in SUBPROCESS_CASES])
+def test_bad_input_in_a_real_process_gives_one_line_and_exit_2(inputs, stage, argv, word):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-m", stage, *argv], cwd=inputs, env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 2, done.stderr[-1500:]
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-1500:]
-    assert "Traceback" not in done.stderr and word in lines[0]
+    _check_one_error_line(done.returncode, done.stderr, word)
 
 
 def test_debug_flag_shows_the_traceback(inputs):
