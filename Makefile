@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench readme clean
+.PHONY: setup test demo bench readme app screenshot clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ test: setup
 
 demo: setup
 	$(BIN)/python run_demo.py
+
+app: setup
+	$(BIN)/python -m app serve
+
+screenshot: setup
+	$(BIN)/python -m app screenshot --out results/app/screenshot.png
 
 readme: setup
 	$(BIN)/python readme_numbers.py

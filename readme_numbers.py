@@ -96,6 +96,7 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
         f"{_pct(vae.get('identity_preservation_originals'))}).")
     blocks["verdicts"] = "\n".join(f"- {'✓' if v['ok'] else '✗'} {v['text']}" for v in summary["verdicts"])
     blocks["benchmarks"] = benchmark_table(benchmarks)
+    blocks["app_latency"] = app_latency_block(benchmarks)
     search = benchmarks / "identity_search.json"
     if search.is_file():
         b = json.loads(search.read_text())
@@ -178,6 +179,30 @@ def _row_vae_quality(r: dict) -> tuple[str, str, str]:
                      f"{base['ssim']:.3f})")
     return (f"VAE held-out reconstruction after {r['minutes_per_dataset']:g} min of CPU training per data set",
             f"VGG weights {r['results'][0]['vgg_weights'] if r['results'] else '-'}. " + "; ".join(parts), "none")
+
+
+def app_latency_block(benchmarks: Path = BENCHMARKS) -> str:
+    """The web app's latency table (`bench_app.py`): one row per torch thread count, median / 90th percentile."""
+    record = _bench(benchmarks, "app_latency")
+    if record is None:
+        return "Not measured yet: `python benchmarks/bench_app.py` (after `make demo`) writes it."
+    r = record["result"]
+    steps = ("detect", "classify", "embed", "reconstruct", "morph", "total")
+    lines = [f"Latency per photo (`{record['command']}`: {r['photos']} demo photos × {r['repeats']} answers, "
+             f"{r['vae_image_size']} px models, median / 90th percentile, {record['cpu_cores']} CPU cores):", "",
+             "| torch threads | detect | classify | embed | reconstruct | morph GIF | full answer |",
+             "|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        cells = [f"{run[s]['median_s']:.3g} / {run[s]['p90_s']:.3g} s" for s in steps]
+        cells[-1] = f"**{cells[-1]}**"
+        label = f"{run['threads']}" + (" (the app's default)" if run["threads"] == r["app_threads"] else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    app_run = next((run for run in r["runs"] if run["threads"] == r["app_threads"]), None)
+    if app_run is not None:
+        lines += ["", f"Target: a full answer under {r['target_full_answer_s']:g} s — "
+                      + ("met" if app_run["meets_target"] else "missed") + f" at the app's {r['app_threads']} "
+                      f"thread(s). The morph is {r['morph_frames']} frames of {r['morph_frame_size']} px per model."]
+    return "\n".join(lines)
 
 
 BENCHMARK_ROWS = {"scraper": _row_scraper, "mtcnn": _row_mtcnn, "scan": _row_scan, "vae_speed": _row_vae_speed,

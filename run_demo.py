@@ -246,6 +246,36 @@ def tidy_notebook(path: Path) -> Path:
     return path
 
 
+APP_SCREENSHOT = Path("results/app/screenshot.png")  # the README's picture of the web app
+
+
+def app_screenshot(config: DemoConfig, paths: dict[str, Path], upstream: str) -> str:
+    """After a full in-place demo: the web app's screenshot with the new models (`python -m app screenshot`), when
+    Chromium is installed; redone only when the app's code or the stages before it changed. Returns what happened."""
+    import hashlib
+    import subprocess
+
+    if config.smoke or config.notebooks_out or Path(config.root).resolve() != ROOT:
+        return "not made (only a full in-place demo makes it)"
+    from app.screenshot import chromium_path
+    from common.config import code_version
+
+    if not Path(chromium_path()).exists():
+        return f"not made: Chromium not found at {chromium_path()} (apt-get install chromium, or set CHROMIUM_PATH)"
+    fingerprint = hashlib.sha256((upstream + code_version("app")).encode()).hexdigest()[:16]
+    stamp = stage_stamp(paths["runs"], "app")
+    if stamp.is_file() and APP_SCREENSHOT.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        return "up to date, not made again"
+    done = subprocess.run([sys.executable, "-m", "app", "screenshot", "--out", str(APP_SCREENSHOT)], cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return "failed: " + (done.stderr.strip().splitlines() or ["no message"])[-1]
+    from common.files import atomic_write_text
+
+    atomic_write_text(stamp, json.dumps({"fingerprint": fingerprint}) + "\n")
+    return f"made {APP_SCREENSHOT}"
+
+
 def read_stage_summary(results: Path, stage: str) -> dict:
     path = results / stage / "summary.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -356,6 +386,9 @@ def run_demo(config: DemoConfig) -> dict:
                                                  "notebook": _relative_to_repo(notebook).as_posix()}) + "\n")
             seconds[stage] = round(time.perf_counter() - begin, 1)
             print(f"[demo] {stage}: ran {NOTEBOOKS[stage]} ({seconds[stage]:.0f} s)", flush=True)
+    begin = time.perf_counter()
+    print(f"[demo] app screenshot: {app_screenshot(config, paths, fingerprints['vae'])}", flush=True)
+    seconds["app_screenshot"] = round(time.perf_counter() - begin, 1)
     summaries = {stage: read_stage_summary(paths["results"], stage) for stage in NOTEBOOKS}
     seconds["total"] = round(time.perf_counter() - started, 1)
     world_numbers = {k: world[k] for k in ("target_name", "target_identity", "target_count", "haystack_images",

@@ -1,5 +1,5 @@
-"""The layout's promises: imports flow one way (common <- world <- scraping <- classification <- vae), no module
-imports another that imports it back, and every CLI turns bad input into one line and exit code 2.
+"""The layout's promises: imports flow one way (common <- world <- scraping <- classification <- vae <- app), no
+module imports another that imports it back, and every CLI turns bad input into one line and exit code 2.
 
 The import check parses the source (ast), so it sees function-level imports too.
 """
@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each package may import only from the packages before it.
-ORDER = ["common", "world", "scraping", "classification", "vae"]
+ORDER = ["common", "world", "scraping", "classification", "vae", "app"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -118,6 +118,7 @@ CASES = [
     ("vae", ["train", "--src", "photos", "--out", "r", "--set", "no_such_field=1"], "no_such_field"),
     ("vae", ["find-identity", "--scores", "bad_scores.csv", "--src", "celeba", "--out", "i"], "bad_scores.csv"),
     ("vae", ["morph", "--checkpoint", "missing.pt", "--src", "photos", "--out", "m"], "missing.pt"),
+    ("app", ["serve", "--summary", "missing_summary.json"], "missing_summary.json"),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Stage 4: a local web app over the trained models (`python -m app`), tested in a real browser."""

@@ -1,0 +1,36 @@
+"""`python -m app serve`: load the models once and serve the page on 127.0.0.1 until Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from . import core
+
+
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                        "machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    core.add_model_arguments(parser)
+
+
+def cli_run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from .ui import start_server
+
+    torch.set_num_threads(args.threads)
+
+    models = core.load_models(core.paths_from_args(args), args.device)
+    server = start_server(models, args.host, args.port)
+    print(f"serving {server.url} with the models of {models.paths.classifier.parent} (Ctrl-C stops)", flush=True)
+    started = time.monotonic()
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return {"command": "serve", "url": server.url, "served_seconds": round(time.monotonic() - started, 1),
+            "attribute_sliders": len(models.attributes)}

@@ -1,0 +1,103 @@
+"""The web app in a real browser: Playwright for Python driving Debian's headless Chromium against the page served
+on a free loopback port with tiny models trained for the tests. One server and one browser for the whole file.
+
+Checks what a user sees (the crop, the verdict, the morph GIF; the message for a photo without a face or a file
+that is not an image), that the page asked nothing of any host but this machine (the real offline check), and
+that no uploaded file outlives its request. Skips only when Playwright or Chromium is missing (`.ci/run`
+installs both).
+"""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app_fixture import no_face_photo, synthetic_photo
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
+                                     "(pip install -r requirements-dev.txt)")
+
+from app import screenshot  # noqa: E402  (after the skip: it is only useful with Playwright)
+
+if not Path(screenshot.chromium_path()).exists():
+    pytest.skip(f"Chromium is not installed at {screenshot.chromium_path()} (apt-get install chromium, or set "
+                "CHROMIUM_PATH)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_app_models):
+    from app.ui import start_server
+
+    running = start_server(tiny_app_models, port=screenshot.free_port())
+    yield running
+    running.close()
+    assert not Path(running.folder.name).exists(), "the server's temporary folder outlived it"
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as playwright:
+        browser = screenshot.launch_browser(playwright)
+        page = browser.new_page(viewport=screenshot.VIEWPORT)
+        page.requests_seen = screenshot.record_requests(page)
+        page.goto(server.url, wait_until="load")
+        page.wait_for_selector("#upload input[type=file]", state="attached")
+        yield page
+        browser.close()
+
+
+def upload(page, picture: Image.Image | bytes, path: Path) -> None:
+    if isinstance(picture, Image.Image):
+        picture.save(path)
+    else:
+        path.write_bytes(picture)
+    screenshot.upload_photo(page, path)
+
+
+def files_holding(folder: Path, content: bytes) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.stat().st_size == len(content)
+            and p.read_bytes() == content]
+
+
+def test_a_portrait_gets_its_crop_verdict_and_morph(page, server, tmp_path):
+    photo = tmp_path / "portrait.png"
+    upload(page, synthetic_photo(0), photo)
+    screenshot.wait_for_answer(page)
+    assert screenshot.wait_for_message(page, "face found").strip() == "1 face found."
+    crop = page.locator("#crop img")
+    assert crop.is_visible() and crop.evaluate("img => img.naturalWidth") == 160
+    verdict = " ".join(page.inner_text("#verdict").split())
+    assert "P(Ava Marlowe) =" in verdict and "distance" in verdict and "Verdict:" in verdict
+    assert ("same person" in verdict) != ("someone else" in verdict)
+    source = page.get_attribute("#morph-gif", "src")
+    assert source.startswith("data:image/gif;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as gif:
+        assert gif.n_frames > 2  # an animation, not a still
+    assert page.get_attribute("#morph-download", "download") == "morph.gif"
+    assert page.locator("#reconstruction img").is_visible()
+    assert not page.locator("#attributes").is_visible()  # no attribute model was given
+    shot = screenshot.save_screenshot(page, tmp_path / "screenshot.png")
+    with Image.open(shot) as picture:
+        assert picture.format == "PNG" and picture.width == screenshot.SCREENSHOT_WIDTH
+    assert shot.stat().st_size < 300_000
+    assert not files_holding(Path(server.folder.name), photo.read_bytes()), "the upload was kept on the server"
+
+
+def test_a_photo_without_a_face_and_a_file_that_is_no_image_get_a_message(page, server, tmp_path):
+    upload(page, no_face_photo(), tmp_path / "wall.png")
+    assert "No face found" in screenshot.wait_for_message(page, "No face found")
+    assert not page.locator("#crop img").count()
+    upload(page, b"certainly not a picture", tmp_path / "notes.jpg")
+    assert "not a readable image" in screenshot.wait_for_message(page, "Cannot use this file")
+    assert not files_holding(Path(server.folder.name), b"certainly not a picture")
+
+
+def test_the_page_asked_nothing_of_any_other_host(page):
+    seen = list(page.requests_seen)
+    assert seen, "no request was recorded at all"
+    assert screenshot.foreign_requests(seen) == []
+    assert screenshot.foreign_requests(["https://fonts.googleapis.com/css2", "http://127.0.0.1:1/x"]) == [
+        "https://fonts.googleapis.com/css2"]  # the check itself sees a remote font request
