@@ -205,8 +205,20 @@ def app_latency_block(benchmarks: Path = BENCHMARKS) -> str:
     return "\n".join(lines)
 
 
+def _row_classifier_quality(r: dict) -> tuple[str, str, str]:
+    init = ("random init" if r["weights"] == "none" else f"the synthetic-faces backbone "
+            f"({r['pretrained_identities']:,} identities)" if r["weights"] == "synthetic" else r["weights"])
+    vote = r["identity_vote"]
+    return (f"classifier on real photos: one identity's {r['target_photos']} photos vs {r['other_photos']} others, "
+            f"half for training, {init}, k = {r['unfreeze']}",
+            f"ROC-AUC **{r['roc_auc']:.2f}**, AP {r['average_precision']:.2f} (chance {r['chance_precision']:.2f}); "
+            f"the top-{vote['top_k']} vote picks {'the target' if vote['winner_is_target'] else 'another identity'} "
+            f"({vote['target_votes']} of {vote['top_k']} for the target)", "none (does it transfer?)")
+
+
 BENCHMARK_ROWS = {"scraper": _row_scraper, "mtcnn": _row_mtcnn, "scan": _row_scan, "vae_speed": _row_vae_speed,
-                  "synthetic_identity": _row_synthetic_identity, "vae_quality": _row_vae_quality}
+                  "synthetic_identity": _row_synthetic_identity, "classifier_quality_none": _row_classifier_quality,
+                  "classifier_quality_synthetic": _row_classifier_quality, "vae_quality": _row_vae_quality}
 
 
 def benchmark_table(benchmarks: Path = BENCHMARKS) -> str:

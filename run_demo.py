@@ -68,7 +68,8 @@ SMOKE_WORLD = dict(target_photos=8, other_photos=5, other_names=("Robin Whitcomb
 SMOKE_PARAMETERS = {
     "scraping": {},
     "classification": {"KS": [0, 1], "EPOCHS": 1, "MAX_STEPS": 2, "IMAGE_SIZE": 32, "SCAN_TOP_K": 12,
-                       "EMBED_TOP_N": 0},
+                       "EMBED_TOP_N": 0, "PRETRAIN_IDENTITIES": 20, "PRETRAIN_PHOTOS": 4, "PRETRAIN_EPOCHS": 1,
+                       "PRETRAIN_MAX_STEPS": 2},
     "vae": {"MAX_STEPS": 2, "FINETUNE_STEPS": 1, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8, "SMILE_IMAGES": 50},
 }
 
@@ -130,7 +131,8 @@ def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: st
                          FACES=f"{data}/faces", OUT=f"{results}/scraping", SEED=config.seed),
         "classification": dict(DEMO=True, FACES=f"{data}/faces", CELEBA=f"{data}/celeba",
                                WORLD=f"{data}/world.json", OUT=f"{results}/classification",
-                               RUNS=f"{runs}/classification", WEIGHTS="none", SEED=config.seed,
+                               RUNS=f"{runs}/classification", WEIGHTS="synthetic", SEED=config.seed,
+                               PRETRAIN_CACHE=f"{paths['runs'].parent.as_posix()}/pretrained",
                                EMBED_CACHE=f"{data}/embeddings/dlib.sqlite"),
         "vae": dict(DEMO=True, CELEBA=f"{data}/celeba", SCORES=f"{results}/classification/search/scores.csv",
                     WORLD=f"{data}/world.json", OUT=f"{results}/vae", RUNS=f"{runs}/vae", SEED=config.seed,

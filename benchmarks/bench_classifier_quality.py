@@ -1,4 +1,4 @@
-"""Classifier quality on real photos: an honest random-init baseline for later comparison (no target number).
+"""Classifier quality on real photos: the random-init baseline, and whether synthetic pretraining transfers to them.
 
 Photos: `<project root>/../shared/data/celeba_wild_dev` (override the `shared` folder with SHARED_DATA):
 `images/` (in-the-wild CelebA photos) and `identity_CelebA.txt`.
@@ -7,18 +7,21 @@ Photos: `<project root>/../shared/data/celeba_wild_dev` (override the `shared` f
    other identities (a seeded sample) are cropped with stage 1's `scraping.faces.crop_faces` into a scratch folder
    (`--work`, default a folder under the system temp dir; reused on the next run, so cropping is paid once).
 2. Half of the target's crops and half of each other identity's crops (seeded) form a face-folder tree
-   (`target/`, `<identity>/`), and `classification.train.train_classifier` trains on it with `weights="none"`.
+   (`target/`, `<identity>/`), and `classification.train.train_classifier` trains on it with `--weights`: `none`
+   (random init, the baseline), `synthetic` (the backbone pretrained on the synthetic world's faces,
+   `classification.pretrain`; made or reused first: does synthetic pretraining transfer to real faces?) or
+   `imagenet` (needs the cached torchvision file).
 3. The other half is scanned with `classification.scan.scan_images`; ROC-AUC, average precision and precision@k
    (k = 5, 10 and the number of held-out target crops) are computed from the ranked scores.
 4. Stage 3's identity step on real photos: the top-k crops (k = number of held-out target crops) vote with their
    CelebA identity; the JSON gives the winner, its votes, and whether it is the target.
 
 Prints one JSON line. Usage: python benchmarks/bench_classifier_quality.py [--others 240] [--image-size 64]
+[--weights synthetic --unfreeze 3]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -27,6 +30,8 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from reporting import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--others", type=int, default=240, help="photos of other identities to use")
     parser.add_argument("--image-size", type=int, default=64, help="classifier input size in px")
+    parser.add_argument("--weights", choices=["none", "synthetic", "imagenet"], default="none",
+                        help="backbone init (synthetic: pretrained on the synthetic world's faces)")
     parser.add_argument("--unfreeze", type=int, default=19, help="blocks trained (19 = all: random init)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -101,9 +108,16 @@ def main() -> None:
             shutil.copy(path, scan_root / name)
             held_out_labels[name] = int(identity == target)
 
+    synthetic_checkpoint, pretrained_identities = None, None
+    if args.weights == "synthetic":
+        from classification.pretrain import PretrainConfig, pretrain_backbone
+
+        pretrained = pretrain_backbone(PretrainConfig(cache_root=str(ROOT / "runs" / "pretrained"), progress=False))
+        synthetic_checkpoint, pretrained_identities = pretrained["checkpoint"], pretrained["identities"]
     train_started = time.perf_counter()
     summary = train_classifier(TrainConfig(
-        faces_root=str(train_root), target="target", out_dir=str(work / "run"), weights="none",
+        faces_root=str(train_root), target="target", out_dir=str(work / "run"), weights=args.weights,
+        synthetic_checkpoint=synthetic_checkpoint,
         unfreeze=args.unfreeze, image_size=args.image_size, epochs=args.epochs, lr=args.lr, patience=args.epochs,
         val_fraction=0.2, test_fraction=0.2, seed=args.seed, overwrite=True))
     train_seconds = time.perf_counter() - train_started
@@ -114,8 +128,8 @@ def main() -> None:
     n_pos = sum(labels)
     votes = Counter(row["file"].split("_", 1)[0] for row in rows[:n_pos])
     winner, winner_votes = min(votes.items(), key=lambda item: (-item[1], item[0]))
-    print(json.dumps({
-        "benchmark": "classifier_quality", "weights": "none", "target_identity": int(target),
+    report(f"classifier_quality_{args.weights}", {
+        "benchmark": "classifier_quality", "weights": args.weights, "pretrained_identities": pretrained_identities, "target_identity": int(target),
         "target_photos": counts[target], "other_photos": len(chosen) - counts[target],
         "train_crops": {"target": len(list((train_root / "target").glob("*.jpg"))),
                         "others": sum(1 for p in train_root.glob("*/*.jpg") if p.parent.name != "target")},
@@ -129,7 +143,7 @@ def main() -> None:
         "inner_test_roc_auc": summary["test_roc_auc"], "crop_seconds": round(crop_seconds, 1),
         "train_seconds": round(train_seconds, 1), "scan_images_per_second": scan["images_per_second"],
         "seconds": round(time.perf_counter() - started, 1),
-    }))
+    })
 
 
 if __name__ == "__main__":

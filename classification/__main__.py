@@ -1,4 +1,6 @@
-"""Command line for stage 2: `python -m classification train|evaluate|compare|scan|embed-scorer|embed-scan|sanity ...`.
+"""Command line for stage 2: `python -m classification <command> ...` (train, compare, sweep, pretrain, scan, ...).
+
+Commands: train, evaluate, compare, sweep, pretrain, scan, embed-scorer, embed-scan, sanity.
 
 Each command lives in the module that does the work (`cli_add_arguments_<command>(parser)` +
 `cli_run_<command>(args) -> dict`, or the plain names when a module holds one command); the dict it returns is
@@ -17,6 +19,8 @@ COMMANDS = {
     "train": ("classification.train", "train the target-vs-others classifier (split, checkpoints, metrics, figures)"),
     "evaluate": ("classification.train", "re-evaluate a checkpoint: threshold on val, metrics and figures on test"),
     "compare": ("classification.train", "train one run per unfreezing depth k and write a comparison table"),
+    "sweep": ("classification.sweep", "Optuna hyperparameter sweep on validation (resumable), then one retrain + test"),
+    "pretrain": ("classification.pretrain", "pretrain MobileNetV2 on synthetic faces (weights='synthetic'; cached)"),
     "scan": ("classification.scan", "score every image of a folder or CelebA root and rank them"),
     "embed-scorer": ("classification.embed", "fit the face-embedding scorer (target vs others), measured on test"),
     "embed-scan": ("classification.embed", "rank a folder or CelebA root by face-embedding similarity"),

@@ -144,21 +144,24 @@ def read_split(path: str | Path) -> list[dict]:
     return [{**row, "label": int(row["label"])} for row in rows]
 
 
-def make_transforms(image_size: int, train: bool) -> Callable:
+def make_transforms(image_size: int, train: bool, augment: float = 1.0) -> Callable:
     """Face-friendly preprocessing to a normalised `3 x image_size x image_size` tensor.
 
     Training adds mild augmentation that keeps a face a face: horizontal flip (faces are roughly symmetric),
     a small random crop (scale 0.8-1, near-square, because crops from stage 1 are tight squares) and small
     colour jitter (photos differ in lighting and white balance). No vertical flips or big rotations.
+    `augment` scales it (what the sweep searches): the crop's smallest scale is `1 - 0.2 * augment` and the jitter
+    `0.2 * augment`; 0 means no augmentation at all.
     """
     from torchvision import transforms as T
 
     normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    if train:
+    if train and augment > 0:
+        jitter = 0.2 * augment
         return T.Compose([
-            T.RandomResizedCrop(image_size, scale=(0.8, 1.0), ratio=(0.9, 1.1)),
+            T.RandomResizedCrop(image_size, scale=(max(0.3, 1.0 - 0.2 * augment), 1.0), ratio=(0.9, 1.1)),
             T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+            T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=min(0.5, 0.02 * augment)),
             *normalise,
         ])
     return T.Compose([T.Resize(image_size), T.CenterCrop(image_size), *normalise])
@@ -216,11 +219,12 @@ def balanced_sampler(rows: Sequence[dict], seed: int) -> torch.utils.data.Weight
 
 def make_loader(root: str | Path, rows: Sequence[dict], image_size: int, batch_size: int, train: bool,
                 num_workers: int = 0, seed: int = 0, balance: str = "pos_weight",
-                shuffle: bool | None = None) -> torch.utils.data.DataLoader:
+                shuffle: bool | None = None, augment: float = 1.0) -> torch.utils.data.DataLoader:
     """A DataLoader over `rows`. Training loaders (`train=True`: augmentation) shuffle (seeded) or, with
     `balance="sampler"`, draw classes equally often; evaluation loaders keep row order. `shuffle` overrides the
-    order choice (e.g. un-augmented but shuffled training photos for BatchNorm statistics)."""
-    dataset = FacePhotos(root, rows, make_transforms(image_size, train))
+    order choice (e.g. un-augmented but shuffled training photos for BatchNorm statistics). `augment` scales the
+    training augmentation (see `make_transforms`)."""
+    dataset = FacePhotos(root, rows, make_transforms(image_size, train, augment))
     generator = torch.Generator().manual_seed(seed)
     sampler = balanced_sampler(rows, seed) if (train and balance == "sampler" and shuffle is not False) else None
     shuffle = (train if shuffle is None else shuffle) and sampler is None

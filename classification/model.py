@@ -1,7 +1,9 @@
 """The classifier: torchvision's MobileNetV2 with a 1-logit head, partial unfreezing, and pretrained weights.
 
 - `build_classifier(weights)`: `"imagenet"` loads torchvision's IMAGENET1K_V2 weights from the `$TORCH_HOME`
-  cache (downloading them if online); `"none"` is random init, which is what the offline demo uses.
+  cache (downloading them if online); `"synthetic"` loads the backbone pretrained on the world's synthetic faces
+  (`classification.pretrain`, cached under `runs/pretrained/`; the offline stand-in for ImageNet, what the demo
+  uses); `"none"` is random init.
 - `unfreeze_last_blocks(model, k)`: train the head plus the last `k` entries of `model.features`.
   Decision: the final 1x1 conv `features[18]` (320 -> 1280 channels, conv + BN + ReLU6) COUNTS as a block, so
   every entry of `model.features` is one block and the rule is simply "the last k entries": k=1 is
@@ -26,7 +28,7 @@ from common.checkpoints import torch_hub_file
 
 # V2 is torchvision's better recipe (72.2% vs 71.9% top-1) with the same architecture.
 IMAGENET_WEIGHTS = MobileNet_V2_Weights.IMAGENET1K_V2
-WEIGHT_CHOICES = ("imagenet", "none")
+WEIGHT_CHOICES = ("imagenet", "synthetic", "none")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -143,21 +145,30 @@ def calibrate_batchnorm(model: nn.Module, batches, max_batches: int = 8, only_tr
     return used
 
 
-def build_classifier(weights: str = "none", dropout: float = 0.2) -> FaceClassifier:
-    """A `FaceClassifier` with the ImageNet backbone (`weights="imagenet"`) or random init (`"none"`).
+def build_classifier(weights: str = "none", dropout: float = 0.2,
+                     synthetic_checkpoint: str | Path | None = None) -> FaceClassifier:
+    """A `FaceClassifier` with the ImageNet backbone (`weights="imagenet"`), the synthetic-faces backbone
+    (`"synthetic"`) or random init (`"none"`).
 
+    synthetic_checkpoint: for `"synthetic"`, a checkpoint written by `classification.pretrain` (default: the cache
+        of the default `PretrainConfig`); a missing one raises `InputError` saying how to make it.
     The 1-logit head is always freshly initialised. All parameters start trainable; call
     `unfreeze_last_blocks` to choose what trains.
     """
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
     model = FaceClassifier(dropout=dropout)
-    if weights == "imagenet":
-        state = load_imagenet_state_dict()
+    if weights in ("imagenet", "synthetic"):
+        if weights == "imagenet":
+            state = load_imagenet_state_dict()
+        else:
+            from .pretrain import load_synthetic_backbone
+
+            state = load_synthetic_backbone(synthetic_checkpoint)
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("classifier.") for k in missing):
-            raise RuntimeError(f"ImageNet weights do not fit MobileNetV2: missing={missing} unexpected={unexpected}")
+            raise RuntimeError(f"{weights} weights do not fit MobileNetV2: missing={missing} unexpected={unexpected}")
     return model
 
 

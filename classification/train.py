@@ -36,7 +36,7 @@ from common.files import atomic_write_text, write_csv_atomic, write_record
 from .data import (class_balance, collect_face_rows, make_loader, read_split, stratified_split, write_split)
 from .metrics import (best_f1_threshold, binary_metrics, plot_confusion, plot_image_grid, plot_precision_recall,
                       plot_roc)
-from .model import build_classifier, calibrate_batchnorm, unfreeze_last_blocks
+from .model import WEIGHT_CHOICES, build_classifier, calibrate_batchnorm, unfreeze_last_blocks
 
 RUN_FILES = ("split.csv", "config.json", "best.pt", "last.pt", "metrics.json", "roc.png", "pr.png",
              "confusion.png", "mistakes.png", "test_predictions.csv")
@@ -50,7 +50,9 @@ class TrainConfig:
     target: str = "ava_marlowe"               # the target person's folder name (positive class)
     out_dir: str = "runs/classification"      # where split, checkpoints, metrics and figures go
     unfreeze: int = 3                         # train the head + the last k blocks of model.features (0..19)
-    weights: str = "none"                     # "imagenet" (pretrained, from $TORCH_HOME) or "none" (random init)
+    weights: str = "none"                     # "imagenet" (from $TORCH_HOME), "synthetic" (pretrained on synthetic
+    # faces, `python -m classification pretrain`) or "none" (random init)
+    synthetic_checkpoint: str | None = None   # weights="synthetic": this pretrained checkpoint (None: default cache)
     image_size: int = 160                     # input side in pixels; MTCNN crops are 160x160
     epochs: int = 6                           # upper bound; early stopping usually ends sooner
     batch_size: int = 32                      # photos per step
@@ -68,6 +70,7 @@ class TrainConfig:
     max_steps: int | None = None              # stop after this many optimiser steps (smoke runs); None = no cap
     bn_calibration_batches: int = 8           # batches used to estimate BatchNorm statistics (random init, precise BN)
     precise_bn: bool = True                   # before each validation, recompute trainable BatchNorm statistics
+    augment: float = 1.0                      # augmentation strength: 0 none, 1 the default mild crop/flip/jitter
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -172,7 +175,9 @@ def _finished_summary(config: TrainConfig, out: Path) -> dict | None:
         return None
     stored = json.loads(metrics_path.read_text())
     ours = {k: v for k, v in config_to_dict(config).items() if k not in NON_RESULT_FIELDS}
-    theirs = {k: v for k, v in stored.get("config", {}).items() if k not in NON_RESULT_FIELDS}
+    # a field added since that run counts at its default (which is what that run did)
+    theirs = {k: v for k, v in {**config_to_dict(TrainConfig()), **stored.get("config", {})}.items()
+              if k not in NON_RESULT_FIELDS}
     if ours != theirs:
         changed = sorted(k for k in ours if ours[k] != theirs.get(k))
         raise FileExistsError(f"{out} holds a finished run with a different config ({', '.join(changed)}); "
@@ -207,13 +212,14 @@ def train_classifier(config: TrainConfig) -> dict:
     by_split = {name: [r for r in rows if r["split"] == name] for name in ("train", "val", "test")}
     balance = class_balance(by_split["train"])
     loader_args = dict(image_size=config.image_size, batch_size=config.batch_size,
-                       num_workers=config.num_workers, seed=config.seed, balance=config.balance)
+                       num_workers=config.num_workers, seed=config.seed, balance=config.balance,
+                       augment=config.augment)
     train_loader = make_loader(config.faces_root, by_split["train"], train=True, **loader_args)
     val_loader = make_loader(config.faces_root, by_split["val"], train=False, **loader_args)
     # training photos without augmentation, shuffled (seeded) so a few batches mix both classes: for precise BN
     statistics_loader = make_loader(config.faces_root, by_split["train"], train=False, shuffle=True, **loader_args)
 
-    model = build_classifier(config.weights)
+    model = build_classifier(config.weights, synthetic_checkpoint=config.synthetic_checkpoint)
     trainable = unfreeze_last_blocks(model, config.unfreeze)
     model.to(device)
     if config.weights == "none" and not (config.resume and (out / "last.pt").exists()):
@@ -437,7 +443,8 @@ def _add_train_arguments(parser) -> None:
     parser.add_argument("--src", "--faces", dest="faces_root", help="face folders: <faces>/<person>/*.jpg")
     parser.add_argument("--target", help="the target person's folder name")
     parser.add_argument("--out", dest="out_dir", help="run folder (checkpoints, metrics, figures)")
-    parser.add_argument("--weights", choices=["imagenet", "none"], help="backbone init")
+    parser.add_argument("--weights", choices=list(WEIGHT_CHOICES),
+                        help="backbone init (synthetic: python -m classification pretrain first)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", dest="max_steps", type=int, help="cap on optimiser steps (smoke runs)")
     parser.add_argument("--resume", action="store_true", default=None, help="continue an unfinished run")

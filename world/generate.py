@@ -395,6 +395,30 @@ def _render_haystack_batch(root: str, items: list[tuple[str, Identity, Nuisance]
     return written
 
 
+def haystack_strangers(seed: int, n_identities: int, planted: Identity | None = None,
+                       min_planted_distance: float = 3.0) -> list[Identity]:
+    """The haystack's `n_identities` strangers of the world with this seed, in identity-number order: drawn from
+    their own stream and redrawn while closer than `min_planted_distance` to `planted` (see `make_celeba_haystack`).
+    """
+    stranger_rng = np.random.default_rng([seed, _STRANGERS])
+    strangers = []
+    for _ in range(n_identities):
+        while True:
+            identity = random_identity(stranger_rng)
+            if planted is None or identity_distance(identity, planted) >= min_planted_distance:
+                break
+        strangers.append(identity)
+    return strangers
+
+
+def world_identities(config: WorldConfig) -> list[Identity]:
+    """Every person of the world `config` makes: the web people (the target first) and the haystack strangers.
+    What a face set meant to be disjoint from this world is checked against (`world.pretraining_faces`)."""
+    target = target_identity(config.seed, config.target_male)
+    return ([p["identity"] for p in web_people(config)]
+            + haystack_strangers(config.seed, config.haystack_identities, target, config.min_target_distance))
+
+
 def _pool_context():
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -427,14 +451,11 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
     id_pool = max(10177, 2 * total_ids)  # CelebA numbers its 10,177 identities 1..10177
     numbers = [int(v) + 1 for v in rng.choice(id_pool, size=total_ids, replace=False)]
 
-    stranger_rng = np.random.default_rng([seed, _STRANGERS])
-    people: list[tuple[int, Identity, int]] = []  # (identity number, identity, photo count)
-    for number in numbers[len(numbers) - n_identities:]:
-        while True:
-            identity = random_identity(stranger_rng)
-            if planted is None or identity_distance(identity, planted) >= min_planted_distance:
-                break
-        people.append((number, identity, photos_per_identity))
+    strangers = haystack_strangers(seed, n_identities, planted, min_planted_distance)
+    # (identity number, identity, photo count)
+    people: list[tuple[int, Identity, int]] = [
+        (number, identity, photos_per_identity)
+        for number, identity in zip(numbers[len(numbers) - n_identities:], strangers)]
     fractions = np.asarray(partition_fractions, float) / np.sum(partition_fractions)
     cuts = np.round(np.cumsum(fractions) * len(people)).astype(int)
     partition_of = {number: int(np.searchsorted(cuts, k, side="right")) for k, (number, _, _) in enumerate(people)}
