@@ -96,6 +96,7 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
         f"{_pct(vae.get('identity_preservation_originals'))}).")
     blocks["verdicts"] = "\n".join(f"- {'✓' if v['ok'] else '✗'} {v['text']}" for v in summary["verdicts"])
     blocks["benchmarks"] = benchmark_table(benchmarks)
+    blocks["pretraining"] = pretraining_block(clf, benchmarks)
     blocks["app_latency"] = app_latency_block(benchmarks)
     search = benchmarks / "identity_search.json"
     if search.is_file():
@@ -216,9 +217,50 @@ def _row_classifier_quality(r: dict) -> tuple[str, str, str]:
             f"({vote['target_votes']} of {vote['top_k']} for the target)", "none (does it transfer?)")
 
 
+def pretraining_block(stage: dict, benchmarks: Path = BENCHMARKS) -> str:
+    """Stage 2's synthetic pretraining: the demo's backbone (from its summary) and the seeds benchmark."""
+    card = stage.get("pretraining")
+    lines = []
+    if card:
+        lines.append(f"The demo's backbone learned to tell apart {card['identities']:,} synthetic strangers from "
+                     f"{card['train_photos']:,} photos in {card['epochs_run']} epochs; on {card['heldout_photos']:,} "
+                     f"photos of them it never trained on it names the right one {card['heldout_accuracy']:.1%} of "
+                     f"the time (top-5: {card['heldout_top5_accuracy']:.1%}; chance {1 / card['identities']:.2%}).")
+    record = _bench(benchmarks, "pretrain_transfer")
+    if record is not None:
+        r = record["result"]
+        seeds, ks = r["seeds"], r["ks"]
+        lines.append(f"\nOver {len(seeds)} training seeds on the demo world (`{record['command']}`, backbone of "
+                     f"{r['pretraining']['identities']:,} identities), test ROC-AUC / AP per k, mean (lowest):\n")
+        lines.append("| weights | " + " | ".join(f"k = {k}" for k in ks) + " | scan: target in top 30 / top 150 "
+                     "| identity vote right |")
+        lines.append("|---|" + "---|" * (len(ks) + 2))
+        for weights in ("synthetic", "none"):
+            cells = []
+            for k in ks:
+                row = r["per_k"][f"{weights}_k{k}"]
+                cells.append(f"{row['mean_test_roc_auc']:.2f} ({row['min_test_roc_auc']:.2f}) / "
+                             f"{row['mean_test_average_precision']:.2f}")
+            search = r["search"][weights]
+            hits = ", ".join(f"{a} / {b}" for a, b in zip(search["top30_target"], search["top150_target"]))
+            lines.append(f"| {weights} | " + " | ".join(cells) + f" | {hits} | {search['vote_correct']} |")
+    return "\n".join(lines) if lines else "Not measured yet."
+
+
+def _row_sweep(r: dict) -> tuple[str, str, str]:
+    states = ", ".join(f"{n} {state}" for state, n in sorted(r["states"].items()))
+    return (f"classifier hyperparameter sweep on the demo's crops, synthetic backbone: {r['trials']} Optuna trials "
+            f"(TPE, median pruning), ≤ {r['epochs']} epochs each",
+            f"{states}; best validation macro-F1 **{r['best_val_macro_f1']:.3f}** vs the default config's "
+            f"{r['default_val_macro_f1']:.3f} (best: {', '.join(f'{k} {v:.3g}' for k, v in r['best_params'].items())}); "
+            f"the retrained best once on test: macro-F1 {r['test_macro_f1']:.3f}, ROC-AUC {r['test_roc_auc']:.3f} "
+            f"([trials](results/benchmarks/sweep_trials.png))", "none")
+
+
 BENCHMARK_ROWS = {"scraper": _row_scraper, "mtcnn": _row_mtcnn, "scan": _row_scan, "vae_speed": _row_vae_speed,
                   "synthetic_identity": _row_synthetic_identity, "classifier_quality_none": _row_classifier_quality,
-                  "classifier_quality_synthetic": _row_classifier_quality, "vae_quality": _row_vae_quality}
+                  "classifier_quality_synthetic": _row_classifier_quality, "sweep": _row_sweep,
+                  "vae_quality": _row_vae_quality}
 
 
 def benchmark_table(benchmarks: Path = BENCHMARKS) -> str:
@@ -227,7 +269,8 @@ def benchmark_table(benchmarks: Path = BENCHMARKS) -> str:
     for name, row in BENCHMARK_ROWS.items():
         record = _bench(benchmarks, name)
         if record is None:
-            lines.append(f"| {name} | `benchmarks/bench_{name}.py` | not run yet (`make bench` writes it) | - |")
+            script = name.split("_none")[0].split("_synthetic")[0]
+            lines.append(f"| {name} | `benchmarks/bench_{script}.py` | not run yet (`make bench` writes it) | - |")
             continue
         what, result, target = row(record["result"])
         lines.append(f"| {what} | `{record['command']}` | {result} | {target} |")

@@ -196,7 +196,10 @@ def stage_fingerprints(world_cfg, parameters: dict[str, dict]) -> dict[str, str]
 
     fingerprints, upstream = {}, ""
     for stage, notebook in NOTEBOOKS.items():
-        cells = [(c["cell_type"], "".join(c["source"])) for c in json.loads((ROOT / notebook).read_text())["cells"]]
+        # papermill's injected-parameters cell is left out: the parameters are fingerprinted on their own, and an
+        # in-place run writes that cell into the notebook it reads next time
+        cells = [(c["cell_type"], "".join(c["source"])) for c in json.loads((ROOT / notebook).read_text())["cells"]
+                 if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
         payload = {"world": asdict(world_cfg), "cells": cells, "code": code_version(*STAGE_PACKAGES[stage]),
                    "parameters": {k: v for k, v in parameters[stage].items() if k not in NOT_FINGERPRINTED},
                    "upstream": upstream}

@@ -33,16 +33,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from common.config import (apply_overrides, config_to_dict, parse_set_options, pick_device, save_config,
                            seed_everything)
 from common.files import atomic_write_text, read_csv, write_csv_atomic
 
-from .data import class_balance, collect_face_rows, make_loader, stratified_split, write_split
+from .data import class_balance, collect_face_rows, stratified_split, write_split
 from .metrics import _new_figure, _save_figure, per_class_report
-from .model import WEIGHT_CHOICES, build_classifier, calibrate_batchnorm, unfreeze_last_blocks
-from .train import TrainConfig, _criterion, predict_scores, train_classifier, train_one_epoch
+from .model import WEIGHT_CHOICES, calibrate_batchnorm
+from .train import (TrainConfig, make_loaders, predict_scores, train_classifier, train_one_epoch,
+                    training_setup)
 
 STUDY_NAME = "classifier"
 PARAMETERS = ("lr", "weight_decay", "unfreeze", "image_size", "augment")
@@ -126,23 +126,8 @@ def run_trial(trial, config: SweepConfig, rows: list[dict]) -> float:
     device = pick_device(run.device)
     train_rows = [r for r in rows if r["split"] == "train"]
     val_rows = [r for r in rows if r["split"] == "val"]
-    args = dict(image_size=run.image_size, batch_size=run.batch_size, num_workers=run.num_workers, seed=run.seed,
-                balance=run.balance, augment=run.augment)
-    train_loader = make_loader(run.faces_root, train_rows, train=True, **args)
-    val_loader = make_loader(run.faces_root, val_rows, train=False, **args)
-    statistics_loader = make_loader(run.faces_root, train_rows, train=False, shuffle=True, **args)
-    model = build_classifier(run.weights, synthetic_checkpoint=run.synthetic_checkpoint)
-    unfreeze_last_blocks(model, run.unfreeze)
-    model.to(device)
-    if run.weights == "none":
-        calibrate_batchnorm(model, train_loader, run.bn_calibration_batches)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr,
-                                  weight_decay=run.weight_decay)
-    total_steps = run.epochs * max(1, len(train_loader))
-    if run.max_steps is not None:
-        total_steps = min(total_steps, run.max_steps)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    criterion = _criterion(class_balance(train_rows), run, device)
+    train_loader, val_loader, statistics_loader = make_loaders(run, train_rows, val_rows)
+    model, _, optimizer, scheduler, criterion = training_setup(run, train_loader, class_balance(train_rows), device)
     step, best_loss, best_f1, best_epoch, bad = 0, math.inf, 0.0, 0, 0
     for epoch in range(run.epochs):
         if bad >= run.patience or (run.max_steps is not None and step >= run.max_steps):

@@ -185,6 +185,35 @@ def _finished_summary(config: TrainConfig, out: Path) -> dict | None:
     return {**stored["summary"], "code_version": stored.get("code_version")}
 
 
+def make_loaders(config: TrainConfig, train_rows: Sequence[dict], val_rows: Sequence[dict]):
+    """(train, validation, BatchNorm-statistics) loaders of a run: the last one holds the training photos without
+    augmentation, shuffled (seeded) so a few batches mix both classes (for precise BN)."""
+    args = dict(image_size=config.image_size, batch_size=config.batch_size, num_workers=config.num_workers,
+                seed=config.seed, balance=config.balance, augment=config.augment)
+    return (make_loader(config.faces_root, train_rows, train=True, **args),
+            make_loader(config.faces_root, val_rows, train=False, **args),
+            make_loader(config.faces_root, train_rows, train=False, shuffle=True, **args))
+
+
+def training_setup(config: TrainConfig, train_loader, balance: dict, device, calibrate: bool = True):
+    """The model (backbone of `config.weights`, the last `config.unfreeze` blocks trainable), AdamW over what
+    trains, the cosine schedule over every step and the loss; returns (model, trainable names, optimizer,
+    scheduler, criterion). With random init the frozen blocks' BatchNorm statistics come from the training
+    photos (`calibrate`; see calibrate_batchnorm)."""
+    model = build_classifier(config.weights, synthetic_checkpoint=config.synthetic_checkpoint)
+    trainable = unfreeze_last_blocks(model, config.unfreeze)
+    model.to(device)
+    if config.weights == "none" and calibrate:
+        calibrate_batchnorm(model, train_loader, config.bn_calibration_batches)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    total_steps = config.epochs * max(1, len(train_loader))
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return model, trainable, optimizer, scheduler, _criterion(balance, config, device)
+
+
 def train_classifier(config: TrainConfig) -> dict:
     """Train, pick the threshold on val, evaluate on test, write figures; return a JSON-ready summary.
 
@@ -211,27 +240,9 @@ def train_classifier(config: TrainConfig) -> dict:
     save_config(config, out / "config.json")
     by_split = {name: [r for r in rows if r["split"] == name] for name in ("train", "val", "test")}
     balance = class_balance(by_split["train"])
-    loader_args = dict(image_size=config.image_size, batch_size=config.batch_size,
-                       num_workers=config.num_workers, seed=config.seed, balance=config.balance,
-                       augment=config.augment)
-    train_loader = make_loader(config.faces_root, by_split["train"], train=True, **loader_args)
-    val_loader = make_loader(config.faces_root, by_split["val"], train=False, **loader_args)
-    # training photos without augmentation, shuffled (seeded) so a few batches mix both classes: for precise BN
-    statistics_loader = make_loader(config.faces_root, by_split["train"], train=False, shuffle=True, **loader_args)
-
-    model = build_classifier(config.weights, synthetic_checkpoint=config.synthetic_checkpoint)
-    trainable = unfreeze_last_blocks(model, config.unfreeze)
-    model.to(device)
-    if config.weights == "none" and not (config.resume and (out / "last.pt").exists()):
-        # random init: the frozen blocks' BatchNorm statistics must come from data (see calibrate_batchnorm)
-        calibrate_batchnorm(model, train_loader, config.bn_calibration_batches)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    total_steps = config.epochs * max(1, len(train_loader))
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    criterion = _criterion(balance, config, device)
+    train_loader, val_loader, statistics_loader = make_loaders(config, by_split["train"], by_split["val"])
+    model, trainable, optimizer, scheduler, criterion = training_setup(
+        config, train_loader, balance, device, calibrate=not (config.resume and (out / "last.pt").exists()))
 
     state = {"epoch": 0, "step": 0, "best_val_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
     if config.resume and (out / "last.pt").exists():

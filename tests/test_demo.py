@@ -178,6 +178,24 @@ def test_the_stage_fingerprint_follows_code_parameters_and_the_stages_before(tmp
     assert edited["classification"] == base["classification"] and edited["vae"] != base["vae"]
 
 
+def test_papermills_injected_cell_is_not_part_of_the_fingerprint(tmp_path, monkeypatch):
+    # an in-place run writes the parameters into the notebook as a new cell; the next run must still match
+    config = DemoConfig()
+    world = run_demo.world_config(config)
+    params = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+    base = run_demo.stage_fingerprints(world, params)
+    source = ROOT / NOTEBOOKS["scraping"]
+    notebook = json.loads(source.read_text())
+    cells = [c for c in notebook["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    injected = {"cell_type": "code", "execution_count": 1, "id": "injected", "outputs": [],
+                "metadata": {"tags": ["injected-parameters"]}, "source": "# Parameters\nSEED = 12345\n"}
+    notebook["cells"] = cells[:2] + [injected] + cells[2:]
+    copy = tmp_path / "01.ipynb"
+    copy.write_text(json.dumps(notebook))
+    monkeypatch.setitem(run_demo.NOTEBOOKS, "scraping", str(copy))
+    assert run_demo.stage_fingerprints(world, params) == base
+
+
 def test_tidy_notebook_keeps_results_and_drops_what_changes_every_run(tmp_path):
     cell = {"cell_type": "code", "execution_count": 1, "source": "print(1)", "id": "a",
             "metadata": {"tags": ["x"], "execution": {"iopub.execute_input": "2026-01-01T00:00:00Z"},

@@ -127,7 +127,7 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
 
 def identity_preservation_before_after(models: dict, celeba_root: str | Path, identity: int,
                                        gallery_identities: list[int], n_photos: int = 16,
-                                       gallery_photos: int = 15, extra_identities: int = 15,
+                                       gallery_photos: int = 8, extra_identities: int = 10,
                                        cache: str | Path | None = None, seed: int = 0) -> dict:
     """Does each model's reconstruction of the identity's photos still look like that person?
 
@@ -150,10 +150,15 @@ def identity_preservation_before_after(models: dict, celeba_root: str | Path, id
     rest = sorted(set(identities.values()) - set(people))
     rng = np.random.default_rng(seed)
     people += [int(i) for i in rng.choice(rest, size=min(extra_identities, len(rest)), replace=False)]
-    gallery = {}
-    for person in dict.fromkeys(people):
-        files = sorted(f for f, i in identities.items() if i == person)[:gallery_photos]
-        gallery[person] = embed_files(image_dir, files, cache=cache, progress=False)
+    # every gallery photo in one call: one pool of embedding processes, not one per person
+    files = {person: sorted(f for f, i in identities.items() if i == person)[:gallery_photos]
+             for person in dict.fromkeys(people)}
+    vectors = embed_files(image_dir, [f for person_files in files.values() for f in person_files], cache=cache,
+                          progress=False)
+    gallery, start = {}, 0
+    for person, person_files in files.items():
+        gallery[person] = vectors[start:start + len(person_files)]
+        start += len(person_files)
     first = next(iter(models.values()))
     photos = load_roster(celeba_root, split="all", image_size=first.image_size, n=n_photos, seed=seed,
                          identities=[identity])
