@@ -29,6 +29,7 @@ NOTEBOOKS = {
     "scraping": "scraping/01_scrape_and_crop.ipynb",
     "classification": "classification/02_classify.ipynb",
     "vae": "vae/03_vae.ipynb",
+    "latent": "vae/04_latent.ipynb",
 }
 
 # Every file a demo run must leave under `<results>/` (the single list the tests and the README rely on).
@@ -57,6 +58,14 @@ EXPECTED_ARTIFACTS = (
     "vae/identity/candidates.png",
     "vae/before_after.png",
     "vae/before_after_morph.gif",
+    "latent/summary.json",
+    "latent/factor_levels.png",
+    "latent/beta/traversal_beta1.png",
+    "latent/transfer/vector_smile.png",
+    "latent/transfer/cvae_smile.png",
+    "latent/transfer/trvae_smile.png",
+    "latent/transfer/trvae_glasses.png",
+    "latent/transfer/smile_slide.gif",
     "demo_summary.json",
 )
 
@@ -71,6 +80,8 @@ SMOKE_PARAMETERS = {
                        "EMBED_TOP_N": 0, "PRETRAIN_IDENTITIES": 20, "PRETRAIN_PHOTOS": 4, "PRETRAIN_EPOCHS": 1,
                        "PRETRAIN_MAX_STEPS": 2},
     "vae": {"MAX_STEPS": 2, "FINETUNE_STEPS": 1, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8, "SMILE_IMAGES": 50},
+    "latent": {"BETAS": [1.0], "STEPS": 2, "TRAIN_IMAGES": 200, "POOL_IMAGES": 200, "WITH_DCI": False,
+               "TRANSFER_STEPS": 2, "TRANSFER_IMAGES": 150, "JUDGE_IMAGES": 100, "JUDGE_STEPS": 5, "TEST_IMAGES": 8},
 }
 
 # What the closing table shows from each stage's summary.json (missing keys are shown as "-").
@@ -80,6 +91,7 @@ TABLE_KEYS = {
                        "scan_top_k_hits_target", "embed_scan_top_k_hits_target", "search_method"),
     "vae": ("train_steps", "heldout_mse", "heldout_ssim", "search_method", "picked_identity", "truth_identity",
             "precision_at_k", "recall", "verification", "finetune_steps"),
+    "latent": ("mig_by_beta", "factor_vae_by_beta", "judge_accuracy", "first_layer_mmd"),
 }
 
 
@@ -137,6 +149,7 @@ def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: st
         "vae": dict(DEMO=True, CELEBA=f"{data}/celeba", SCORES=f"{results}/classification/search/scores.csv",
                     WORLD=f"{data}/world.json", OUT=f"{results}/vae", RUNS=f"{runs}/vae", SEED=config.seed,
                     TARGET_FACES=f"{data}/faces/{target_slug}", EMBED_CACHE=f"{data}/embeddings/dlib.sqlite"),
+        "latent": dict(OUT=f"{results}/latent", SEED=config.seed),
     }
     unknown = set(config.params) - set(params)
     if unknown:
@@ -181,7 +194,11 @@ STAGE_PACKAGES = {
     "scraping": ("common", "world", "scraping"),
     "classification": ("common", "world", "scraping", "classification"),
     "vae": ("common", "world", "scraping", "classification", "vae"),
+    "latent": ("common", "world", "vae"),
 }
+# The stage whose result each stage reads (its fingerprint includes that stage's): the latent-space stage makes
+# its own labelled portraits and depends on no earlier stage.
+UPSTREAM = {"scraping": None, "classification": "scraping", "vae": "classification", "latent": None}
 # Parameters that say where to reach an input, not what it is: the local web's port may change between runs.
 NOT_FINGERPRINTED = ("BASE_URL",)
 
@@ -194,8 +211,9 @@ def stage_fingerprints(world_cfg, parameters: dict[str, dict]) -> dict[str, str]
 
     from common.config import code_version
 
-    fingerprints, upstream = {}, ""
+    fingerprints = {}
     for stage, notebook in NOTEBOOKS.items():
+        upstream = fingerprints.get(UPSTREAM[stage], "")
         # papermill's injected-parameters cell is left out: the parameters are fingerprinted on their own, and an
         # in-place run writes that cell into the notebook it reads next time
         cells = [(c["cell_type"], "".join(c["source"])) for c in json.loads((ROOT / notebook).read_text())["cells"]
@@ -203,8 +221,7 @@ def stage_fingerprints(world_cfg, parameters: dict[str, dict]) -> dict[str, str]
         payload = {"world": asdict(world_cfg), "cells": cells, "code": code_version(*STAGE_PACKAGES[stage]),
                    "parameters": {k: v for k, v in parameters[stage].items() if k not in NOT_FINGERPRINTED},
                    "upstream": upstream}
-        upstream = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        fingerprints[stage] = upstream
+        fingerprints[stage] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fingerprints
 
 

@@ -171,6 +171,7 @@ def test_the_stage_fingerprint_follows_code_parameters_and_the_stages_before(tmp
     after = run_demo.stage_fingerprints(world, changed)
     assert after["scraping"] == base["scraping"]
     assert after["classification"] != base["classification"] and after["vae"] != base["vae"]
+    assert after["latent"] == base["latent"]  # the latent-space stage reads no earlier stage
     real = common_config.code_version
     monkeypatch.setattr(common_config, "code_version",
                         lambda *packages: real(*packages) + ("x" if "vae" in packages else ""))
