@@ -1,10 +1,10 @@
 """`make demo`: the whole story on the embedded default (a synthetic celebrity world), offline, in minutes.
 
 Generates the world (web pages + CelebA-format haystack), serves its web on a free loopback port, then runs the
-three notebooks top to bottom with demo parameters (papermill), saving the executed notebooks with their outputs
+four notebooks top to bottom with demo parameters (papermill), saving the executed notebooks with their outputs
 and every figure and GIF under `results/demo/`. Ends with a summary table of counts, metrics and timings.
 
-    python run_demo.py                          # full demo (about 10 min on a 2-core CPU); notebooks executed in place
+    python run_demo.py                          # full demo (about 12 min on a 2-core CPU); notebooks executed in place
     python run_demo.py --smoke --root .tmp/smoke  # tiny world, a few steps, everything under .tmp/smoke (what CI runs)
     python run_demo.py --stages 3 --param vae.MAX_STEPS=50   # one stage again with a changed parameter
 

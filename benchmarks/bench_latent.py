@@ -30,6 +30,12 @@ from reporting import BENCHMARKS, report
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _repo_path(path: Path) -> str:
+    """A figure's path relative to the repo when inside it, else its file name (no machine paths in results)."""
+    resolved = path.resolve()
+    return resolved.relative_to(PROJECT_ROOT).as_posix() if resolved.is_relative_to(PROJECT_ROOT) else path.name
+
+
 def beta_part(args) -> dict:
     from vae.disentangle import beta_sweep
     from world.factors import factor_dataset
@@ -56,7 +62,7 @@ def beta_part(args) -> dict:
                         for k, v in stats.items()} for b, stats in by_beta.items()},
         "best_beta_by_mig": float(best), "mig_gain_over_beta1": round(by_beta[best]["mig"]["mean"] - base, 4),
         "runs": runs,
-        "figures": {b: Path(p).relative_to(PROJECT_ROOT).as_posix() for b, p in summary["figures"].items()},
+        "figures": {b: _repo_path(Path(args.figures) / name) for b, name in summary["figures"].items()},
         "render_seconds": round(render_seconds, 1), "load_average_1min": round(load, 2),
         "published_dsprites": {"mig": {"vae": 0.10, "beta_vae": 0.21, "beta_tcvae": 0.45},
                                "factor_vae": {"vae": 0.63, "factorvae": 0.82}},
@@ -75,7 +81,7 @@ def transfer_part(args) -> dict:
                                           workers=args.workers, progress=False, size=args.size)
         per_seed.append(summary)
         if first_figures is None:
-            first_figures = {k: Path(v).relative_to(PROJECT_ROOT).as_posix() for k, v in summary["figures"].items()}
+            first_figures = {k: _repo_path(out / name) for k, name in summary["figures"].items()}
     methods = list(per_seed[0]["by_method"])
     keys = ("mse", "ssim", "transfer_rate", "other_kept", "identity_distance")
     by_method = {m: {k: {"mean": round(float(np.mean([s["by_method"][m][k] for s in per_seed])), 4),

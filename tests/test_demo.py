@@ -1,4 +1,4 @@
-"""End to end: `run_demo.py --smoke` runs the three notebooks on a tiny synthetic world and leaves every expected
+"""End to end: `run_demo.py --smoke` runs the four notebooks on a tiny synthetic world and leaves every expected
 artifact; the demo's parameters reach every notebook; the committed notebooks are clean."""
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ For scale, published numbers on dSprites (Locatello et al. 2019, Chen et al. 201
 β-VAE ≈ 0.21, β-TCVAE ≈ 0.45; FactorVAE score VAE ≈ 0.63, FactorVAE ≈ 0.82. Our factors are not dSprites', so the
 numbers are for orientation only.
 
-The β-VAE (Higgins et al. 2017) is the repo's convolutional VAE (`vae.model.ConvVAE`, here 16-32-64-128 channels, 10
-latent dimensions) with a Bernoulli pixel likelihood (the convention of `disentanglement_lib`) and the KL term
+The β-VAE (Higgins et al. 2017) is the repo's convolutional VAE (`vae.model.ConvVAE`, here base width 16: 16-32-64 channels
+at 32 px, 16-32-64-128 at 64 px; 10 latent dimensions) with a Bernoulli pixel likelihood (the convention of `disentanglement_lib`) and the KL term
 weighted by β; `train_beta_vae` trains it on an in-memory `FactorData`, `beta_sweep` trains every (β, seed) pair
 and scores it, `traversal_figure` sweeps the most used dimensions, each labelled with the factor it carries.
 
@@ -50,7 +50,7 @@ from sklearn.metrics import mutual_info_score
 from tqdm import tqdm
 
 from common.config import seed_everything
-from common.files import atomic_save_image, write_record
+from common.files import write_record
 
 MIG_BINS = 20
 
@@ -191,7 +191,7 @@ def score_representation(latents: np.ndarray, codes: np.ndarray, seed: int = 0, 
 # --------------------------------------------------------------------------------------------------- β-VAE
 @dataclass
 class BetaConfig:
-    """One β-VAE run on factor data (defaults: 64 px, 10 latent dimensions, Bernoulli likelihood)."""
+    """One β-VAE run on factor data (10 latent dimensions, Bernoulli likelihood; the image size is the data's)."""
 
     beta: float = 4.0
     seed: int = 0
@@ -302,11 +302,11 @@ def traversal_figure(model, image: torch.Tensor, kl: np.ndarray, labels: Sequenc
         row_labels.append(f"z{d} {factor} {share:.2f}")
     grid = labelled_grid(rows, row_labels=row_labels, col_labels=[f"{o:+.1f}" for o in offsets.tolist()],
                          cell_size=64, label_width=120)
-    if title:
-        from common.images import label_image
+    from common.images import label_image, save_sheet
 
+    if title:
         grid = label_image([grid], [title])
-    path = atomic_save_image(grid, out_png)
+    path = save_sheet(grid, out_png)
     return {"path": str(path), "dims": dims, "labels": [labels[d] for d in dims]}
 
 
@@ -326,7 +326,7 @@ def beta_sweep(train: "FactorData", pool: "FactorData", betas: Sequence[float], 
                out_dir: str | Path, steps: int = 1500, threads: int | None = None, with_dci: bool = True,
                progress: bool = True, figure_seed: int | None = None) -> dict:
     """Train and score a β-VAE for every (β, seed); write `sweep.json` and one traversal figure per β (of the
-    `figure_seed` run, default the first seed). Returns {"runs": [...], "by_beta": {β: means}, "figures": {...}}."""
+    `figure_seed` run, default the first seed; "figures" holds their file names in `out_dir`). Returns {"runs": [...], "by_beta": {β: means}, "figures": {...}}."""
     out_dir = Path(out_dir)
     train_images, pool_images = train.tensors(), pool.tensors()
     figure_seed = seeds[0] if figure_seed is None else figure_seed
@@ -342,10 +342,10 @@ def beta_sweep(train: "FactorData", pool: "FactorData", betas: Sequence[float], 
                    **{k: v for k, v in scores.items() if k not in ("mi",)}}
             runs.append(run)
             if seed == figure_seed:
-                figures[f"{beta:g}"] = traversal_figure(
+                figures[f"{beta:g}"] = Path(traversal_figure(
                     model, pool_images[0], np.array(scores["kl_per_dim"]), scores["dimension_labels"],
                     out_dir / f"traversal_beta{beta:g}.png",
-                    title=f"beta = {beta:g}, seed {seed}: MIG {scores['mig']:.2f}, FactorVAE {scores['factor_vae']:.2f}")["path"]
+                    title=f"beta = {beta:g}, seed {seed}: MIG {scores['mig']:.2f}, FactorVAE {scores['factor_vae']:.2f}")["path"]).name
     summary = {"config": {**asdict(BetaConfig(steps=steps)), "betas": [float(b) for b in betas],
                           "seeds": [int(s) for s in seeds], "train_images": len(train), "pool_images": len(pool),
                           "factors": list(pool.names)},
@@ -418,4 +418,6 @@ def factor_levels_figure(out_png: str | Path, seed: int = 0, size: int = 64, var
         labels.append(factor.name)
     grid = labelled_grid(rows, row_labels=labels, col_labels=[f"level {i}" for i in range(width)], cell_size=size,
                          label_width=90)
-    return {"path": str(atomic_save_image(grid, out_png)), "factors": [f.name for f in factors]}
+    from common.images import save_sheet
+
+    return {"path": str(save_sheet(grid, out_png)), "factors": [f.name for f in factors]}

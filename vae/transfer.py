@@ -46,7 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.config import seed_everything
-from common.files import atomic_save_image, write_record
+from common.files import write_record
 
 from .model import ConvVAE
 
@@ -384,7 +384,9 @@ def transfer_figure(method: str, x: torch.Tensor, transferred: torch.Tensor, tru
             zip(x, transferred, truth if truth is not None else transferred)]
     columns = ["original", method] + (["ground truth"] if truth is not None else [])
     grid = labelled_grid(rows, col_labels=columns, cell_size=64)
-    return str(atomic_save_image(label_image([grid], [title]), out_png))
+    from common.images import save_sheet
+
+    return str(save_sheet(label_image([grid], [title]), out_png))
 
 
 @torch.no_grad()
@@ -448,9 +450,11 @@ def run_transfer_experiment(out_dir: str | Path, train_images: int = 6000, test_
             figures[f"{method}_{name}"] = transfer_figure(
                 method, x_test[show], result["outputs"][(method, name)][show], result["outputs"][("truth", name)][show],
                 out_dir / f"{method}_{name}.png", f"{method}: {name} flipped")
-    flip = c_test[:4].clone()
+            figures[f"{method}_{name}"] = Path(figures[f"{method}_{name}"]).name
+    flip = c_test[:3].clone()
     flip[:, 0] = 1 - flip[:, 0]
-    figures["gif"] = sliding_gif(models, vectors, x_test[:4], c_test[:4], flip, out_dir / "smile_slide.gif")["path"]
+    figures["gif"] = Path(sliding_gif(models, vectors, x_test[:3], c_test[:3], flip, out_dir / "smile_slide.gif",
+                                      steps=8)["path"]).name
     summary = {
         "config": {"image_size": size, "train_images": train_images, "test_images": test_images, "judge_images": judge_images, "judge_steps": judge_steps,
                    "held_out_cell": HELD_OUT_CELL, "attributes": attributes,
@@ -516,8 +520,9 @@ def celeba_transfer(src: str | Path, attributes: Sequence[str], out_dir: str | P
         target[:, a] = 1 - target[:, a]
         for method in ("vector", "cvae", "trvae"):
             out = transfer_images(method, models[method], x_test, c_test, target, vectors)
-            figures[f"{method}_{name}"] = transfer_figure(method, x_test, out, None, Path(out_dir) / f"{method}_{name}.png",
-                                                          f"{method}: {name} flipped (CelebA test faces)")
+            figures[f"{method}_{name}"] = Path(transfer_figure(
+                method, x_test, out, None, Path(out_dir) / f"{method}_{name}.png",
+                f"{method}: {name} flipped (CelebA test faces)")).name
     summary = {"src": str(src), "attributes": list(attributes), "train_images": len(x),
                "attribute_share": {a: float(c[:, k].float().mean()) for k, a in enumerate(attributes)},
                "figures": figures}
