@@ -55,7 +55,7 @@ def test_cli_transfer_on_synthetic_portraits_and_on_celeba_attributes(tmp_path, 
     from vae.__main__ import main
 
     code = main(["transfer", "--out", str(tmp_path / "synthetic"), "--images", "120", "--steps", "2",
-                 "--test-images", "8", "--judge-images", "40", "--size", "32", "--no-identity", "--workers", "1"])
+                 "--test-images", "8", "--judge-images", "40", "--judge-steps", "5", "--size", "32", "--no-identity", "--workers", "1"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["data"] == "synthetic" and set(summary["by_method"]) == {"none", "vector", "cvae", "trvae"}

@@ -480,6 +480,7 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=6000, help="training images")
     parser.add_argument("--test-images", type=int, default=300, help="held-out people (synthetic only)")
     parser.add_argument("--judge-images", type=int, default=3000, help="renders the attribute judge learns from")
+    parser.add_argument("--judge-steps", type=int, default=800, help="training steps of the attribute judge")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--size", type=int, default=32, help="image side in px (synthetic portraits and CelebA)")
     parser.add_argument("--seed", type=int, default=0)
@@ -536,7 +537,8 @@ def cli_run(args: argparse.Namespace) -> dict:
                                   args.mmd_weight, args.threads, size=args.size)
         return {"command": "transfer", "data": "celeba", **summary}
     summary = run_transfer_experiment(args.out, train_images=args.images, test_images=args.test_images,
-                                      judge_images=args.judge_images, steps=args.steps, seed=args.seed,
+                                      judge_images=args.judge_images, judge_steps=args.judge_steps,
+                                      steps=args.steps, seed=args.seed,
                                       threads=args.threads, workers=args.workers, mmd_weight=args.mmd_weight,
                                       with_identity=not args.no_identity, size=args.size)
     return {"command": "transfer", "data": "synthetic", "by_method": summary["by_method"],
