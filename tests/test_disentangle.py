@@ -64,3 +64,13 @@ def test_cli_beta_sweep_writes_scores_and_a_labelled_traversal(tmp_path, capsys)
     record = json.loads((tmp_path / "sweep.json").read_text())
     assert len(record["runs"]) == 2 and len(record["runs"][0]["dimension_labels"]) == 10
     assert (tmp_path / "traversal_beta4.png").is_file()
+
+
+def test_shuffled_batches_are_seeded_full_and_reshuffle_per_epoch():
+    from vae.disentangle import shuffled_batches
+
+    batches = [b.tolist() for b in shuffled_batches(10, 4, 5, seed=3)]
+    assert batches == [b.tolist() for b in shuffled_batches(10, 4, 5, seed=3)]
+    assert all(len(b) == 4 for b in batches) and len(batches) == 5
+    assert len(set(batches[0] + batches[1])) == 8  # no example twice within an epoch
+    assert batches[2:4] != batches[0:2]  # the second epoch is a fresh permutation

@@ -189,6 +189,18 @@ def score_representation(latents: np.ndarray, codes: np.ndarray, seed: int = 0, 
 
 
 # --------------------------------------------------------------------------------------------------- β-VAE
+def shuffled_batches(n: int, batch_size: int, steps: int, seed: int):
+    """`steps` index batches over `n` in-memory examples: a seeded permutation, drawn again once fewer than
+    `batch_size` examples remain (the tail of an epoch is dropped). Shared by the β-VAE and the transfer models."""
+    generator = torch.Generator().manual_seed(seed)
+    order, position = torch.randperm(n, generator=generator), 0
+    for _ in range(steps):
+        if position + batch_size > n:
+            order, position = torch.randperm(n, generator=generator), 0
+        yield order[position:position + batch_size]
+        position += batch_size
+
+
 @dataclass
 class BetaConfig:
     """One β-VAE run on factor data (10 latent dimensions, Bernoulli likelihood; the image size is the data's)."""
@@ -220,19 +232,13 @@ def train_beta_vae(images: torch.Tensor, config: BetaConfig, progress: bool = Tr
     seed_everything(config.seed, threads=config.threads)
     model = build_beta_vae(config, images.shape[-1])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    n = images.shape[0]
     history = {"recon": [], "kl": []}
     model.train()
     started = time.perf_counter()
-    order = torch.randperm(n, generator=generator)
-    position = 0
-    for _ in tqdm(range(config.steps), desc=f"β-VAE β={config.beta:g} seed {config.seed}", disable=not progress,
-                  leave=False):
-        if position + config.batch_size > n:
-            order, position = torch.randperm(n, generator=generator), 0
-        batch = images[order[position:position + config.batch_size]]
-        position += config.batch_size
+    batches = shuffled_batches(images.shape[0], config.batch_size, config.steps, config.seed)
+    for index in tqdm(batches, total=config.steps, desc=f"β-VAE β={config.beta:g} seed {config.seed}",
+                      disable=not progress, leave=False):
+        batch = images[index]
         x_hat, mu, logvar = model(batch)
         losses = vae_loss(x_hat, batch, mu, logvar, beta=config.beta, recon_kind=config.recon_kind)
         optimizer.zero_grad(set_to_none=True)

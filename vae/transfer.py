@@ -48,6 +48,7 @@ from tqdm import tqdm
 from common.config import seed_everything
 from common.files import write_record
 
+from .disentangle import shuffled_batches
 from .model import ConvVAE
 
 METHODS = ("none", "vector", "cvae", "trvae")
@@ -161,18 +162,13 @@ def train_transfer_model(images: torch.Tensor, conditions: torch.Tensor, config:
     seed_everything(config.seed, threads=config.threads)
     model = build_transfer_model(config, conditions.shape[1], images.shape[-1])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
     conditions = conditions.float()
-    n = images.shape[0]
     history: dict = {"recon": [], "kl": [], "mmd": []}
-    order, position = torch.randperm(n, generator=generator), 0
     started = time.perf_counter()
     model.train()
-    for _ in tqdm(range(config.steps), desc=f"{config.method} seed {config.seed}", disable=not progress, leave=False):
-        if position + config.batch_size > n:
-            order, position = torch.randperm(n, generator=generator), 0
-        index = order[position:position + config.batch_size]
-        position += config.batch_size
+    batches = shuffled_batches(images.shape[0], config.batch_size, config.steps, config.seed)
+    for index in tqdm(batches, total=config.steps, desc=f"{config.method} seed {config.seed}", disable=not progress,
+                      leave=False):
         x, c = images[index], conditions[index]
         if config.method == "vector":
             x_hat, mu, logvar = model(x)
