@@ -246,6 +246,13 @@ def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:
         lines.append(f"| {beta} | {_mean_range(s['mig'])} | {_mean_range(s['factor_vae'])} | "
                      + (f"{_mean_range(s['dci_disentanglement'])}" if "dci_disentanglement" in s else "-")
                      + f" | {_mean_range(s['mse'], 4)} | {_mean_range(s['ssim'])} | {s['active_dims']['mean']:.1f} |")
+    per_factor = r.get("mig_per_factor_by_beta")
+    if per_factor:
+        betas = sorted(per_factor, key=float)
+        lines += ["", "MIG term of each factor (gap / entropy, mean over seeds): which factors some dimension carries alone.",
+                  "", "| factor | " + " | ".join(f"β = {b}" for b in betas) + " |", "|---|" + "---|" * len(betas)]
+        for k, name in enumerate(r["factors"]):
+            lines.append(f"| {name} | " + " | ".join(f"{per_factor[b][k]:.2f}" for b in betas) + " |")
     gain = r["mig_gain_over_beta1"]
     best = f"{r['best_beta_by_mig']:g}"
     base = min(r["by_beta"], key=float)
@@ -270,23 +277,39 @@ def latent_transfer_block(benchmarks: Path = BENCHMARKS) -> str:
              f"held-out people, smile and glasses each flipped; the attribute judge scores "
              f"{min(r['judge_accuracy_renders']):.3f}–{max(r['judge_accuracy_renders']):.3f} on held-out renders. "
              "Seen cells (source and target cell both in training), mean [min, max] over seeds:", "",
-             "| method | MSE to the re-render | SSIM to the re-render | transfer rate | other attribute kept | "
-             "identity distance |", "|---|---|---|---|---|---|"]
+             "| method | MSE to the re-render | MSE in the edit | SSIM to the re-render | transfer rate | ceiling | "
+             "other attribute kept | identity distance |", "|---|---|---|---|---|---|---|---|"]
     order = ("none", "vector", "cvae", "trvae")
     for method, s in sorted(r["by_method_seen"].items(), key=lambda item: order.index(item[0])):
-        lines.append(f"| {method} | {_mean_range(s['mse'], 4)} | {_mean_range(s['ssim'])} | "
-                     f"{_mean_range(s['transfer_rate'], 2)} | {_mean_range(s['other_kept'], 2)} | "
+        ceiling = _mean_range(s["ceiling"], 2) if "ceiling" in s else "-"
+        edit = _mean_range(s["edit_mse"], 4) if "edit_mse" in s else "-"
+        lines.append(f"| {method} | {_mean_range(s['mse'], 4)} | {edit} | {_mean_range(s['ssim'])} | "
+                     f"{_mean_range(s['transfer_rate'], 2)} | {ceiling} | {_mean_range(s['other_kept'], 2)} | "
                      + (_mean_range(s["identity_distance"]) if "identity_distance" in s else "-") + " |")
     reference = r.get("identity_reference") or {}
     if reference:
         lines += ["", "Identity distance of the world's own re-render to the original (the floor a perfect transfer "
                       "reaches): " + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()) + "."]
     lines += ["", "Transfers into or out of the held-out cell (pooled over seeds):", "",
-              "| method | attribute | cells | n | MSE | transfer rate | other kept |", "|---|---|---|---|---|---|---|"]
+              "| method | attribute | cells | n | MSE | MSE in the edit | transfer rate | ceiling | other kept |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for g in r["groups"]:
         if "held-out" in g["group"] and g["method"] != "none":
-            lines.append(f"| {g['method']} | {g['attribute']} | {g['group']} | {g['n']} | {g['mse']:.4f} | "
-                         f"{g['transfer_rate']:.2f} | {g['other_kept']:.2f} |")
+            ceiling = f"{g['ceiling']:.2f}" if "ceiling" in g else "-"
+            edit = f"{g['edit_mse']:.4f}" if "edit_mse" in g else "-"
+            lines.append(f"| {g['method']} | {g['attribute']} | {g['group']} | {g['n']} | {g['mse']:.4f} | {edit} | "
+                         f"{g['transfer_rate']:.2f} | {ceiling} | {g['other_kept']:.2f} |")
+    by_attribute = [g for g in r["groups"] if g["group"] == "seen -> seen" and "ceiling" in g]
+    if by_attribute:
+        lines += ["", "Seen cells by attribute (pooled over seeds): transfer rate / ceiling.", "",
+                  "| method | " + " | ".join(r.get("attributes", ["smile", "glasses"])) + " |",
+                  "|---|" + "---|" * len(r.get("attributes", ["smile", "glasses"]))]
+        for method in order:
+            cells = {g["attribute"]: g for g in by_attribute if g["method"] == method}
+            if cells:
+                lines.append(f"| {method} | " + " | ".join(
+                    f"{cells[a]['transfer_rate']:.2f} / {cells[a]['ceiling']:.2f}" if a in cells else "-"
+                    for a in r.get("attributes", ["smile", "glasses"])) + " |")
     seen = r["by_method_seen"]
     models = [m for m in seen if m != "none"]
     lowest = min(models, key=lambda m: seen[m]["mse"]["mean"])

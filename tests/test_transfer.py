@@ -1,8 +1,9 @@
 """Conditional transfer (vae.transfer): MMD sanity, every pair of conditions, conditions change the decoding."""
+import numpy as np
 import torch
 
-from vae.transfer import (ConditionalVAE, TransferConfig, condition_ids, pairwise_mmd, rbf_mmd, train_transfer_model,
-                          transfer_images)
+from vae.transfer import (AttributeJudge, ConditionalVAE, TransferConfig, condition_ids, pairwise_mmd, rbf_mmd,
+                          edit_region_mse, reconstruction_ceiling, soften, train_transfer_model, transfer_images)
 
 
 def test_mmd_of_a_sample_with_itself_is_zero_and_grows_with_a_shift():
@@ -48,6 +49,41 @@ def test_each_method_trains_and_transfers_and_only_trvae_pays_the_mmd():
         assert out.shape == (4, 3, 32, 32) and torch.isfinite(out).all()
 
 
+def test_soften_keeps_shape_and_range_is_seeded_and_sometimes_blurs():
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    a, b = soften(x, torch.Generator().manual_seed(3)), soften(x, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1 and torch.equal(a, b)
+
+    def roughness(t):
+        return float((t[..., 1:] - t[..., :-1]).abs().mean())
+
+    looks = [roughness(soften(x, torch.Generator().manual_seed(s))) for s in range(12)]
+    assert min(looks) < 0.5 * roughness(x)  # a blurred or halved look (pixel noise alone adds roughness)
+
+
+def test_edit_mse_counts_only_the_pixels_the_re_render_changes():
+    original = torch.zeros(3, 3, 8, 8)
+    truth = original.clone()
+    truth[:2, :, 2:4, 2:4] = 1.0  # images 0 and 1: a 2x2 patch flips; image 2: the flip changes nothing
+    out = truth.clone()
+    out[0, :, 2:4, 2:4] = 0.5  # image 0: half wrong inside the edit
+    out[:, :, 6:, 6:] = 0.3  # every image: an error outside the edit, which must not count
+    edit = edit_region_mse(out, truth, original)
+    assert abs(edit[0] - 0.25) < 1e-6 and edit[1] == 0 and np.isnan(edit[2])
+
+
+def test_the_ceiling_of_doing_nothing_is_the_judges_rate_on_the_re_render():
+    torch.manual_seed(0)
+    judge = AttributeJudge(2).eval()
+    truth = torch.rand(16, 3, 32, 32)
+    target = torch.tensor([[0, 1], [1, 0]] * 8)
+    expected = (judge.predict(truth)[:, 1] == target[:, 1]).numpy()
+    assert (reconstruction_ceiling("none", None, truth, target, judge, 1) == expected).all()
+    model = ConditionalVAE(2, latent_dim=8, image_size=32, base_channels=8).eval()
+    ceiling = reconstruction_ceiling("cvae", model, truth, target, judge, 0)
+    assert ceiling.shape == (16,) and ceiling.dtype == bool
+
+
 def test_cli_transfer_on_synthetic_portraits_and_on_celeba_attributes(tmp_path, capsys):
     import json
 
@@ -59,6 +95,7 @@ def test_cli_transfer_on_synthetic_portraits_and_on_celeba_attributes(tmp_path, 
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["data"] == "synthetic" and set(summary["by_method"]) == {"none", "vector", "cvae", "trvae"}
+    assert all(0 <= row["ceiling"] <= 1 for row in summary["by_method"].values())
     assert (tmp_path / "synthetic" / "smile_slide.gif").is_file()
 
     root = tmp_path / "celeba"

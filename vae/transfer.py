@@ -16,9 +16,12 @@ Three ways to make a face smile (or put glasses on it), trained on the same labe
 The world re-renders each held-out face with the attribute flipped (same person, pose, light, drawing seed), so a
 transfer can be scored against the image it should have produced:
 
-- counterfactual error: MSE and SSIM between the transferred image and that re-render;
+- counterfactual error: MSE and SSIM between the transferred image and that re-render, and the MSE inside the
+  pixels the re-render changes (`edit_region_mse`: the edit itself, apart from the blur elsewhere);
 - transfer rate: an independent attribute classifier (`AttributeJudge`, a small CNN trained on fresh renders —
-  never on a model's outputs — and checked on held-out renders) says the attribute flipped;
+  never on a model's outputs — made blurry and washed out by `soften`, and checked on held-out renders) says the
+  attribute flipped; its ceiling (`reconstruction_ceiling`) is the same judge on the model's own reconstruction
+  of the re-render, the rate a transfer with the right content but the model's blur would get;
 - preservation: the same judge says the other attribute did not change, and the dlib face descriptor of the
   transferred image stays near that of the original (`vae.generative_metrics.image_features`).
 
@@ -233,10 +236,31 @@ class AttributeJudge(nn.Module):
         return torch.cat([(self(x[s:s + batch_size]) > 0).long() for s in range(0, len(x), batch_size)])
 
 
+def soften(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A render made to look like a decoder's output, one random look per batch: unchanged, a Gaussian blur
+    (σ 0.5–1.5 px), or halved and bilinearly enlarged again; then contrast pulled 0–30 % towards the image mean
+    and a little pixel noise. The judge learns from these so that it reads the attribute, not the sharpness: a
+    judge trained on sharp renders alone calls every blurred mouth "not smiling"."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    kind = int(torch.randint(3, (), generator=generator))
+    if kind == 1:
+        sigma = float(0.5 + torch.rand((), generator=generator))
+        x = gaussian_blur(x, kernel_size=[5, 5], sigma=[sigma, sigma])
+    elif kind == 2:
+        size = x.shape[-1]
+        x = F.interpolate(F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True),
+                          size=(size, size), mode="bilinear", align_corners=False)
+    contrast = 1.0 - 0.3 * torch.rand((x.shape[0], 1, 1, 1), generator=generator)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = mean + contrast * (x - mean)
+    return (x + 0.03 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
 def train_judge(images: torch.Tensor, bits: torch.Tensor, steps: int = 400, seed: int = 0, lr: float = 2e-3,
                 batch_size: int = 64, progress: bool = True) -> AttributeJudge:
-    """Fit `AttributeJudge` on renders with known attribute bits (a little noise and blur against overfitting to
-    exact pixels, since it will judge decoded, smoother images)."""
+    """Fit `AttributeJudge` on renders with known attribute bits, each batch passed through `soften` (it will
+    judge decoded, smoother images; it never sees a model's output)."""
     seed_everything(seed)
     judge = AttributeJudge(bits.shape[1])
     optimizer = torch.optim.Adam(judge.parameters(), lr=lr)
@@ -244,10 +268,7 @@ def train_judge(images: torch.Tensor, bits: torch.Tensor, steps: int = 400, seed
     judge.train()
     for _ in tqdm(range(steps), desc="attribute judge", disable=not progress, leave=False):
         index = torch.randint(len(images), (batch_size,), generator=generator)
-        x = images[index]
-        if torch.rand((), generator=generator) < 0.5:  # decoded images are smoother than renders
-            x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        x = (x + 0.03 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        x = soften(images[index], generator)
         loss = F.binary_cross_entropy_with_logits(judge(x), bits[index].float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -256,7 +277,38 @@ def train_judge(images: torch.Tensor, bits: torch.Tensor, steps: int = 400, seed
     return judge
 
 
+@torch.no_grad()
+def reconstruction_ceiling(method: str, model, truth: torch.Tensor, target: torch.Tensor, judge: AttributeJudge,
+                           attribute: int) -> np.ndarray:
+    """Per face, whether the judge reads the target attribute off the model's own reconstruction of the world's
+    re-render (the image a perfect transfer would produce, passed through the model): [N] bools. The share that
+    passes is the best transfer rate the model's reconstruction quality allows under this judge."""
+    if method == "none":
+        out = truth
+    elif method == "vector":
+        out = torch.cat([model.decode(model.encode(truth[s:s + 256])[0]) for s in range(0, len(truth), 256)])
+    else:
+        out = torch.cat([model.decode(model.encode(truth[s:s + 256], target[s:s + 256].float())[0],
+                                      target[s:s + 256].float()) for s in range(0, len(truth), 256)])
+    return (judge.predict(out)[:, attribute] == target[:, attribute]).numpy()
+
+
 # ------------------------------------------------------------------------------------------------ evaluation
+EDIT_THRESHOLD = 0.05  # a pixel is part of the edit when some channel of the re-render moves by more than this
+
+
+def edit_region_mse(out: torch.Tensor, truth: torch.Tensor, original: torch.Tensor,
+                    threshold: float = EDIT_THRESHOLD) -> np.ndarray:
+    """Per image, the MSE to the re-render inside the pixels the re-render changes (some channel differs from the
+    original by more than `threshold`): the error of the edit itself, apart from the blur everywhere else. [N];
+    NaN where the flip changes no pixel."""
+    mask = ((truth.float() - original.float()).abs().amax(1) > threshold).float()  # [N, H, W]
+    error = (out.float() - truth.float()).pow(2).mean(1)
+    count = mask.flatten(1).sum(1)
+    per_image = (error * mask).flatten(1).sum(1) / count.clamp_min(1)
+    return torch.where(count > 0, per_image, torch.full_like(per_image, float("nan"))).numpy()
+
+
 def cell_name(bits: Sequence[int], attributes: Sequence[str]) -> str:
     return ", ".join(f"{a}={'on' if b else 'off'}" for a, b in zip(attributes, bits))
 
@@ -285,8 +337,12 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
     """Flip each attribute of every held-out face with every method and score it against the world's re-render.
 
     test: a `world.factors.FactorData` of held-out people (vary_identity=True). Returns {"rows": one per
-    (method, attribute, group) with n, mse, ssim, transfer_rate, other_kept, identity_distance;
+    (method, attribute, group) with n, mse, edit_mse (`edit_region_mse`), ssim, transfer_rate, ceiling, other_kept,
+    identity_distance;
     "by_method": the seen -> seen rows of each method, pooled over attributes; "judge_accuracy"; "identity_reference"}.
+    "ceiling" (`reconstruction_ceiling`): the judge's rate on the model's own reconstruction of the world's
+    re-render, i.e. what a transfer with the right content but the model's blur would score; for "none" the
+    judge's rate on the re-render itself.
     """
     from world.factors import factor_index
 
@@ -324,7 +380,9 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
             other = [k for k in range(len(attributes)) if k != a]
             records.append({"method": method, "attribute": name, "groups": groups,
                             "mse": mse(out, truth).numpy(), "ssim": ssim(out, truth).numpy(),
+                            "edit_mse": edit_region_mse(out, truth, x),
                             "flipped": (predicted[:, a] == target[:, a]).numpy(),
+                            "ceiling": reconstruction_ceiling(method, model, truth, target, judge, a),
                             "other_kept": (predicted[:, other] == bits[:, other]).all(1).numpy()
                             if other else np.ones(len(x), bool)})
         outputs[("truth", name)] = truth
@@ -348,7 +406,9 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
             mask = groups == group
             row = {"method": record["method"], "attribute": record["attribute"], "group": group, "n": int(mask.sum()),
                    "mse": float(record["mse"][mask].mean()), "ssim": float(record["ssim"][mask].mean()),
+                   "edit_mse": float(np.nanmean(record["edit_mse"][mask])),
                    "transfer_rate": float(record["flipped"][mask].mean()),
+                   "ceiling": float(record["ceiling"][mask].mean()),
                    "other_kept": float(record["other_kept"][mask].mean())}
             key = (record["method"], record["attribute"])
             if key in distances:
@@ -362,7 +422,8 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
         if seen:
             weights = np.array([r["n"] for r in seen], float)
             by_method[method] = {k: float(np.average([r[k] for r in seen], weights=weights))
-                                 for k in ("mse", "ssim", "transfer_rate", "other_kept", "identity_distance")
+                                 for k in ("mse", "edit_mse", "ssim", "transfer_rate", "ceiling", "other_kept",
+                                           "identity_distance")
                                  if all(k in r for r in seen)}
     return {"rows": rows, "by_method": by_method, "judge_accuracy": judge_accuracy,
             "identity_reference": reference, "outputs": outputs}
