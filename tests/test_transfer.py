@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from vae.model import ConvVAE
 from vae.transfer import (AttributeJudge, ConditionalVAE, TransferConfig, condition_ids, pairwise_mmd, rbf_mmd,
                           edit_region_mse, reconstruction_ceiling, soften, train_transfer_model, transfer_images)
 
@@ -81,7 +82,12 @@ def test_the_ceiling_of_doing_nothing_is_the_judges_rate_on_the_re_render():
     assert (reconstruction_ceiling("none", None, truth, target, judge, 1) == expected).all()
     model = ConditionalVAE(2, latent_dim=8, image_size=32, base_channels=8).eval()
     ceiling = reconstruction_ceiling("cvae", model, truth, target, judge, 0)
-    assert ceiling.shape == (16,) and ceiling.dtype == bool
+    rebuilt = model.decode(model.encode(truth, target.float())[0], target.float())
+    assert ceiling.shape == (16,) and (ceiling == (judge.predict(rebuilt)[:, 0] == target[:, 0]).numpy()).all()
+    plain = ConvVAE(latent_dim=8, image_size=32, base_channels=8).eval()
+    vectors = torch.randn(2, 8)  # a reconstruction moves by (target - target) @ vectors = 0
+    expected_plain = (judge.predict(plain.decode(plain.encode(truth)[0]))[:, 1] == target[:, 1]).numpy()
+    assert (reconstruction_ceiling("vector", plain, truth, target, judge, 1, vectors) == expected_plain).all()
 
 
 def test_cli_transfer_on_synthetic_portraits_and_on_celeba_attributes(tmp_path, capsys):

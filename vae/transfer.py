@@ -279,17 +279,12 @@ def train_judge(images: torch.Tensor, bits: torch.Tensor, steps: int = 400, seed
 
 @torch.no_grad()
 def reconstruction_ceiling(method: str, model, truth: torch.Tensor, target: torch.Tensor, judge: AttributeJudge,
-                           attribute: int) -> np.ndarray:
+                           attribute: int, vectors: torch.Tensor | None = None) -> np.ndarray:
     """Per face, whether the judge reads the target attribute off the model's own reconstruction of the world's
     re-render (the image a perfect transfer would produce, passed through the model): [N] bools. The share that
     passes is the best transfer rate the model's reconstruction quality allows under this judge."""
-    if method == "none":
-        out = truth
-    elif method == "vector":
-        out = torch.cat([model.decode(model.encode(truth[s:s + 256])[0]) for s in range(0, len(truth), 256)])
-    else:
-        out = torch.cat([model.decode(model.encode(truth[s:s + 256], target[s:s + 256].float())[0],
-                                      target[s:s + 256].float()) for s in range(0, len(truth), 256)])
+    out = torch.cat([transfer_images(method, model, truth[s:s + 256], target[s:s + 256], target[s:s + 256], vectors)
+                     for s in range(0, len(truth), 256)])  # from the target to itself: a reconstruction
     return (judge.predict(out)[:, attribute] == target[:, attribute]).numpy()
 
 
@@ -382,7 +377,7 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
                             "mse": mse(out, truth).numpy(), "ssim": ssim(out, truth).numpy(),
                             "edit_mse": edit_region_mse(out, truth, x),
                             "flipped": (predicted[:, a] == target[:, a]).numpy(),
-                            "ceiling": reconstruction_ceiling(method, model, truth, target, judge, a),
+                            "ceiling": reconstruction_ceiling(method, model, truth, target, judge, a, vectors),
                             "other_kept": (predicted[:, other] == bits[:, other]).all(1).numpy()
                             if other else np.ones(len(x), bool)})
         outputs[("truth", name)] = truth
