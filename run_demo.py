@@ -161,8 +161,8 @@ def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: st
     return params
 
 
-def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> Path:
-    """Execute one notebook with papermill (cwd = repo root); return the executed copy.
+def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> tuple[Path, list[dict]]:
+    """Execute one notebook with papermill (cwd = repo root); return the executed copy and its slowest cells.
 
     In place (`out_folder=None`) the executed notebook replaces the committed one only when every cell ran; a
     failing run is kept next to it as `<name>.failed.ipynb` so nothing is lost and the error can be read.
@@ -184,9 +184,9 @@ def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> Path:
             os.replace(partial, failed)
         print(f"[demo] {stage}: notebook failed; executed copy with the error: {failed}", file=sys.stderr)
         raise
-    tidy_notebook(partial)
+    slowest = tidy_notebook(partial)
     os.replace(partial, target)
-    return target
+    return target, slowest
 
 
 # The packages whose code each stage runs (a change in any of them makes the stage's last run stale).
@@ -250,10 +250,28 @@ def _progress_bar_output(output: dict) -> bool:
     return all(not piece.strip() or "%|" in piece for piece in text.replace("\r", "\n").split("\n"))
 
 
-def tidy_notebook(path: Path) -> Path:
+SLOWEST_CELLS = 3  # how many of each notebook's slowest cells timings.json names
+
+
+def slowest_cells(notebook: dict, n: int = SLOWEST_CELLS) -> list[dict]:
+    """The `n` code cells of an executed notebook that took longest (papermill's per-cell durations), slowest
+    first: `{cell, first_line, seconds}` with `cell` counted from 1 over all cells."""
+    timed = []
+    for number, cell in enumerate(notebook.get("cells", []), start=1):
+        duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if cell.get("cell_type") == "code" and duration is not None:
+            source = "".join(cell.get("source", ""))
+            first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+            timed.append({"cell": number, "first_line": first[:80], "seconds": round(float(duration), 1)})
+    return sorted(timed, key=lambda row: -row["seconds"])[:n]
+
+
+def tidy_notebook(path: Path) -> list[dict]:
     """Keep an executed notebook's results, drop what changes on every run: execution timestamps and durations,
-    papermill's run metadata (except the parameters passed) and progress-bar frames."""
+    papermill's run metadata (except the parameters passed) and progress-bar frames. Returns its slowest cells
+    (`slowest_cells`), read before the durations are dropped."""
     notebook = json.loads(path.read_text(encoding="utf-8"))
+    slowest = slowest_cells(notebook)
     papermill = notebook.get("metadata", {}).get("papermill")
     if papermill is not None:
         notebook["metadata"]["papermill"] = {k: papermill[k] for k in ("parameters",) if k in papermill}
@@ -265,7 +283,7 @@ def tidy_notebook(path: Path) -> Path:
     from common.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-    return path
+    return slowest
 
 
 APP_SCREENSHOT = Path("results/app/screenshot.png")  # the README's picture of the web app
@@ -386,7 +404,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"[demo] world: {world['haystack_images']} haystack photos, {world['web_photos']} web photos "
           f"({'reused' if world.get('reused') else 'generated'}, {seconds['world']:.0f} s)", flush=True)
     notebooks_out = _relative_to_repo(Path(config.notebooks_out)) if config.notebooks_out else None
-    executed = {}
+    executed, slowest = {}, {}
     with serve_folder(world["web_root"], port=config.port) as base_url:
         parameters = notebook_parameters(config, paths, base_url, world["target_slug"])
         fingerprints = stage_fingerprints(world_cfg, parameters)
@@ -401,7 +419,7 @@ def run_demo(config: DemoConfig) -> dict:
                 continue
             stamp = stage_stamp(paths["runs"], stage)
             stamp.unlink(missing_ok=True)
-            notebook = run_notebook(stage, parameters[stage], notebooks_out)
+            notebook, slowest[stage] = run_notebook(stage, parameters[stage], notebooks_out)
             executed[stage] = _relative_to(notebook, Path(config.root))
             stamp.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(stamp, json.dumps({"fingerprint": fingerprints[stage],
@@ -425,7 +443,7 @@ def run_demo(config: DemoConfig) -> dict:
     }
     # Results and timings apart: a rerun that changes nothing rewrites demo_summary.json byte for byte.
     atomic_write_text(paths["results"] / "demo_summary.json", json.dumps(summary, indent=1) + "\n")
-    timings = {"seconds": seconds, "stages": only_timings(summaries) or {}}
+    timings = {"seconds": seconds, "stages": only_timings(summaries) or {}, "slowest_cells": slowest}
     atomic_write_text(paths["results"] / "timings.json", json.dumps(timings, indent=1) + "\n")
     print(summary_table({s: summaries[s] for s in config.stages}, seconds, verdicts))
     return {**summary, "seconds": seconds}

@@ -134,6 +134,8 @@ def test_smoke_notebooks_ran_clean_with_the_demo_parameters(smoke_run):
         assert summary["stages"][stage], f"{stage} wrote no summary.json"
     timings = json.loads((root / "results/demo/timings.json").read_text())
     assert timings["seconds"]["total"] > 0 and "seconds" not in summary
+    assert set(timings["slowest_cells"]) == set(NOTEBOOKS)  # every stage ran and names where its time went
+    assert all(0 < len(cells) <= run_demo.SLOWEST_CELLS for cells in timings["slowest_cells"].values())
     assert not any(key.endswith("seconds") for key in summary["stages"]["classification"])
 
 
@@ -208,10 +210,25 @@ def test_tidy_notebook_keeps_results_and_drops_what_changes_every_run(tmp_path):
                                                             "start_time": "2026"}}, "nbformat": 4, "nbformat_minor": 5}
     path = tmp_path / "n.ipynb"
     path.write_text(json.dumps(notebook))
-    tidied = json.loads(run_demo.tidy_notebook(path).read_text())
+    slowest = run_demo.tidy_notebook(path)
+    tidied = json.loads(path.read_text())
+    assert slowest == [{"cell": 1, "first_line": "print(1)", "seconds": 1.5}]  # read before the durations go
     assert tidied["metadata"]["papermill"] == {"parameters": {"A": 1}}
     assert tidied["cells"][0]["metadata"] == {"tags": ["x"]}
     assert [o["text"] for o in tidied["cells"][0]["outputs"]] == [["UserWarning: something real\n"], ["1\n"]]
+
+
+def test_slowest_cells_ranks_code_cells_by_duration():
+    def cell(kind, source, duration=None):
+        return {"cell_type": kind, "source": source, "metadata": {} if duration is None
+                else {"papermill": {"duration": duration}}}
+
+    notebook = {"cells": [cell("markdown", "# title", 50.0), cell("code", "\n  fast()\n", 0.2),
+                          cell("code", "train(model)  # long\nmore()", 30.04), cell("code", "never_ran()"),
+                          cell("code", "scan()", 4.0)]}
+    assert run_demo.slowest_cells(notebook, n=2) == [
+        {"cell": 3, "first_line": "train(model)  # long", "seconds": 30.0},
+        {"cell": 5, "first_line": "scan()", "seconds": 4.0}]
 
 
 @pytest.mark.slow
