@@ -354,6 +354,26 @@ def test_one_step_changes_weights_and_a_nan_step_changes_none(vgg):
     assert all(torch.equal(params[k], after_good[k]) for k in params)
 
 
+def test_monitor_gif_is_refreshed_at_checkpoints_and_holds_every_frame_at_the_end(celeba, tmp_path, monkeypatch):
+    # frames every step, checkpoints every 2: the GIF is rewritten at steps 2 and 4 and at the last step (5), never
+    # per frame, and its final version holds all 5 frames
+    import vae.train as train_module
+
+    original, frames_at_refresh = train_module.write_monitor_gif, []
+
+    def counting(monitor_dir, gif_path, *args, **kwargs):
+        frames_at_refresh.append(len(list(Path(monitor_dir).glob("step_*.png"))))
+        return original(monitor_dir, gif_path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "write_monitor_gif", counting)
+    out = tmp_path / "run"
+    train_vae(TrainConfig(data_root=str(celeba["root"]), gamma=0.0, out_dir=str(out), max_steps=5,
+                          **{**TINY, "monitor_every": 1, "eval_every": 2}))
+    assert frames_at_refresh == [2, 4, 5]
+    with Image.open(out / "monitor.gif") as gif:
+        assert gif.n_frames == 5
+
+
 def test_checkpoint_then_resume_gives_the_same_next_losses(celeba, tmp_path):
     # gamma = 0 keeps it quick: the frozen VGG term is a deterministic function of the images, while what resume
     # must restore is the model, the optimizer, the data order and the RNG behind the reparameterisation noise.

@@ -332,7 +332,6 @@ class _GanRun:
 
     def monitor(self, step: int) -> None:
         write_sample_frame(self.generator, self.monitor_noise, self.out_dir / "monitor" / f"step_{step:06d}.png")
-        write_monitor_gif(self.out_dir / "monitor", self.out_dir / "monitor.gif")
 
     def save(self, step: int) -> None:
         metrics = self.latest_metrics()
@@ -344,6 +343,7 @@ class _GanRun:
         })
         atomic_write_text(self.out_dir / "metrics.json", json.dumps(
             {"step": step, "metrics": metrics, "history": self.history}, indent=1) + "\n")
+        write_monitor_gif(self.out_dir / "monitor", self.out_dir / "monitor.gif")  # once per checkpoint, not frame
 
     def latest_metrics(self, window: int = 20) -> dict[str, float]:
         """Mean losses and D outputs over the last `window` steps (a GAN's losses say little on their own)."""

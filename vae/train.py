@@ -539,15 +539,15 @@ class _Run:
         return row
 
     def monitor(self, step: int) -> None:
-        """Rank 0 writes the fixed-input monitoring frame and refreshes the GIF."""
+        """Rank 0 writes the fixed-input monitoring frame (the GIF of all frames is refreshed at each checkpoint:
+        re-encoding every frame each time was most of a short CPU run's wall time)."""
         self.model.eval()
         write_monitor_frame(self.model, self.monitor_images, self.monitor_noise,
                             self.out_dir / "monitor" / f"step_{step:06d}.png")
-        write_monitor_gif(self.out_dir / "monitor", self.out_dir / "monitor.gif")
         self.model.train()
 
     def evaluate_and_save(self, step: int, row: dict) -> None:
-        """Held-out metrics (rank 0) into the history row, then checkpoint + metrics.json."""
+        """Held-out metrics (rank 0) into the history row, then checkpoint + metrics.json + monitor.gif."""
         if self.ctx.is_main:
             self.metrics = evaluate(self.model, self.eval_images)
             row.update({f"eval_{k}": v for k, v in self.metrics.items()})
@@ -566,6 +566,7 @@ class _Run:
         atomic_write_text(self.out_dir / "metrics.json", json.dumps(
             {"step": step, "metrics": self.metrics, "skipped_steps": self.skipped, "held_out_from": self.held_from,
              "history": self.history}, indent=1) + "\n")
+        write_monitor_gif(self.out_dir / "monitor", self.out_dir / "monitor.gif")
 
     def summary(self, step: int, images_seen: int, train_seconds: float) -> dict:
         if self.start_step >= self.total_steps and not self.metrics:
