@@ -1,9 +1,9 @@
 """Command line for the web app: `python -m app [serve] [--port 7860] ...` and `python -m app screenshot --out ...`.
 
 `serve` (the default when no command is given) serves the page on 127.0.0.1 with the last demo's models or the
-paths given by flags; Ctrl-C stops it. `screenshot` starts the same page on a free port, uploads a photo in
-headless Chromium and saves a PNG of the answer (the README's figure). The dict a command returns is printed as
-the last stdout line, one line of JSON.
+paths given by flags; Ctrl-C or SIGTERM stops it. `screenshot` starts the same page on a free port, uploads a
+photo in headless Chromium and saves a PNG of the answer (the README's figure). The dict a command returns is
+printed as the last stdout line, one line of JSON.
 """
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ DEFAULT_THREADS = 1
 # Smallest face searched for, in pixels of the detection view (the longer side downscaled to 512 px): the demo's
 # stage-1 setting. MTCNN's pyramid at 20 px costs about 7x more and finds only faces too small to judge.
 MIN_FACE_SIZE = 40
+BOXES_SIDE = 800  # the photo with its face boxes is sent to the page at most this many pixels on its longer side
 MAX_ATTRIBUTE_SLIDERS = 8  # the page shows at most this many attribute sliders
 SLIDER_RANGE = 3.0  # sliders go from -SLIDER_RANGE to +SLIDER_RANGE times the attribute's direction
 DEMO_HINT = "run `make demo` first, or pass the model paths (see `python -m app serve --help`)"
@@ -228,17 +229,20 @@ def read_photo(path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
     """Decode an uploaded photo to upright RGB, or raise `PhotoError` with a message for the user.
 
     The file size is checked first (nothing is decoded above `max_bytes`), then the pixel count in the header
-    (decompression bombs: a small file that would decode to gigabytes), then the decode itself.
+    (decompression bombs: a small file that would decode to gigabytes), then the decode itself. No message names
+    the path: it is shown to whoever sent the file.
     """
     from scraping.faces import load_rgb
 
     path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise PhotoError(f"the file is too big ({size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB)")
-    if size == 0:
-        raise PhotoError("the file is empty")
     try:
+        if not path.is_file():
+            raise PhotoError("it is not a file (gone already, or a folder)")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise PhotoError(f"the file is too big ({size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB)")
+        if size == 0:
+            raise PhotoError("the file is empty")
         with Image.open(path) as header:
             width, height = header.size
         if width * height > max_pixels:
@@ -261,6 +265,21 @@ def find_faces(models: Models, image: Image.Image) -> list:
 
     config = detection_config()
     return select_faces(detect_faces_single(image, models.detector, config, downscale=True), config)
+
+
+def boxes_picture(image: Image.Image, faces: list, side: int = BOXES_SIDE) -> Image.Image:
+    """The photo at display size (longer side at most `side` pixels) with every face's box drawn on it."""
+    from dataclasses import replace
+
+    from scraping.faces import draw_faces
+
+    scale = min(1.0, side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.BILINEAR, reducing_gap=2.0)
+        faces = [replace(f, box=tuple(v * scale for v in f.box), landmarks=tuple(v * scale for v in f.landmarks))
+                 for f in faces]
+    return draw_faces(image, faces, line=max(2, max(image.size) // 200))
 
 
 def face_crop(image: Image.Image, face) -> Image.Image:
@@ -356,7 +375,7 @@ class Answer:
     message: str
     n_faces: int = 0
     face_index: int = 0
-    boxes: Image.Image | None = None  # the photo with every face's box drawn
+    boxes: Image.Image | None = None  # the photo at display size with every face's box drawn (None: unchanged)
     crop: Image.Image | None = None
     probability: float | None = None
     classifier_threshold: float | None = None
@@ -364,7 +383,7 @@ class Answer:
     reconstruction: Image.Image | None = None
     morph_gif: bytes | None = None
     timings: dict = field(default_factory=dict)  # seconds per step
-    faces: list = field(default_factory=list)  # every face found (`scraping.faces.Face`), largest first
+    crops: list = field(default_factory=list)  # every face's 160 px crop, largest face first
 
 
 def face_choices(n_faces: int) -> list[str]:
@@ -379,15 +398,14 @@ def faces_message(n_faces: int, face_index: int) -> str:
             f"{' (the largest)' if face_index == 0 else ''}; pick another one with the face selector.")
 
 
-def answer_photo(models: Models, image: Image.Image, face_index: int = 0, faces: list | None = None,
+def answer_photo(models: Models, image: Image.Image | None, face_index: int = 0, crops: list | None = None,
                  with_morph: bool = True, scratch_root: str | Path | None = None) -> Answer:
-    """Run the whole pipeline on a decoded photo. `faces` reuses an earlier detection of the same photo.
+    """Run the whole pipeline on a decoded photo. `crops` (an earlier answer's, same photo) skips the detection:
+    `image` is not needed then and the answer's `boxes` is None (the picture has not changed).
 
     A photo without a face gives an `Answer` whose message says so (no exception: it is a normal outcome).
     Scratch files go to a `TemporaryDirectory` (under `scratch_root` when given) removed before returning.
     """
-    from scraping.faces import draw_faces
-
     timings, started = {}, time.perf_counter()
 
     def lap(name: str, since: float) -> float:
@@ -395,18 +413,19 @@ def answer_photo(models: Models, image: Image.Image, face_index: int = 0, faces:
         timings[name] = round(now - since, 4)
         return now
 
-    t = time.perf_counter()
-    if faces is None:
+    t, boxes = time.perf_counter(), None
+    if crops is None:
         faces = find_faces(models, image)
         t = lap("detect", t)
-    if not faces:
+        boxes = boxes_picture(image, faces)
+        crops = [face_crop(image, face) for face in faces]
+        t = lap("crop", t)
+    if not crops:
         timings["total"] = round(time.perf_counter() - started, 4)
         return Answer("No face found in this photo: try one where a face is clearly visible, seen from the front.",
-                      boxes=image, timings=timings, faces=[])
-    face_index = min(max(0, int(face_index)), len(faces) - 1)
-    boxes = draw_faces(image, faces, line=max(2, max(image.size) // 200))
-    crop = face_crop(image, faces[face_index])
-    t = lap("crop", t)
+                      boxes=boxes, timings=timings)
+    face_index = min(max(0, int(face_index)), len(crops) - 1)
+    crop = crops[face_index]
     probability = classify_crop(models, crop)
     t = lap("classify", t)
     embedding = embedding_distance(models, crop)
@@ -419,8 +438,8 @@ def answer_photo(models: Models, image: Image.Image, face_index: int = 0, faces:
             gif = morph_gif_bytes(models, crop, Path(scratch))
         t = lap("morph", t)
     timings["total"] = round(time.perf_counter() - started, 4)
-    return Answer(faces_message(len(faces), face_index), len(faces), face_index, boxes, crop, probability,
-                  models.classifier_threshold, embedding, reconstruction, gif, timings, list(faces))
+    return Answer(faces_message(len(crops), face_index), len(crops), face_index, boxes, crop, probability,
+                  models.classifier_threshold, embedding, reconstruction, gif, timings, list(crops))
 
 
 def verdict_text(models: Models, answer: Answer) -> str:

@@ -1,7 +1,12 @@
-"""`python -m app serve`: load the models once and serve the page on 127.0.0.1 until Ctrl-C."""
+"""`python -m app serve`: load the models once and serve the page on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+SIGTERM (what `kill`, a service manager or a container stop sends) is handled as Ctrl-C is: the server stops and
+its temporary folder is removed; by default Python would die on it at once and leave the folder behind.
+"""
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 
 from . import core
@@ -20,10 +25,12 @@ def cli_run(args: argparse.Namespace) -> dict:
     from .ui import start_server
 
     torch.set_num_threads(args.threads)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C does
 
     models = core.load_models(core.paths_from_args(args), args.device)
     server = start_server(models, args.host, args.port)
-    print(f"serving {server.url} with the models of {models.paths.classifier.parent} (Ctrl-C stops)", flush=True)
+    print(f"serving {server.url} with the models of {models.paths.classifier.parent} (Ctrl-C or SIGTERM stops)",
+          flush=True)
     started = time.monotonic()
     try:
         while True:

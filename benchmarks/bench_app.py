@@ -1,6 +1,6 @@
 """Web app latency: seconds per request step (detect, crop, classify, embed, reconstruct, morph) and for a photo's
 full answer, over several of the demo's scraped photos, with the demo's 64 px models, at 1 and 2 torch threads
-side by side in one run (the app runs with 1).
+side by side in one run (the app runs with 1). With `--visitors`, concurrent visitors on a real server instead.
 
 Models and photos: the last demo's (`app.core.demo_paths`: results/demo/demo_summary.json, runs/demo, data/demo);
 run `make demo` first. Each photo is answered `--repeats` times after the models' warm-up (`load_models`); the
@@ -8,9 +8,17 @@ JSON gives the median and 90th percentile per step over all answers, the target 
 The timings are those of `app.core.answer_photo`, the function each page request runs (the page adds the upload
 and Gradio's own encoding of the pictures, a few tens of milliseconds on loopback).
 
+`--visitors 1,4,16` starts `python -m app serve` (the demo's models; the tests' tiny models from
+tests/app_fixture.py when no demo has been run, as the JSON says) and, for each count, lets that many visitors
+at once each send `--rounds` different phone-sized photos (12 megapixel JPEGs of synthetic portraits) in a session
+of their own, over HTTP as the page does (upload, then the answer). It reports the median and 95th percentile of
+the time a visitor waits from the start of the upload to the answer, and the server's peak resident memory while
+they are served (`VmHWM`, reset before each count); then one photo at the megapixel limit (`app.core.MAX_PIXELS`).
+
 Usage: python benchmarks/bench_app.py [--photos 8] [--repeats 3] [--threads 1,2] [--no-record]
-Prints one JSON object on its last line and writes it to results/benchmarks/app_latency.json
-(`benchmarks/reporting.py`; `--no-record` prints only).
+       python benchmarks/bench_app.py --visitors 1,4,16 [--rounds 2] [--no-record]
+Prints one JSON object on its last line and writes it to results/benchmarks/app_latency.json, or
+app_visitors.json with `--visitors` (`benchmarks/reporting.py`; `--no-record` prints only).
 """
 from __future__ import annotations
 
@@ -67,13 +75,90 @@ def time_answers(models, photos: list[Path], repeats: int, threads: int) -> dict
             "meets_target": bool(full is not None and full < TARGET_SECONDS)}
 
 
-def main() -> tuple[dict, bool]:
+def visitor_photos(n: int, megapixels: float = 12.0, seed: int = 0) -> list[bytes]:
+    """`n` different JPEGs of about `megapixels` (4:3), each a synthetic portrait scaled up."""
+    from PIL import Image
+
+    from app_fixture import jpeg_bytes, synthetic_photo
+
+    width = round((megapixels * 1e6 * 4 / 3) ** 0.5)
+    height = int(width * 3 / 4)
+    return [jpeg_bytes(synthetic_photo(seed + k, size=(400, 300)).resize((width, height), Image.BICUBIC))
+            for k in range(n)]
+
+
+def serve_visitors(url: str, pid: int, photos: list[list[bytes]]) -> dict:
+    """One visitor per entry of `photos`, all at once, each sending its photos one after the other in a session of
+    its own; seconds from each upload's start to its answer, and the server's peak RSS meanwhile."""
+    import secrets
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app_fixture import call_api, file_data, reset_peak_rss, rss_mb, upload
+
+    def visit(own: list[bytes]) -> list[tuple[float, bool]]:
+        session, waits = secrets.token_hex(8), []
+        for photo in own:
+            started = time.perf_counter()
+            stored = upload(url, photo)
+            event, outputs = call_api(url, "analyse_upload", [file_data(stored.json()[0])], session=session)
+            answered = event == "complete" and outputs[0] == "**1 face found.**"
+            waits.append((time.perf_counter() - started, answered))
+        return waits
+
+    reset_peak_rss(pid)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(photos)) as pool:
+        waits = [w for visitor in pool.map(visit, photos) for w in visitor]
+    seconds = [w for w, _ in waits]
+    return {"visitors": len(photos), "answers": len(waits), "answered": sum(ok for _, ok in waits),
+            "p50_s": round(float(np.percentile(seconds, 50)), 3), "p95_s": round(float(np.percentile(seconds, 95)), 3),
+            "wall_s": round(time.perf_counter() - started, 2), "peak_rss_mb": round(rss_mb(pid, "VmHWM")),
+            "rss_after_mb": round(rss_mb(pid))}
+
+
+def visitors_benchmark(levels: list[int], rounds: int) -> dict:
+    """Concurrent visitors on `python -m app serve` (see the module docstring)."""
+    import tempfile
+
+    from app import core
+    from app.screenshot import free_port
+    from app_fixture import make_tiny_models, rss_mb, serve_in_subprocess
+
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
+        try:
+            paths, models = core.demo_paths(ROOT).check(), "demo (64 px)"
+        except core.InputError:
+            paths, models = make_tiny_models(Path(tmp) / "models"), "tiny test models (tests/app_fixture.py; no demo)"
+        photos = visitor_photos(max(levels) * rounds)
+        largest = visitor_photos(1, core.MAX_PIXELS / 1e6 * 0.99, seed=1000)
+        with serve_in_subprocess(paths, free_port(), Path(tmp)) as server:
+            idle = rss_mb(server.pid)
+            serve_visitors(server.url, server.pid, [photos[:1]])  # first answer: lazy set-up in torch and Gradio
+            runs = [serve_visitors(server.url, server.pid, [photos[v * rounds:(v + 1) * rounds] for v in range(n)])
+                    for n in levels]
+            at_limit = serve_visitors(server.url, server.pid, [largest])
+    return {"benchmark": "app_visitors", "models": models, "rounds_per_visitor": rounds,
+            "photo_megapixels": 12, "photo_mb": round(float(np.mean([len(p) for p in photos])) / 1e6, 2),
+            "idle_rss_mb": round(idle), "runs": runs,
+            "photo_at_the_limit": {"megapixels": round(core.MAX_PIXELS / 1e6 * 0.99, 1),
+                                   "mb": round(len(largest[0]) / 1e6, 2), "answer_s": at_limit["p50_s"],
+                                   "answered": at_limit["answered"], "peak_rss_mb": at_limit["peak_rss_mb"]},
+            "max_upload_mb": core.MAX_UPLOAD_BYTES / 2**20, "max_megapixels": core.MAX_PIXELS / 1e6}
+
+
+def main() -> tuple[str, dict, bool]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to compare")
+    parser.add_argument("--visitors", default=None, help="comma-separated counts of concurrent visitors: measure "
+                        "those on a real server instead of the per-step latency")
+    parser.add_argument("--rounds", type=int, default=2, help="photos each visitor sends (with --visitors)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave results/benchmarks alone")
     args = parser.parse_args()
+    if args.visitors:
+        levels = [int(n) for n in args.visitors.split(",") if n.strip()]
+        return "app_visitors", visitors_benchmark(levels, args.rounds), args.no_record
     thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
     torch.set_num_threads(thread_counts[0])
 
@@ -102,12 +187,13 @@ def main() -> tuple[dict, bool]:
         "target_full_answer_s": TARGET_SECONDS,
         "app_threads": core.DEFAULT_THREADS,
     }
-    return result, args.no_record
+    return "app_latency", result, args.no_record
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(1, str(ROOT / "tests"))  # app_fixture.py: the tests' tiny models and HTTP helpers
     from reporting import BENCHMARKS, report  # benchmarks/reporting.py (this folder is on sys.path)
 
-    outcome, print_only = main()
-    report("app_latency", outcome, None if print_only else BENCHMARKS)
+    name, outcome, print_only = main()
+    report(name, outcome, None if print_only else BENCHMARKS)

@@ -5,11 +5,21 @@ pipeline writes: a MobileNetV2 classifier checkpoint at 32 px (+ metrics.json wi
 optimiser steps on its head, a dlib centroid scorer fitted on synthetic face crops, a 32 px VAE after two steps
 and a "fine-tuned" copy after one more on the target's crops. Photos are drawn by the synthetic world's
 `render_portrait`.
+
+A served page is driven as a browser drives it, over HTTP: `upload` posts a file to Gradio's upload route,
+`call_api` runs one event through Gradio's REST API (`/gradio_api/call/<api_name>`, one new session per call unless
+a session id is given) and waits for its answer; `serve_in_subprocess` runs `python -m app serve` on the tiny models.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +142,105 @@ def save_attribute_model(path: str | Path, names=("Smiling", "Eyeglasses"), late
 
     directions = torch.randn(len(names), latent_dim, generator=torch.Generator().manual_seed(0))
     return save_checkpoint(path, {"attributes": list(names), "directions": directions})
+
+
+def jpeg_bytes(picture: Image.Image, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def large_photo(seed: int, side: int = 3000) -> bytes:
+    """A synthetic portrait scaled up to `side` x `side` pixels, as a JPEG: what a phone camera sends."""
+    return jpeg_bytes(synthetic_photo(seed, size=(300, 300)).resize((side, side), Image.BICUBIC))
+
+
+# ----------------------------------------------------------------------------------------- a served page
+def upload(url: str, content: bytes, filename: str = "photo.jpg", headers: dict | None = None):
+    """POST a file to the page's upload route as the browser does; the response's JSON lists the stored paths."""
+    import requests
+
+    return requests.post(f"{url}gradio_api/upload", files={"files": (filename, content)}, headers=headers,
+                         timeout=60)
+
+
+def file_data(path: str) -> dict:
+    """The value the page sends for an uploaded file (Gradio's FileData)."""
+    return {"path": path, "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
+
+
+def call_api(url: str, api_name: str, data: list, session: str | None = None, timeout: float = 180) -> tuple:
+    """Run one event of the page (`api_name`) with `data` and wait for it: ("complete", outputs) or ("error", the
+    message Gradio sent, None when it shows none)."""
+    import requests
+
+    started = requests.post(f"{url}gradio_api/call/{api_name}", json={"data": data, "session_hash": session},
+                            timeout=60)
+    started.raise_for_status()
+    with requests.get(f"{url}gradio_api/call/{api_name}/{started.json()['event_id']}", stream=True,
+                      timeout=timeout) as stream:
+        event = None
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                return event, json.loads(line[len("data: "):])
+    raise AssertionError(f"the answer stream of {api_name} ended without an answer")
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of process `pid` in MB (Linux /proc): now (`VmRSS`), or the peak (`VmHWM`) since the process
+    started or since `reset_peak_rss`."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start `VmHWM` of process `pid` over from its current RSS (Linux: `clear_refs` 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _signals_at_default() -> None:
+    """In the child: SIGINT and SIGTERM unblocked, whatever the test process did to its own signal mask."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def serve_in_subprocess(paths: ModelPaths, port: int, tmp: Path, timeout: float = 240):
+    """`python -m app serve` on `paths` at 127.0.0.1:`port`, its temporary files under `tmp` (TMPDIR); yields the
+    process once the page answers, and kills it on the way out if it still runs."""
+    import requests
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "app", "serve", "--port", str(port), "--classifier-checkpoint",
+               str(paths.classifier), "--scorer-checkpoint", str(paths.scorer), "--vae-checkpoint", str(paths.vae),
+               "--target-faces", str(paths.target_faces), "--target-name", paths.target_name]
+    if paths.vae_finetuned:
+        command += ["--finetuned-checkpoint", str(paths.vae_finetuned)]
+    log = open(tmp / "serve.log", "w+b")
+    process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               preexec_fn=_signals_at_default)
+    process.url, process.log = f"http://127.0.0.1:{port}/", log
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"the server stopped ({process.returncode}): {log.read()[-2000:]!r}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(process.url, timeout=5).ok:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not answer within {timeout} s")
+            time.sleep(0.5)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+        log.close()

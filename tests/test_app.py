@@ -1,21 +1,26 @@
-"""The web app's functions without a browser: upload checks, the photo -> answer pipeline, model discovery, the
-attribute section, the command line. Models are tiny and trained for the tests (tests/app_fixture.py)."""
+"""The web app without a browser: upload checks, the photo -> answer pipeline, model discovery, the attribute
+section, the command line, and the served page over HTTP (visitors at once, crafted requests, memory, the temporary
+folder's sweep and removal). Models are tiny and trained for the tests (tests/app_fixture.py)."""
 from __future__ import annotations
 
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import torch
 from PIL import Image
 
 from app import core
-from app_fixture import no_face_photo, save_attribute_model, synthetic_photo
+from app_fixture import (call_api, file_data, jpeg_bytes, large_photo, no_face_photo, rss_mb, save_attribute_model,
+                         serve_in_subprocess, synthetic_photo, upload)
 from common.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +60,13 @@ def test_decompression_bombs_are_refused_from_the_header(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
     with pytest.raises(core.PhotoError, match="too large"):
         core.read_photo(path)
+
+
+def test_a_folder_or_a_vanished_file_is_a_message_without_its_path(tmp_path):
+    for path in (tmp_path, tmp_path / "gone.jpg"):
+        with pytest.raises(core.PhotoError, match="not a file") as refused:
+            core.read_photo(path)
+        assert str(tmp_path) not in str(refused.value)
 
 
 def test_a_readable_photo_comes_back_upright_rgb(tmp_path):
@@ -98,13 +110,23 @@ def test_several_faces_say_how_many_and_the_user_picks_one(tiny_app_models):
     photo = synthetic_photo(0, people=2)  # seed 0: MTCNN finds both faces
     first = core.answer_photo(tiny_app_models, photo, with_morph=False)
     assert first.n_faces == 2 and "2 faces found" in first.message and "largest" in first.message
-    second = core.answer_photo(tiny_app_models, photo, face_index=1, faces=first.faces, with_morph=False)
+    assert [c.size for c in first.crops] == [(160, 160)] * 2  # what the page keeps to pick another face
+    second = core.answer_photo(tiny_app_models, None, face_index=1, crops=first.crops, with_morph=False)
     assert second.face_index == 1 and "showing face 2" in second.message
-    assert "detect" not in second.timings  # the earlier detection was reused
+    assert "detect" not in second.timings and second.boxes is None  # the earlier detection was reused
     assert np.abs(np.asarray(first.crop, float) - np.asarray(second.crop, float)).mean() > 10
     assert core.face_choices(2) == ["face 1 (largest)", "face 2"]
     # an index past the end falls back to the last face instead of failing
-    assert core.answer_photo(tiny_app_models, photo, 9, faces=first.faces, with_morph=False).face_index == 1
+    assert core.answer_photo(tiny_app_models, None, 9, crops=first.crops, with_morph=False).face_index == 1
+
+
+def test_the_photo_with_its_boxes_comes_back_at_display_size(tiny_app_models):
+    photo = synthetic_photo(0, size=(300, 300)).resize((3000, 2400), Image.BICUBIC)
+    answer = core.answer_photo(tiny_app_models, photo, with_morph=False)
+    assert answer.n_faces == 1 and answer.boxes.size == (core.BOXES_SIDE, core.BOXES_SIDE * 4 // 5)
+    assert answer.crop.size == (160, 160)
+    no_face = core.answer_photo(tiny_app_models, no_face_photo((2000, 1000)))
+    assert no_face.boxes.size == (core.BOXES_SIDE, core.BOXES_SIDE // 2)
 
 
 # ------------------------------------------------------------------------------------------ attributes
@@ -173,3 +195,135 @@ def test_without_a_demo_the_command_line_says_to_run_it_in_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-1500:]
     assert lines[0].startswith("error: ") and "make demo" in lines[0] and "demo_summary.json" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------- the served page
+# A real server on a free loopback port, driven over HTTP as the page drives it (tests/app_fixture.py). Its
+# temporary folder is swept every second, files older than SWEEP_AGE seconds going.
+SWEEP_AGE = 15
+
+
+@pytest.fixture(scope="module")
+def served(tiny_app_models):
+    from app.screenshot import free_port
+    from app.ui import start_server
+
+    server = start_server(tiny_app_models, port=free_port(), cache_sweep=(1, SWEEP_AGE))
+    server.root = Path(server.folder.name)
+    server.gradio_folder = server.root / "gradio"
+    yield server
+    server.close()
+    assert not server.root.exists(), "the server's temporary folder outlived it"
+
+
+def files_under(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def messages(outputs) -> str:
+    """The text a visitor reads in an answer: the message, verdict and timing lines (or an error's message)."""
+    if isinstance(outputs, dict):
+        return str(outputs.get("error") or "")
+    return " ".join(o for o in outputs if isinstance(o, str))
+
+
+def test_visitors_sending_the_same_photo_at_once_all_get_an_answer(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    photo = jpeg_bytes(synthetic_photo(0))
+
+    def visit(_):
+        stored = upload(served.url, photo)
+        return call_api(served.url, "analyse_upload", [file_data(stored.json()[0])])
+
+    with ThreadPoolExecutor(4) as visitors:
+        answers = list(visitors.map(visit, range(4)))
+    assert [event for event, _ in answers] == ["complete"] * 4, answers
+    assert [outputs[0] for _, outputs in answers] == ["**1 face found.**"] * 4
+    assert all(str(served.root) not in messages(outputs) for _, outputs in answers)
+
+
+def test_a_crafted_path_is_refused_in_one_line_and_nothing_is_touched(served):
+    stored = upload(served.url, jpeg_bytes(synthetic_photo(1))).json()[0]
+    event, outputs = call_api(served.url, "analyse_upload", [file_data(stored)])
+    assert event == "complete" and outputs[0] == "**1 face found.**"
+    cached_crop = outputs[2]["path"]  # this visitor's face crop, cached by Gradio for the page to fetch
+    before = files_under(served.gradio_folder)
+    assert cached_crop in before and stored in before
+    crafted = [str(Path(cached_crop).parent),  # a folder inside the upload folder
+               cached_crop]  # another visitor's cached output: would be analysed (and deleted, once)
+    for path in crafted:
+        event, outputs = call_api(served.url, "analyse_upload", [file_data(path)])
+        assert event == "complete" and outputs[0] == "**Cannot use this file: it was not uploaded to this page.**"
+        assert outputs[2] is None and "\n" not in outputs[0]
+    # outside the upload folder: Gradio refuses before the app sees it, and says nothing about the path
+    for path in ("/etc/passwd", str(served.gradio_folder / ".." / ".." / "etc" / "passwd")):
+        event, outputs = call_api(served.url, "analyse_upload", [file_data(path)])
+        assert event == "error" and "passwd" not in messages(outputs) and str(served.root) not in messages(outputs)
+    after = files_under(served.gradio_folder)  # (the sweep may have removed older tests' files meanwhile)
+    assert all(after.get(p) == before[p] for p in (cached_crop, stored)), "a crafted call deleted a file"
+    assert not set(after) - set(before), "a crafted call wrote a file"
+
+
+@pytest.mark.slow
+def test_an_upload_named_dotdot_is_refused_in_one_line_and_swept(served):
+    body = b"\xff\xd8" + b"x" * 200_000
+    refused = upload(served.url, body, filename="..")
+    assert refused.status_code == 400 and refused.text.count("\n") == 0 and str(served.root) not in refused.text
+    # Gradio leaves the refused body in its folder (its staging file); the sweep removes it with the rest
+    assert any(n == len(body) for n in files_under(served.gradio_folder).values())
+    stored = upload(served.url, jpeg_bytes(synthetic_photo(2))).json()[0]
+    assert call_api(served.url, "analyse_upload", [file_data(stored)])[0] == "complete"
+    assert Path(stored).exists() and len(files_under(served.gradio_folder)) >= 4  # upload, staging file, pictures
+    deadline = time.monotonic() + SWEEP_AGE + 5 + 2 + 60  # files at SWEEP_AGE, their folders 5 s later; slack
+    while any(served.gradio_folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(served.gradio_folder.iterdir()), sorted(served.gradio_folder.rglob("*"))
+    assert not any(served.page.blocks.temp_file_sets), "Gradio still lists swept files"
+
+
+def test_an_upload_from_another_web_page_is_refused_before_it_is_stored(served):
+    body = b"\xff\xd8" + b"y" * 300_000
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+        refused = upload(served.url, body, headers={"Origin": origin})
+        assert refused.status_code == 403 and refused.text == "cross-origin request refused"
+        refused = requests.post(f"{served.url}gradio_api/call/analyse_upload", headers={"Origin": origin},
+                                json={"data": [None]}, timeout=30)
+        assert refused.status_code == 403
+    assert not any(n == len(body) for n in files_under(served.gradio_folder).values())
+    own_page = served.url.rstrip("/")  # the page itself sends its own origin
+    assert upload(served.url, body, headers={"Origin": own_page}).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from Linux's /proc")
+def test_memory_stays_flat_across_visitors_with_large_photos(tiny_app_paths, tmp_path):
+    """Each visitor sends a different 3000 x 3000 photo (27 MB decoded) in a session of its own; the server's
+    resident memory after 10 visitors stays within 4 decoded photos of what it was after the first 2."""
+    from app.screenshot import free_port
+
+    photos = [large_photo(seed) for seed in range(12)]
+    with serve_in_subprocess(tiny_app_paths, free_port(), tmp_path) as server:
+        rss = []
+        for photo in photos:
+            event, outputs = call_api(server.url, "analyse_upload", [file_data(upload(server.url, photo).json()[0])])
+            assert event == "complete" and outputs[0] == "**1 face found.**"
+            rss.append(rss_mb(server.pid))
+        with Image.open(io.BytesIO(requests.get(outputs[1]["url"], timeout=30).content)) as boxes:
+            assert boxes.size == (core.BOXES_SIDE, core.BOXES_SIDE)  # the picture sent back: display size
+    growth = rss[-1] - rss[1]
+    assert growth < 4 * 3000 * 3000 * 3 / 2**20, f"RSS {rss[1]:.0f} -> {rss[-1]:.0f} MB over 10 visitors: {rss}"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_server_with_a_signal_removes_its_temporary_folder(tiny_app_paths, tmp_path, stop):
+    from app.screenshot import free_port
+
+    with serve_in_subprocess(tiny_app_paths, free_port(), tmp_path) as server:
+        stored = upload(server.url, jpeg_bytes(synthetic_photo(3))).json()[0]
+        assert call_api(server.url, "analyse_upload", [file_data(stored)])[0] == "complete"
+        folders = list(tmp_path.glob("faces-app-*"))
+        assert len(folders) == 1 and files_under(folders[0])
+        server.send_signal(stop)
+        assert server.wait(timeout=60) == 0
+    assert not list(tmp_path.glob("faces-app-*")), "the temporary folder outlived the server"
