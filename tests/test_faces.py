@@ -15,6 +15,7 @@ from scraping.faces import (  # noqa: E402
     identity_groups, load_rgb, parse_numbers, select_faces,
 )
 from common.files import read_csv  # noqa: E402
+from scraping.__main__ import main as scraping_cli  # noqa: E402
 
 CPU = CropConfig(device="cpu", image_size=64)
 # Eileen Collins' face in skimage.data.astronaut() at 512 px spans about x 181-268, y 62-172 (checked by eye
@@ -267,19 +268,16 @@ def test_low_probability_faces_are_recorded_not_cropped(tmp_path, astronaut_256)
 
 
 def test_cli_crop_prints_json_summary(tmp_path, astronaut_256, capsys):
-    main = pytest.importorskip("scraping.__main__").main
-    for module, _ in __import__("scraping.__main__", fromlist=["COMMANDS"]).COMMANDS.values():
-        pytest.importorskip(module, reason=f"the CLI imports every command module; {module} is not present")
     person = tmp_path / "raw" / "dave"
     person.mkdir(parents=True)
     astronaut_256.save(person / "a.png")
-    assert main(["crop", "--src", str(person), "--out", str(tmp_path / "faces"), "--set", "image_size=48",
+    assert scraping_cli(["crop", "--src", str(person), "--out", str(tmp_path / "faces"), "--set", "image_size=48",
                  "--set", "device=cpu"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["faces"] == 1 and summary["processed"] == 1
     assert Image.open(tmp_path / "faces" / "dave" / "a_0.jpg").size == (48, 48)
     capsys.readouterr()
-    assert main(["crop", "--src", str(person), "--out", str(tmp_path / "faces"), "--set", "imagesize=48"]) == 2
+    assert scraping_cli(["crop", "--src", str(person), "--out", str(tmp_path / "faces"), "--set", "imagesize=48"]) == 2
     assert "unknown CropConfig" in capsys.readouterr().err
 
 
@@ -301,7 +299,6 @@ def test_detection_drawing_colours_kept_and_weak_faces(tmp_path):
 
 def test_cli_crop_by_celeba_identity_file(tmp_path, astronaut_256, capsys):
     """A flat photo folder plus `identity_CelebA.txt` lines gives one crop folder per identity."""
-    main = pytest.importorskip("scraping.__main__").main
     photos = tmp_path / "img_celeba"
     photos.mkdir()
     astronaut_256.save(photos / "000001.jpg", quality=95)
@@ -310,7 +307,7 @@ def test_cli_crop_by_celeba_identity_file(tmp_path, astronaut_256, capsys):
     identity_file = tmp_path / "identity_CelebA.txt"
     identity_file.write_text("000001.jpg 12\n000002.jpg 12\n000003.jpg 7\n000004.jpg 7\n000009.jpg 30\n")
     out = tmp_path / "crops"
-    assert main(["crop", "--src", str(photos), "--identities", str(identity_file), "--out", str(out),
+    assert scraping_cli(["crop", "--src", str(photos), "--identities", str(identity_file), "--out", str(out),
                  "--set", "image_size=48", "--set", "device=cpu"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary["per_person"]) == {"7", "12"}  # identity 30 has no photo here

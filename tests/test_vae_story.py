@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from common.files import write_csv_atomic
+from common.images import SHEET_PADDING, caption_band
 from tests.celeba_fixture import write_celeba_fixture
 from vae import figures, identity, morph
 from vae.celeba import CelebA
@@ -215,7 +216,7 @@ def test_find_identity_on_fixture_writes_sheet_and_metrics(celeba, tmp_path):
     assert report["recall_at_k"] == pytest.approx(5 / 6)
     assert report["expansion_recall"] == 1.0 and report["n_expanded"] == 6
     with Image.open(report["candidates_png"]) as sheet:
-        assert sheet.size[0] > 0 and sheet.size[1] > 0
+        assert sheet.size == (6 * (96 + 2 * SHEET_PADDING), 96 + 2 * SHEET_PADDING + caption_band(1))  # 6 in a row
     saved = json.loads((tmp_path / "out" / "identity.json").read_text())
     assert saved["identity"] == TARGET
     with pytest.raises(FileNotFoundError, match="stage 2"):
@@ -328,7 +329,6 @@ def test_notebook_runs_end_to_end_with_smoke_parameters(celeba, tmp_path):
     assert set(summary["perceptual_helps"]) == {"heldout_ssim", "sharpness"}
     assert set(summary["gif_bytes"]) == {"monitor.gif", "morph.gif", "morph_slerp.gif", "before_after_morph.gif"}
     assert all(0 < size < 2 * 1024 * 1024 for size in summary["gif_bytes"].values())
-    assert summary["seconds"] > 0
     for name in ("samples.png", "loss_comparison.png", "morph.gif", "smile.png", "before_after_morph.gif"):
         assert (out / name).is_file(), name
     assert (tmp_path / "runs" / "perceptual" / "checkpoint.pt").is_file()
