@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench readme app screenshot clean
+.PHONY: setup test demo lab bench readme app screenshot clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ test: setup
 
 demo: setup
 	$(BIN)/python run_demo.py
+
+# JupyterLab on the repo; it prints the URL to open (with its token). On a machine without a browser:
+# `make lab LAB_ARGS="--no-browser --port 8888"`. As root (e.g. in a container) Jupyter wants --allow-root.
+LAB_ARGS ?=
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 app: setup
 	$(BIN)/python -m app serve
