@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from PIL import Image
 
 from classification.scan import ScanConfig, list_scan_files, scan_images, scan_images_plain
@@ -50,9 +51,16 @@ def checkpoint(tmp_path_factory):
     amplifies tiny pixel differences, while any trained one responds smoothly.)"""
     faces = make_toy_faces(tmp_path_factory.mktemp("faces"), n_target=16, n_per_other=8, n_others=3, size=48)
     run = tmp_path_factory.mktemp("run")
-    train_classifier(TrainConfig(faces_root=str(faces), out_dir=str(run), unfreeze=19, weights="none",
-                                 image_size=IMAGE_SIZE, epochs=6, batch_size=16, lr=1e-2, patience=6,
-                                 val_fraction=0.2, test_fraction=0.2))
+    # One thread, whatever ran before in this process: float sums split across threads round differently, so the
+    # weights (and how far apart the scores below lie) would otherwise depend on the test order and the machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_classifier(TrainConfig(faces_root=str(faces), out_dir=str(run), unfreeze=19, weights="none",
+                                     image_size=IMAGE_SIZE, epochs=6, batch_size=16, lr=1e-2, patience=6,
+                                     val_fraction=0.2, test_fraction=0.2))
+    finally:
+        torch.set_num_threads(threads)
     return run / "best.pt"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from common.files import atomic_save_image, atomic_write_text
@@ -56,7 +57,10 @@ def draw_toy_face(look_index: int, rng: random.Random, width: int = 96, height: 
                  fill=(170, 60, 60))
     brightness = rng.uniform(0.8, 1.2)
     image = image.point(lambda value: max(0, min(255, int(value * brightness))))
-    noise = Image.effect_noise((width, height), rng.uniform(8, 20)).convert("RGB")
+    # Grain from this photo's own RNG: PIL's `effect_noise` draws from the C library's process-wide rand(), so
+    # the photos (and a model trained on them) would depend on what else drew from it earlier in the test run.
+    grain = np.random.default_rng(rng.getrandbits(64)).normal(128.0, rng.uniform(8, 20), (height, width))
+    noise = Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8)).convert("RGB")
     image = Image.blend(image, noise, 0.08)
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
 
