@@ -1,56 +1,29 @@
 """The one polite downloader every source feeds: fetch candidate images, check them, dedupe, save, keep a manifest.
 
-`fetch_person` asks a source (`scraping.sources`) for candidates and hands them to `download_images`, which:
+`fetch_person` asks a source (`scraping.sources`) for candidates; `download_images` fetches them with a thread pool
+through a `PoliteClient`: per-host limits, retries with backoff honouring `Retry-After`, a descriptive User-Agent,
+pooled connections, http(s) only, redirects followed by hand, a byte cap while streaming, and a wall-clock deadline
+per request (`too_slow`). A read timeout limits each silence, not a response, so the body is streamed with the
+budget checked between chunks, and a timer shuts the socket down at the deadline: a read blocked on drip-fed
+headers or body returns at once. Ctrl-C shuts every request in flight down the same way: the run stops within
+about a second and writes the manifest of what finished; the same command resumes.
 
-- downloads concurrently (a thread pool) while holding a per-host concurrency cap and a minimum delay between
-  request starts to the same host; retries connection errors, timeouts, 429 and 5xx with exponential backoff,
-  honouring `Retry-After` (seconds or an HTTP date, capped); sends a descriptive User-Agent; pools connections;
-- accepts only http/https (also after redirects), follows at most `max_redirects` redirects and ends a redirect
-  loop with a reason; enforces a byte cap while streaming (Content-Length first, then counted bytes);
-- holds a wall-clock deadline per request (`max_seconds_per_request`, reason `too_slow`) whatever the server does:
-  a watchdog thread shuts down the socket of any request past its deadline, so a server that drip-feeds its body
-  or its headers one byte at a time cannot keep a worker (the per-byte `read_timeout_s` alone would let it);
-- keeps only bytes that Pillow decodes completely as a raster photo format, with the decompression-bomb guard on
-  and a minimum width/height;
-- drops exact duplicates (sha256) and near duplicates (a 64-bit DCT perceptual hash within a Hamming distance)
-  against every image the manifest keeps, earlier runs included, keeping the copy listed first (see below);
-- names files `<first 16 hex of sha256><extension of the decoded format>` (never anything from the URL, so a
-  `../` in a URL cannot escape the folder), writes them atomically, and records every URL in
-  `<out>/<slugify(person)>/manifest.csv` as its download completes (a slow host never holds up the others'
-  rows), rewritten atomically every `flush_every` results, every `flush_interval_s` seconds while results
-  arrive, and at the end, so a killed run resumes: URLs already finished (saved, duplicate, near_duplicate,
-  rejected) are skipped and `error` rows (transient failures) are tried again;
-- stops within about a second on Ctrl-C: in-flight requests are cut, waits end, the manifest of what finished is
-  written and no `.part` file is left; the same command resumes.
-
-Statuses: `saved`, `duplicate`, `near_duplicate`, `rejected` (permanent: bad scheme, HTTP 4xx, too large, not
-an image, truncated, decompression bomb, too small, redirect loop) and `error` (transient: timeouts, too slow,
-connection errors, 5xx/429 after all retries). Reasons are a token, optionally followed by `: detail`. A body
-that ends before its Content-Length (`truncated: got X of Y bytes`) is retried within the run like a dropped
-connection, and if every attempt is cut short it is `rejected`, so reruns do not fetch it again and again
-(`overwrite` does). Manifest rows keep candidate order.
-
-Which copy is kept does not depend on timing: of URLs holding the same photo (exact or near), the one listed first
-by the source is `saved` and the others point at its file, whichever finished downloading first. When an earlier
-copy arrives after a later one was saved, the earlier one's file is written, the later one's row becomes its
-(near) duplicate, the manifest is written, and only then is the later file deleted (a run stopped in between
-leaves a file no row names; the next run deletes it). Two fresh runs of the same candidates keep the same files,
-and a resumed run applies the same rule: a file saved by an earlier run for a URL that this run lists again
-gives way to an earlier-listed duplicate downloaded now. Files of earlier runs whose URLs this run does not list
-rank first and are never replaced, and (near) duplicate rows of earlier runs stay duplicates (pointing at the
-replacing file when theirs is replaced).
-
-Start pages that cannot be used end the run with one line (`python -m scraping fetch` exits 2 for a URL that is
-not http(s), 1 for an unreachable host or a start page answering 4xx/5xx). robots.txt follows RFC 9309: a
-missing one (4xx) allows everything; one that cannot be read (5xx, 429, no answer) disallows the site unless
-`robots_unreachable="allow"`, and the error says "robots.txt unreachable", not "blocked by robots".
+Kept are bytes that Pillow decodes completely as a raster photo (bomb guard on, `min_size`), named
+`<first 16 hex of sha256><extension>` (nothing from the URL reaches the file system), written atomically; exact
+(sha256) and near (64-bit pHash) duplicates of anything the folder keeps are dropped, keeping the copy listed
+first whatever finished first (`Dedupe`). `<out>/<slugify(person)>/manifest.csv` lists every URL in candidate
+order, rewritten as results arrive and at the end. Reruns skip finished URLs (`saved`, `duplicate`,
+`near_duplicate`, `rejected`: permanent, e.g. HTTP 4xx, too large, not an image, truncated, bomb, too small,
+redirect loop) and retry `error` rows (transient: timeouts, too slow, connection errors, 5xx/429 after retries).
+A reason is a token, optionally followed by `: detail`. Start pages that cannot be used end the CLI with one line
+(exit 2 for a URL that is not http(s), 1 for an unreachable host or a 4xx/5xx start page); robots.txt follows
+RFC 9309 (`scraping.sources.RobotsPolicy`).
 
 CLI: `python -m scraping fetch --person "Julia Roberts" --source wikimedia --out data/raw`.
 """
 from __future__ import annotations
 
 import argparse
-import bisect
 import email.utils
 import hashlib
 import io
@@ -61,11 +34,11 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import numpy as np
@@ -75,47 +48,28 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ReadTimeoutError
 
 from common.config import apply_overrides, parse_set_options, save_config
 from common.errors import InputError
 from common.files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
-from .sources import (
-    WIKIMEDIA_API,
-    Candidate,
-    PageFetchError,
-    RobotsPolicy,
-    check_start_url,
-    gallery_candidates,
-    is_http_url,
-    search_candidates,
-    wikimedia_candidates,
-)
+from .sources import (WIKIMEDIA_API, Candidate, PageFetchError, RobotsPolicy, check_start_url, gallery_candidates,
+                      is_http_url, search_candidates, wikimedia_candidates)
 
-MANIFEST_NAME = "manifest.csv"
-CONFIG_NAME = "fetch_config.json"
-MANIFEST_FIELDS = [
-    "url", "page", "title", "license", "author", "sha256", "phash", "width", "height", "file", "status", "reason",
-]
-# Statuses that end a URL's story: a re-run skips them. `error` rows are retried.
-FINAL_STATUSES = {"saved", "duplicate", "near_duplicate", "rejected"}
-# HTTP statuses worth retrying (RFC 9110 transient conditions); every other 4xx is permanent.
-RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+MANIFEST_NAME, CONFIG_NAME = "manifest.csv", "fetch_config.json"
+MANIFEST_FIELDS = ["url", "page", "title", "license", "author", "sha256", "phash", "width", "height", "file",
+                   "status", "reason"]
+FINAL_STATUSES = {"saved", "duplicate", "near_duplicate", "rejected"}  # a rerun skips these; `error` is retried
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # transient (RFC 9110); every other 4xx is permanent
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-# Decoded formats we keep, with the extension the file gets. Pillow is told to try only these parsers, so
-# exotic formats (EPS via Ghostscript, PSD, ...) are never parsed from untrusted bytes.
+# Formats kept and their extensions; Pillow tries only these parsers on untrusted bytes (MPO: multi-picture JPEG).
 FORMAT_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
                      "TIFF": ".tif"}
-# Parsers Pillow may try (MPO, a multi-picture JPEG, is opened by the JPEG parser and reports itself as MPO).
 OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
 SAVED_NAME = re.compile(r"^[0-9a-f]{16}\.(jpg|png|webp|gif|bmp|tif)$")
-# Bytes asked of the socket per read while streaming a body: small, so the deadline and a stop are seen promptly.
-STREAM_CHUNK = 16 * 1024
-# How often the watchdog looks at requests in flight (seconds): the slack on every deadline and on Ctrl-C.
-WATCHDOG_TICK_S = 0.05
-DEFAULT_USER_AGENT = (
-    "faces-start-to-finish/0.1 (tutorial image scraper; please set FetchConfig.user_agent to name your project "
-    "and a contact address) python-requests/" + requests.__version__
-)
+STREAM_CHUNK = 16 * 1024  # bytes per read of a body
+DEFAULT_USER_AGENT = ("faces-start-to-finish/0.1 (tutorial image scraper; please set FetchConfig.user_agent to name "
+                      "your project and a contact address) python-requests/" + requests.__version__)
 
 
 @dataclass
@@ -150,486 +104,122 @@ class FetchConfig:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# HTTP: per-host limits, retries, redirects, byte caps
+# HTTP: per-host limits, a deadline per request, retries, redirects, byte caps
 # --------------------------------------------------------------------------------------------------------------
 class FetchFailure(PageFetchError):
-    """A URL could not be fetched; `status` is "rejected" (permanent) or "error" (transient), `reason` a token.
-
-    `note` (e.g. "Connection refused") goes into the message only, not into `reason_text` (the manifest's reason).
-    """
+    """A URL could not be fetched: `status` "rejected" (permanent) or "error" (transient), `reason` a token.
+    `note` (e.g. "Connection refused") goes into the message only, not into `reason_text` (the manifest's)."""
 
     def __init__(self, status: str, reason: str, detail: str = "", note: str = ""):
-        text = f"{reason}: {detail}" if detail else reason
-        super().__init__(f"{text} ({note})" if note else text)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-
-    @property
-    def reason_text(self) -> str:
-        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+        self.status, self.reason, self.reason_text = status, reason, f"{reason}: {detail}" if detail else reason
+        super().__init__(f"{self.reason_text} ({note})" if note else self.reason_text)
 
 
 class FetchStopped(FetchFailure):
-    """The client was stopped (Ctrl-C, or a run that has what it needs) while this request was waiting or running."""
+    """The client was stopped (Ctrl-C, or a run that has what it needs) while this request waited or ran."""
 
     def __init__(self) -> None:
         super().__init__("error", "interrupted")
 
 
 class _Truncated(Exception):
-    """The body ended before its Content-Length (the connection closed early); retried like a dropped connection."""
-
-    def __init__(self, got: int, expected: int):
-        super().__init__(f"got {got} of {expected} bytes")
-        self.got = got
-        self.expected = expected
+    """The body ended before its Content-Length; retried like a dropped connection."""
 
 
-@dataclass
-class FetchedBody:
-    """The final answer for a URL after redirects. `content` is empty unless the status is 2xx."""
+class _Attempt:
+    """One request under watch: a timer cuts it at its deadline, `PoliteClient.stop` at once. Cutting shuts its
+    socket down, and a read blocked on that socket returns at once, whether it waits for headers or body bytes."""
 
-    url: str
-    status_code: int
-    content: bytes
-    headers: Mapping[str, str]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The watchdog: a wall-clock deadline per request, and a stop that reaches every request in flight
-# --------------------------------------------------------------------------------------------------------------
-def _cut(sock) -> None:
-    """Shut a socket down in both directions: a read blocked on it in another thread returns at once (EOF)."""
-    sock = getattr(sock, "socket", sock)  # urllib3's SSLTransport wraps the real socket
-    if not isinstance(sock, socket.socket):
-        return
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's shutdown, also for an SSLSocket
-    except OSError:
-        pass  # already closed
-
-
-class _Watch:
-    """One request attempt under watch: its deadline, its socket once known, and why it was cut (if it was)."""
-
-    __slots__ = ("deadline", "done", "fired", "sock", "watchdog")
-
-    def __init__(self, watchdog: RequestWatchdog, deadline: float):
-        self.watchdog = watchdog
-        self.deadline = deadline
-        self.sock = None
-        self.fired = ""  # "", "too_slow" or "stopped"
-        self.done = False
+    def __init__(self, seconds: float):
+        self.seconds, self.deadline = seconds, time.monotonic() + seconds
+        self.lock, self.sock, self.why = threading.Lock(), None, ""
 
     def attach(self, sock) -> None:
-        """Called in the worker's thread as soon as its socket exists (connection made or taken from the pool)."""
-        with self.watchdog._lock:
-            if self.done or sock is None:
-                return
+        """The socket the request uses; None once it is over (its connection may then serve another request)."""
+        with self.lock:
             self.sock = sock
-            if self.fired:
-                _cut(sock)
+            if sock is not None and self.why:
+                _shut(sock)
 
-    def detach(self) -> None:
-        """The attempt is over: never cut this socket again (the pool may hand it to another request now)."""
-        with self.watchdog._lock:
-            self.done = True
-            self.sock = None
+    def cut(self, why: str) -> None:
+        with self.lock:
+            self.why = self.why or why
+            if self.sock is not None:
+                _shut(self.sock)
 
-
-_current = threading.local()  # .watch: the _Watch of the request this thread is running, if any
-
-
-def _attach_current(sock) -> None:
-    watch = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.attach(sock)
-
-
-class RequestWatchdog:
-    """Cuts requests that outlive their wall-clock deadline, and on `stop()` every request in flight.
-
-    `read_timeout_s` limits each silence, not a whole response: a server sending one byte every 0.2 s never trips
-    it. Here a daemon thread (alive only while requests are watched) looks every `WATCHDOG_TICK_S` at the requests
-    in flight and shuts down the socket of any past its deadline; the worker's blocked read then returns at once,
-    whether it was waiting for headers or for body bytes, and the attempt ends as `too_slow`. `stop()` does the same
-    to all of them and makes every later request and wait (backoff, host delay) end at once with `FetchStopped`.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._watches: set[_Watch] = set()
-        self._thread: threading.Thread | None = None
-        self.stop_event = threading.Event()
-
-    @contextmanager
-    def watch(self, seconds: float) -> Iterator[_Watch]:
-        watch = _Watch(self, time.monotonic() + max(0.0, float(seconds)))
-        with self._lock:
-            if self.stop_event.is_set():
-                watch.fired = "stopped"
-            self._watches.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
-                self._thread.start()
-        previous, _current.watch = getattr(_current, "watch", None), watch
-        try:
-            yield watch
-        finally:
-            _current.watch = previous
-            watch.detach()
-            with self._lock:
-                self._watches.discard(watch)
-
-    def stop(self) -> None:
-        """Cut every request in flight now; later requests and waits end at once until `reset()`."""
-        with self._lock:
-            self.stop_event.set()
-            for watch in self._watches:
-                self._fire(watch, "stopped")
-
-    def reset(self) -> None:
-        """Accept requests again after `stop()` (once no request of the stopped work is running)."""
-        self.stop_event.clear()
-
-    @property
-    def stopped(self) -> bool:
-        return self.stop_event.is_set()
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep, unless stopped (then raise `FetchStopped` at once)."""
-        if self.stop_event.wait(max(0.0, seconds)):
+    def check(self) -> None:
+        """Raise if cut or past the deadline (an EOF caused by a cut reads like a normal end of headers or body)."""
+        if self.why == "stopped":
             raise FetchStopped()
-
-    def _fire(self, watch: _Watch, why: str) -> None:  # with self._lock held
-        if watch.done or watch.fired:
-            return
-        watch.fired = why
-        if watch.sock is not None:
-            _cut(watch.sock)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._watches:
-                    self._thread = None
-                    return
-                now = time.monotonic()
-                for watch in self._watches:
-                    if now >= watch.deadline:
-                        self._fire(watch, "too_slow")
-            time.sleep(WATCHDOG_TICK_S)
+        if self.why or time.monotonic() > self.deadline:
+            raise FetchFailure("error", "too_slow", f"over {self.seconds:g} s")
 
 
-class _Watched:
-    """Mixin for urllib3 connections: tells the thread's watch about the socket, so a deadline or a stop can cut a
-    wait for headers too."""
+def _shut(sock) -> None:
+    with suppress(OSError, TypeError):  # the plain socket's shutdown, also for an SSLSocket (whose own would drop
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TLS state under the reading thread)
 
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+
+_current = threading.local()  # .attempt: the `_Attempt` this thread runs
+
+
+class _ReportsSocket:
+    """urllib3 connection mixin: before waiting for the headers, hand the socket to the thread's attempt."""
 
     def getresponse(self, *args, **kwargs):
-        _attach_current(self.sock)
+        if getattr(_current, "attempt", None) is not None and self.sock is not None:
+            _current.attempt.attach(self.sock)
         return super().getresponse(*args, **kwargs)
 
 
-class _WatchedHTTPConnection(_Watched, HTTPConnection):
-    pass
+class _HTTPPool(HTTPConnectionPool):  # `ConnectionCls`: urllib3's documented hook for a pool's connections
+    ConnectionCls = type("_HTTPConnection", (_ReportsSocket, HTTPConnection), {})
 
 
-class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
-    pass
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = type("_HTTPSConnection", (_ReportsSocket, HTTPSConnection), {})
 
 
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter whose connections report their sockets to the watchdog."""
-
+class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPConnectionPool,
-                                                   "https": _WatchedHTTPSConnectionPool}
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
-def _response_socket(response: requests.Response):
-    """The socket under a streamed response (for sessions whose connections do not report it themselves)."""
-    raw = response.raw
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
-    if sock is None:
-        sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
-    return sock
-
-
-class HostLimiter:
-    """Per-host politeness: a semaphore of `per_host` slots and a minimum gap between request starts.
-
-    `defer(host, s)` pushes the host's next allowed start back (used after 429/503 so that every thread, not
-    just the one that was told, waits). `max_in_flight` records the highest concurrency seen per host. With a
-    `stop_event`, waiting for a slot or for the host's next start ends at once (`FetchStopped`) when it is set.
-    """
-
-    def __init__(self, per_host: int, min_delay_s: float, stop_event: threading.Event | None = None):
-        self.per_host = max(1, int(per_host))
-        self.min_delay_s = max(0.0, float(min_delay_s))
-        self.stop_event = stop_event or threading.Event()
-        self._lock = threading.Lock()
-        self._semaphores: dict[str, threading.BoundedSemaphore] = {}
-        self._next_start: dict[str, float] = {}
-        self._in_flight: Counter = Counter()
-        self.max_in_flight: dict[str, int] = {}
-
-    @contextmanager
-    def slot(self, host: str) -> Iterator[None]:
-        with self._lock:
-            semaphore = self._semaphores.setdefault(host, threading.BoundedSemaphore(self.per_host))
-        while not semaphore.acquire(timeout=0.1):
-            if self.stop_event.is_set():
-                raise FetchStopped()
-        try:
-            with self._lock:
-                now = time.monotonic()
-                start = max(now, self._next_start.get(host, 0.0))
-                self._next_start[host] = start + self.min_delay_s
-            if self.stop_event.wait(max(0.0, start - now)):
-                raise FetchStopped()
-            with self._lock:
-                self._in_flight[host] += 1
-                self.max_in_flight[host] = max(self.max_in_flight.get(host, 0), self._in_flight[host])
-            try:
-                yield
-            finally:
-                with self._lock:
-                    self._in_flight[host] -= 1
-        finally:
-            semaphore.release()
-
-    def defer(self, host: str, seconds: float) -> None:
-        with self._lock:
-            self._next_start[host] = max(self._next_start.get(host, 0.0), time.monotonic() + seconds)
+def make_session(config: FetchConfig) -> requests.Session:
+    """A session with the User-Agent and pools sized to the concurrency; retries are ours (urllib3's are off)."""
+    session = requests.Session()
+    session.headers["User-Agent"] = config.user_agent
+    adapter = _Adapter(pool_connections=max(10, config.max_workers), pool_maxsize=max(1, config.max_workers),
+                       max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date); None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
+    value = (value or "").strip()
     if re.fullmatch(r"\d+(\.\d+)?", value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
-
-
-def make_session(config: FetchConfig) -> requests.Session:
-    """A `requests.Session` with the User-Agent set, connection pools sized to the concurrency, and connections
-    that report their sockets to the `RequestWatchdog` of the request running in their thread."""
-    session = requests.Session()
-    session.headers["User-Agent"] = config.user_agent
-    # Retries are ours (they honour the host limiter and Retry-After), so urllib3's are off.
-    adapter = _WatchedAdapter(pool_connections=max(10, config.max_workers), pool_maxsize=max(1, config.max_workers),
-                              max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
-    """requests reports a read timeout during body streaming as a ConnectionError wrapping urllib3's error."""
-    from urllib3.exceptions import ReadTimeoutError
-
-    seen = exc
-    for _ in range(5):
-        if isinstance(seen, (ReadTimeoutError, requests.Timeout)):
-            return True
-        args = getattr(seen, "args", ())
-        seen = args[0] if args and isinstance(args[0], BaseException) else seen.__context__
-        if seen is None:
-            return False
-    return False
+    """A timeout; requests reports one while streaming a body as a ConnectionError wrapping urllib3's error."""
+    return isinstance(exc, requests.Timeout) or bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
 
 
 def _short_cause(exc: BaseException) -> str:
     """"Connection refused", "Name or service not known", ... from requests' long nested error messages."""
-    text = str(exc)
-    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    if match:
-        return match.group(1).strip()
-    match = re.search(r"(Read timed out|Connection aborted|Remote end closed connection without response)", text)
-    return match.group(1) if match else type(exc).__name__
-
-
-class PoliteClient:
-    """HTTP GETs with the politeness rules of `FetchConfig`; shared by page fetching and image downloads.
-
-    `stop()` cuts every request in flight and makes later ones fail at once with `FetchStopped` (Ctrl-C, or a
-    download run that has all the images it wants); `reset()` undoes it.
-    """
-
-    def __init__(self, config: FetchConfig, session: requests.Session | None = None):
-        self.config = config
-        self.session = session or make_session(config)
-        self.watchdog = RequestWatchdog()
-        self.limiter = HostLimiter(config.per_host, config.min_delay_s, self.watchdog.stop_event)
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> "PoliteClient":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def stop(self) -> None:
-        self.watchdog.stop()
-
-    def reset(self) -> None:
-        self.watchdog.reset()
-
-    def fetch(self, url: str, *, max_bytes: int | None = None) -> FetchedBody:
-        """GET `url`, following redirects by hand (each hop checked and rate-limited), body capped.
-
-        Raises:
-            FetchFailure: unsupported scheme (also as a redirect target), redirect loop, too many redirects,
-                too large, too slow, truncated, or a transient failure that outlived the retries;
-                `FetchStopped` once the client is stopped.
-        """
-        max_bytes = self.config.max_bytes if max_bytes is None else max_bytes
-        _check_scheme(url)
-        visited = {url}
-        current = url
-        for _ in range(self.config.max_redirects + 1):
-            status, headers, body = self._get_with_retries(current, max_bytes)
-            location = headers.get("Location")
-            if status in REDIRECT_STATUSES and location:
-                target = urldefrag(urljoin(current, location.strip()))[0]
-                _check_scheme(target)
-                if target in visited:
-                    raise FetchFailure("rejected", "redirect_loop", target)
-                visited.add(target)
-                current = target
-                continue
-            return FetchedBody(current, status, body, headers)
-        raise FetchFailure("rejected", "too_many_redirects", f"more than {self.config.max_redirects}")
-
-    def fetch_text(self, url: str) -> tuple[int, str]:
-        """`FetchText` for `scraping.sources`: (HTTP status, body decoded as text; empty for non-2xx)."""
-        body = self.fetch(url)
-        charset = re.search(r"charset=([\w.:-]+)", body.headers.get("Content-Type", ""), re.I)
-        try:
-            text = body.content.decode(charset.group(1) if charset else "utf-8", errors="replace")
-        except LookupError:  # an unknown charset name
-            text = body.content.decode("utf-8", errors="replace")
-        return body.status_code, text
-
-    def _get_with_retries(self, url: str, max_bytes: int) -> tuple[int, Mapping[str, str], bytes]:
-        config = self.config
-        host = (urlsplit(url).hostname or "").lower()
-        reason, note, truncated = "connection_error", "", None
-        for attempt in range(config.retries + 1):
-            wait_s = config.backoff_s * 2**attempt
-            truncated = None
-            try:
-                status, headers, body = self._attempt(url, host, max_bytes)
-            except FetchFailure:
-                raise
-            except _Truncated as exc:
-                reason, note, truncated = "truncated", "", exc
-            except requests.Timeout as exc:
-                reason, note = "timeout", _short_cause(exc)
-            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                    requests.exceptions.MissingSchema, ValueError) as exc:
-                raise FetchFailure("rejected", "invalid_url", str(exc)[:200]) from exc
-            except (requests.RequestException, OSError) as exc:  # OSError: a socket error requests did not wrap
-                reason = "timeout" if _is_read_timeout(exc) else "connection_error"
-                note = _short_cause(exc)
-            else:
-                if status not in RETRY_STATUSES:
-                    return status, headers, body
-                reason, note = f"http_{status}", ""
-                retry_after = parse_retry_after(headers.get("Retry-After"))
-                if retry_after is not None:
-                    wait_s = retry_after
-                if status in (429, 503):
-                    # The host asked everyone to slow down, not just this thread.
-                    self.limiter.defer(host, min(wait_s, config.max_wait_s))
-            if attempt < config.retries:
-                self.watchdog.sleep(min(wait_s, config.max_wait_s))
-        attempts = f"after {config.retries + 1} attempt{'s' if config.retries else ''}"
-        if truncated is not None:
-            # Cut short every time: permanent for this URL (a rerun skips it; `overwrite` tries again).
-            raise FetchFailure("rejected", "truncated", f"{truncated} ({attempts})")
-        raise FetchFailure("error", reason, attempts, note)
-
-    def _attempt(self, url: str, host: str, max_bytes: int) -> tuple[int, Mapping[str, str], bytes]:
-        """One request, holding a host slot until the body is read (a slot is a connection in use), under a
-        wall-clock deadline of `max_seconds_per_request` from the first byte sent (see `RequestWatchdog`)."""
-        config = self.config
-        limit = config.max_seconds_per_request
-        with self.limiter.slot(host), self.watchdog.watch(limit) as watch:
-
-            def cut_short() -> FetchFailure:
-                if watch.fired == "stopped":
-                    return FetchStopped()
-                return FetchFailure("error", "too_slow", f"over {limit:g} s")
-
-            if watch.fired:
-                raise cut_short()
-            try:
-                response = self.session.get(url, stream=True, allow_redirects=False,
-                                            timeout=(config.connect_timeout_s, min(config.read_timeout_s, limit)))
-            except Exception as exc:
-                if watch.fired:
-                    raise cut_short() from exc
-                raise
-            watch.attach(_response_socket(response))  # for a session whose connections do not report themselves
-            with response:
-                try:
-                    if watch.fired:  # cut while headers came in: an EOF there reads as "end of headers"
-                        raise cut_short()
-                    if not 200 <= response.status_code < 300:
-                        return response.status_code, response.headers, b""  # error and redirect bodies are unread
-                    declared = response.headers.get("Content-Length", "").strip()
-                    if declared.isdigit() and int(declared) > max_bytes:
-                        raise FetchFailure("rejected", "too_large", f"Content-Length {declared} > {max_bytes}")
-                    body = bytearray()
-                    try:
-                        for chunk in response.iter_content(chunk_size=STREAM_CHUNK):
-                            body += chunk
-                            if len(body) > max_bytes:
-                                raise FetchFailure("rejected", "too_large", f"more than {max_bytes} bytes streamed")
-                            if watch.fired or time.monotonic() > watch.deadline:
-                                raise cut_short()
-                    except FetchFailure:
-                        raise
-                    except Exception as exc:
-                        if watch.fired:
-                            raise cut_short() from exc
-                        got = response.raw.tell()
-                        if declared.isdigit() and got < int(declared):
-                            raise _Truncated(got, int(declared)) from exc
-                        raise
-                    if watch.fired:  # the EOF that ended the body may be the cut, not the end
-                        raise cut_short()
-                    return response.status_code, response.headers, bytes(body)
-                finally:
-                    watch.detach()  # before the connection can go back to the pool for another request
+    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)|(Read timed out|Connection aborted|Remote end closed "
+                      r"connection without response)", str(exc))
+    return (match.group(1) or match.group(2)).strip() if match else type(exc).__name__
 
 
 def _check_scheme(url: str) -> None:
@@ -640,6 +230,176 @@ def _check_scheme(url: str) -> None:
         raise FetchFailure("rejected", "invalid_url", "no host")
 
 
+class PoliteClient:
+    """HTTP GETs with the politeness rules of `FetchConfig` (per-host slots and start gaps, retries, redirects, byte
+    caps, deadlines), shared by page fetching and image downloads. `stop()` cuts every request in flight and makes
+    later requests and waits fail at once (`FetchStopped`) until `reset()`."""
+
+    def __init__(self, config: FetchConfig, session: requests.Session | None = None):
+        self.config, self.session = config, session or make_session(config)
+        self.stop_event, self._lock, self._attempts = threading.Event(), threading.Lock(), set()
+        self._slots: dict[str, threading.Semaphore] = {}  # per host: `per_host` requests in flight at most
+        self._next_start: dict[str, float] = {}  # per host: the earliest next request start
+        self._in_flight: Counter = Counter()
+        self.max_in_flight: dict[str, int] = {}  # per host: the peak concurrency seen
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> PoliteClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        with self._lock:
+            for attempt in self._attempts:
+                attempt.cut("stopped")
+
+    def reset(self) -> None:
+        self.stop_event.clear()
+
+    @contextmanager
+    def _host_slot(self, host: str) -> Iterator[None]:
+        """Hold one of the host's `per_host` slots, starting at least `min_delay_s` after its previous start."""
+        with self._lock:
+            slots = self._slots.setdefault(host, threading.Semaphore(max(1, self.config.per_host)))
+        while not slots.acquire(timeout=0.1):
+            if self.stop_event.is_set():
+                raise FetchStopped()
+        try:
+            with self._lock:
+                now = time.monotonic()
+                start = max(now, self._next_start.get(host, 0.0))
+                self._next_start[host] = start + self.config.min_delay_s
+            if self.stop_event.wait(start - now):
+                raise FetchStopped()
+            with self._lock:
+                self._in_flight[host] += 1
+                self.max_in_flight[host] = max(self.max_in_flight.get(host, 0), self._in_flight[host])
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._in_flight[host] -= 1
+        finally:
+            slots.release()
+
+    def fetch(self, url: str, *, max_bytes: int | None = None) -> tuple[int, bytes, Mapping[str, str]]:
+        """GET `url`: (status, body, headers) of the final answer (body empty unless 2xx). Redirects are followed
+        by hand, each hop checked and rate-limited. Raises `FetchFailure`: unsupported scheme (also of a redirect),
+        redirect loop, too many redirects, too large, too slow, truncated, or a transient failure that outlived
+        the retries (`FetchStopped` once the client is stopped)."""
+        _check_scheme(url)
+        visited, max_bytes = {url}, self.config.max_bytes if max_bytes is None else max_bytes
+        for _ in range(self.config.max_redirects + 1):
+            status, body, headers = self._get_with_retries(url, max_bytes)
+            if status not in REDIRECT_STATUSES or not headers.get("Location"):
+                return status, body, headers
+            url = urldefrag(urljoin(url, headers["Location"].strip()))[0]
+            _check_scheme(url)
+            if url in visited:
+                raise FetchFailure("rejected", "redirect_loop", url)
+            visited.add(url)
+        raise FetchFailure("rejected", "too_many_redirects", f"more than {self.config.max_redirects}")
+
+    def fetch_text(self, url: str) -> tuple[int, str]:
+        """`FetchText` for `scraping.sources`: (HTTP status, body decoded as text; empty for non-2xx)."""
+        status, body, headers = self.fetch(url)
+        charset = re.search(r"charset=([\w.:-]+)", headers.get("Content-Type", ""), re.I)
+        try:
+            return status, body.decode(charset.group(1) if charset else "utf-8", errors="replace")
+        except LookupError:  # an unknown charset name
+            return status, body.decode("utf-8", errors="replace")
+
+    def _get_with_retries(self, url: str, max_bytes: int) -> tuple[int, bytes, Mapping[str, str]]:
+        config, host = self.config, (urlsplit(url).hostname or "").lower()
+        for attempt in range(config.retries + 1):
+            wait_s, note, truncated = config.backoff_s * 2**attempt, "", ""
+            try:
+                status, body, headers = self._request(url, host, max_bytes)
+            except FetchFailure:
+                raise
+            except _Truncated as exc:
+                reason, truncated = "truncated", str(exc)
+            except ValueError as exc:  # requests' InvalidURL and its kin
+                raise FetchFailure("rejected", "invalid_url", str(exc)[:200]) from exc
+            except (requests.RequestException, OSError) as exc:  # OSError: a socket error requests did not wrap
+                reason, note = ("timeout" if _is_read_timeout(exc) else "connection_error"), _short_cause(exc)
+            else:
+                if status not in RETRY_STATUSES:
+                    return status, body, headers
+                reason, retry_after = f"http_{status}", parse_retry_after(headers.get("Retry-After"))
+                wait_s = wait_s if retry_after is None else retry_after
+                if status in (429, 503):  # the host asked everyone to slow down, not just this thread
+                    with self._lock:
+                        self._next_start[host] = max(self._next_start.get(host, 0.0),
+                                                     time.monotonic() + min(wait_s, config.max_wait_s))
+            if attempt < config.retries and self.stop_event.wait(min(wait_s, config.max_wait_s)):
+                raise FetchStopped()
+        attempts = f"after {config.retries + 1} attempt{'s' if config.retries else ''}"
+        if truncated:  # cut short every time: permanent for this URL (`overwrite` tries again)
+            raise FetchFailure("rejected", "truncated", f"{truncated} ({attempts})")
+        raise FetchFailure("error", reason, attempts, note)
+
+    @contextmanager
+    def _watch(self, seconds: float) -> Iterator[_Attempt]:
+        """Watch one request: a timer cuts it at its deadline, `stop()` at once."""
+        attempt = _Attempt(seconds)
+        with self._lock:
+            self._attempts.add(attempt)
+        if self.stop_event.is_set():
+            attempt.cut("stopped")
+        timer = threading.Timer(seconds, attempt.cut, ("too_slow",))
+        timer.daemon = True
+        timer.start()
+        _current.attempt = attempt
+        try:
+            yield attempt
+        finally:
+            _current.attempt = None
+            timer.cancel()
+            attempt.attach(None)
+            with self._lock:
+                self._attempts.discard(attempt)
+
+    def _request(self, url: str, host: str, max_bytes: int) -> tuple[int, bytes, Mapping[str, str]]:
+        """One attempt, holding a host slot until the body is read (a slot is a connection in use), within
+        `max_seconds_per_request` from the first byte sent."""
+        config = self.config
+        timeout = (config.connect_timeout_s, min(config.read_timeout_s, config.max_seconds_per_request))
+        with self._host_slot(host), self._watch(config.max_seconds_per_request) as attempt:
+            try:
+                attempt.check()
+                with self.session.get(url, stream=True, allow_redirects=False, timeout=timeout) as response:
+                    attempt.check()
+                    if not 200 <= response.status_code < 300:
+                        return response.status_code, b"", response.headers  # error and redirect bodies are unread
+                    declared = response.headers.get("Content-Length", "").strip()
+                    declared = int(declared) if declared.isdigit() else 0
+                    if declared > max_bytes:
+                        raise FetchFailure("rejected", "too_large", f"Content-Length {declared} > {max_bytes}")
+                    body = bytearray()
+                    try:
+                        for chunk in response.iter_content(chunk_size=STREAM_CHUNK):
+                            body += chunk
+                            if len(body) > max_bytes:
+                                raise FetchFailure("rejected", "too_large", f"more than {max_bytes} bytes streamed")
+                            attempt.check()
+                    except requests.RequestException as exc:
+                        got = response.raw.tell()  # bytes that came over the wire, a short last read included
+                        if got < declared and not attempt.why and not _is_read_timeout(exc):
+                            raise _Truncated(f"got {got} of {declared} bytes") from exc
+                        raise
+                    attempt.check()  # the EOF that ended the body may be the cut, not the end
+                    return response.status_code, bytes(body), response.headers
+            except (requests.RequestException, OSError):
+                attempt.check()  # a cut, not the network, may have ended it
+                raise
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Image checks and perceptual hashing
 # --------------------------------------------------------------------------------------------------------------
@@ -648,43 +408,24 @@ class ImageRejected(Exception):
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+        self.reason, self.detail = reason, detail
 
 
-@dataclass
-class ImageCheck:
-    """What a successful check learned about an image."""
-
-    format: str
-    extension: str
-    width: int
-    height: int
-    phash: int
+ImageCheck = NamedTuple("ImageCheck", [("format", str), ("extension", str), ("width", int), ("height", int),
+                                        ("phash", int)])
 
 
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix: `M @ x` is the DCT of column vector `x`."""
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    matrix = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
-    matrix[0] /= np.sqrt(2.0)
-    return matrix
-
-
-_DCT32 = _dct_matrix(32)
+_K = np.arange(32)
+_DCT32 = np.sqrt(2 / 32) * np.cos(np.pi * (2 * _K[None, :] + 1) * _K[:, None] / 64)  # orthonormal DCT-II matrix
+_DCT32[0] /= np.sqrt(2)
 
 
 def perceptual_hash(image: Image.Image) -> int:
     """64-bit DCT perceptual hash (pHash): grey 32x32, 2-D DCT, the 8x8 lowest frequencies above their median.
-
-    Resizing, recompression and mild colour changes flip few bits; different photos differ in about half.
-    """
+    Resizing, recompression and mild colour changes flip few bits; different photos differ in about half."""
     grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    pixels = np.asarray(grey, dtype=np.float64)
-    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
-    bits = (low > np.median(low)).ravel()
-    return int(np.packbits(bits).tobytes().hex(), 16)
+    low = (_DCT32 @ np.asarray(grey, dtype=np.float64) @ _DCT32.T)[:8, :8]
+    return int(np.packbits((low > np.median(low)).ravel()).tobytes().hex(), 16)
 
 
 def hamming_distance(a: int, b: int) -> int:
@@ -695,14 +436,9 @@ def hamming_distance(a: int, b: int) -> int:
 def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_000) -> ImageCheck:
     """Check that `data` is a complete raster photo of at least `min_size` px per side; hash it.
 
-    The pixel count is checked from the header before any decoding (so a 20000x20000 PNG of zeros is never
-    inflated), and Pillow's own bomb guard stays on (see `pillow_bomb_guard`, used by `download_images`; outside
-    it Pillow may print its DecompressionBombWarning for large images). A bomb's reason quotes the limit in force,
-    `max_pixels` (or Pillow's `MAX_IMAGE_PIXELS` when that is lower).
-
-    Raises:
-        ImageRejected: reason `empty`, `not_an_image`, `unsupported_format`, `decompression_bomb`, `too_small`,
-            `truncated` or `corrupt`.
+    The pixel count is checked from the header before decoding (a 20000x20000 PNG of zeros is never inflated);
+    Pillow's own guard stays on (`pillow_bomb_guard`). A bomb's reason quotes the limit in force. Raises
+    `ImageRejected`: `empty`, `not_an_image`, `decompression_bomb`, `too_small`, `truncated` or `corrupt`.
     """
     if not data:
         raise ImageRejected("empty")
@@ -718,328 +454,149 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's message quotes its own threshold (twice MAX_IMAGE_PIXELS for the error); quote ours.
-        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)  # Pillow's message quotes its own threshold
         size = re.search(r"\((\d+) pixels\)", str(exc))
-        detail = f"{size.group(1)} pixels > {limit} pixels" if size else f"more than {limit} pixels"
-        raise ImageRejected("decompression_bomb", detail) from exc
+        raise ImageRejected("decompression_bomb", f"{size.group(1) if size else 'more than'} pixels > {limit} pixels"
+                            if size else f"more than {limit} pixels") from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected("not_an_image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
-        # Pillow signals damaged files with a zoo of exception types.
-        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        raise ImageRejected(reason, str(exc)[:120]) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:  # Pillow's zoo
+        raise ImageRejected("truncated" if "truncated" in str(exc).lower() else "corrupt", str(exc)[:120]) from exc
 
 
 @contextmanager
 def pillow_bomb_guard(max_pixels: int) -> Iterator[None]:
-    """Within the block: Pillow's `MAX_IMAGE_PIXELS` is `max_pixels` (the configured limit rules, above or below
-    Pillow's default), its DecompressionBombWarning is an error (so it rejects, with the configured limit in the
-    reason, instead of printing a warning to the console), and truncated files are never silently accepted.
-
-    These are process-wide Pillow/warnings settings (worker threads must see them), restored on exit.
-    """
-    old_max, old_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    """Within the block Pillow's `MAX_IMAGE_PIXELS` is `max_pixels`, its DecompressionBombWarning an error (a
+    rejection quoting the limit, not a printed warning), truncated files never accepted. Process-wide settings
+    (worker threads must see them), restored on exit."""
+    old = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     finally:
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_max, old_truncated
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Downloading, deduping, the manifest
 # --------------------------------------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    """What a worker thread learned about one candidate (decisions that need shared state come later)."""
-
-    candidate: Candidate
-    status: str  # "ok", "rejected" or "error"
-    reason: str = ""
-    data: bytes = b""
-    sha256: str = ""
-    check: ImageCheck | None = None
-
-
-def fetch_and_check(client: PoliteClient, candidate: Candidate, config: FetchConfig) -> Outcome:
-    """Download one candidate and check it is a usable image (runs in a worker thread; never raises)."""
+def fetch_and_check(client: PoliteClient, candidate: Candidate, config: FetchConfig) -> tuple[dict, bytes, str]:
+    """Download one candidate and check it (in a worker thread; never raises). Returns its manifest row (status
+    "ok" for a usable image, which `Dedupe.add` then judges), the image bytes and the file name they would get:
+    from the content only, so nothing from the URL reaches the file system."""
+    row = dict(url=candidate.url, page=candidate.page, title=candidate.title, license=candidate.license,
+               author=candidate.author, sha256="", phash="", width="", height="", file="", status="ok", reason="")
     try:
-        body = client.fetch(candidate.url)
-        if body.status_code != 200:
-            return Outcome(candidate, "rejected", f"http_{body.status_code}")
-        sha = hashlib.sha256(body.content).hexdigest() if body.content else ""
-        check = inspect_image(body.content, min_size=config.min_size, max_pixels=config.max_pixels)
-        return Outcome(candidate, "ok", data=body.content, sha256=sha, check=check)
+        status, body, _ = client.fetch(candidate.url)
+        if status != 200:
+            return {**row, "status": "rejected", "reason": f"http_{status}"}, b"", ""
+        row["sha256"] = hashlib.sha256(body).hexdigest()
+        check = inspect_image(body, min_size=config.min_size, max_pixels=config.max_pixels)
+        row.update(phash=f"{check.phash:016x}", width=str(check.width), height=str(check.height))
+        return row, body, row["sha256"][:16] + check.extension
     except FetchFailure as exc:
-        return Outcome(candidate, exc.status, exc.reason_text)
+        return {**row, "status": exc.status, "reason": exc.reason_text}, b"", ""
     except ImageRejected as exc:
-        return Outcome(candidate, "rejected", f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason,
-                       sha256=hashlib.sha256(body.content).hexdigest())
+        return {**row, "status": "rejected", "reason": str(exc)}, b"", ""
     except Exception as exc:  # one odd URL must not end the run; the row says what happened
-        return Outcome(candidate, "error", f"unexpected: {type(exc).__name__}: {str(exc)[:160]}")
+        return {**row, "status": "error", "reason": f"unexpected: {type(exc).__name__}: {str(exc)[:160]}"}, b"", ""
 
 
-# Ranks order the copies of a photo; the copy ranked first is the one kept. This run's candidates rank by their
-# position in the source's list, (1, i); saved rows of earlier runs whose URL this run does not list rank before
-# all of them, (0, row number). `_LAST` ranks after everything (no download outstanding).
-_LAST = (2, 0)
+def _is_image(row: Mapping[str, str]) -> bool:
+    return row.get("status") in ("saved", "duplicate", "near_duplicate") and bool(row.get("sha256"))
 
 
-@dataclass(eq=False)
-class _Copy:
-    """One copy of a photo that may be kept: a saved row of an earlier run, or an image this run downloaded."""
+class Dedupe:
+    """Which copy of each photo a folder keeps. `add` judges a download against what is kept so far, so its row
+    can be recorded at once; `settle` redoes every decision in the order the copies should win. An image is a
+    `duplicate` of a kept one with its sha256, else a `near_duplicate` of the nearest kept within `threshold`
+    bits (the first kept of equally near ones), else `saved`. Rows are updated in place."""
 
-    rank: tuple[int, int]
-    row: dict[str, str]  # its manifest row, updated in place
-    sha: str
-    phash: int | None
-    name: str  # the file it has while kept (content-named)
-    kept: bool = False
+    def __init__(self, person_dir: Path, saved: Iterable[dict[str, str]], threshold: int = 6, overwrite=False):
+        self.person_dir, self.threshold, self.overwrite = person_dir, threshold, overwrite
+        self.spare: dict[str, tuple[str, bytes]] = {}  # this run's images not kept (yet): sha256 -> (name, bytes)
+        self.by_sha, self.hashes = {}, []  # what is kept: sha256 -> file; [(pHash, file)]
+        for row in saved:
+            self._keep(row)
 
+    def _keep(self, row: dict[str, str]) -> None:
+        self.by_sha.setdefault(row["sha256"], row["file"])
+        if row.get("phash"):
+            self.hashes.append((int(row["phash"], 16), row["file"]))
 
-def _target(reason: str) -> str:
-    """The file a `duplicate_of: X` / `near_duplicate_of: X (distance d)` reason points at."""
-    return reason.split(":", 1)[1].strip().split(" (", 1)[0] if ":" in reason else ""
+    def _nearest(self, row: Mapping[str, str]) -> tuple[int, str] | None:
+        """(distance, file) of the kept image nearest to `row`'s pHash, at any distance."""
+        if not row.get("phash") or not self.hashes:
+            return None
+        phash = int(row["phash"], 16)
+        return min((hamming_distance(phash, h), k, name) for k, (h, name) in enumerate(self.hashes))[::2]
 
+    def _judge(self, row: Mapping[str, str]) -> tuple[str, str]:
+        if row["sha256"] in self.by_sha:
+            return "duplicate", f"duplicate_of: {self.by_sha[row['sha256']]}"
+        near = self._nearest(row)
+        if near is not None and near[0] <= self.threshold:
+            return "near_duplicate", f"near_duplicate_of: {near[1]} (distance {near[0]})"
+        return "saved", ""
 
-class DedupeIndex:
-    """Decides which copy of each photo is kept, whatever order the downloads finish in.
+    def _write(self, name: str, data: bytes) -> None:
+        if self.overwrite or not (self.person_dir / name).exists():
+            atomic_write_bytes(self.person_dir / name, data)
 
-    Among copies that are exact (sha256) or near (pHash within `threshold`) duplicates, the one ranked first
-    (candidate order) is kept: the decisions are those of a run taking the images one at a time in rank order. A
-    copy is a `duplicate` of a kept copy with the same bytes, else a `near_duplicate` of the nearest kept copy
-    within the threshold, else kept (`saved`). `place` adds a downloaded image and redoes the decisions from its rank
-    on, so a copy that arrives after a later-ranked duplicate was saved takes its place. Near duplicates do not
-    chain (A near B near C, A not near C), so a copy dropped once can be kept again when another copy arrives; the
-    bytes of dropped copies are held (`spare`) while a download ranked before them is outstanding (`settle`).
-
-    Rows of earlier runs that are (near) duplicates stay (near) duplicates (their bytes were never kept); when the
-    file they point at is dropped they point at the file that replaced it (`followers`). `unclaimed` maps sha256
-    to image files on disk that no row names (a run killed between writing a file and its manifest): a download
-    with those bytes takes the file over instead of writing it again; they are no dedupe reference of their own.
-    """
-
-    def __init__(self, threshold: int = 6) -> None:
-        self.threshold = threshold
-        self.copies: list[_Copy] = []  # in rank order
-        self._ranks: list[tuple[int, int]] = []
-        self.unclaimed: dict[str, str] = {}  # sha -> file: images on disk that no manifest row claims yet
-        self.followers: list[dict[str, str]] = []  # earlier runs' duplicate and near_duplicate rows
-        self.spare: dict[str, bytes] = {}  # sha -> bytes of a dropped copy that may be kept again
-
-    @property
-    def kept_count(self) -> int:
-        return sum(copy.kept for copy in self.copies)
-
-    def add_saved(self, row: dict[str, str], rank: tuple[int, int]) -> None:
-        """An earlier run's saved row (its file is on disk, or was)."""
-        phash = int(row["phash"], 16) if row.get("phash") else None
-        self._insert(_Copy(rank, row, row["sha256"], phash, row.get("file", ""), kept=True))
-
-    def _insert(self, copy: _Copy) -> int:
-        position = bisect.bisect_right(self._ranks, copy.rank)
-        self._ranks.insert(position, copy.rank)
-        self.copies.insert(position, copy)
-        return position
-
-    def _remove(self, position: int) -> None:
-        del self._ranks[position], self.copies[position]
-
-    def _decisions(self, start: int) -> list[tuple[_Copy, str, str]]:
-        """(copy, status, reason) for the copies from position `start` on, given the kept ones before it."""
-        by_sha = {c.sha: c for c in reversed(self.copies[:start]) if c.kept}
-        hashed = [c for c in self.copies[:start] if c.kept and c.phash is not None]
-        decisions = []
-        for copy in self.copies[start:]:
-            same = by_sha.get(copy.sha)
-            near = None if same is not None or copy.phash is None else self._nearest(copy.phash, hashed)
-            if same is not None:
-                decisions.append((copy, "duplicate", f"duplicate_of: {same.name}"))
-            elif near is not None:
-                decisions.append((copy, "near_duplicate", f"near_duplicate_of: {near[0].name} (distance {near[1]})"))
-            else:
-                decisions.append((copy, "saved", ""))
-                by_sha[copy.sha] = copy
-                if copy.phash is not None:
-                    hashed.append(copy)
-        return decisions
-
-    def _nearest(self, phash: int, kept: list[_Copy]) -> tuple[_Copy, int] | None:
-        best = None
-        for other in kept:  # in rank order: of equally near copies the first ranked wins
-            distance = hamming_distance(phash, other.phash)
-            if distance <= self.threshold and (best is None or distance < best[1]):
-                best = (other, distance)
-        return best
-
-    def _needed(self, sha: str, frontier: tuple[int, int]) -> bool:
-        """Could a copy with these bytes still be kept again (a download ranked before it is outstanding)?"""
-        return any(c.sha == sha and c.rank > frontier for c in self.copies)
-
-    def place(self, copy: _Copy, data: bytes, person_dir: Path, *, overwrite: bool = False,
-              frontier: tuple[int, int] = _LAST) -> list[str]:
-        """Add this run's downloaded image and redo the decisions from its rank on (main thread only).
-
-        Files that become kept are written (atomically) before any row is changed, then the rows are updated in
-        memory. Returns the files no longer kept: the caller writes the manifest first and deletes them after, so
-        the manifest on disk never names a missing file (a run stopped in between leaves a file that no row claims
-        and whose bytes a duplicate row names; `_build_index` deletes it). `frontier` is the rank of the first
-        download still outstanding (copies ranked after it may change again).
-        """
-        position = self._insert(copy)
-        claimed = self.unclaimed.pop(copy.sha, None)
-        try:
-            decisions = self._decisions(position)
-            before = {c.name for c in self.copies if c.kept} | ({claimed} if claimed else set())
-            after = {c.name for c in self.copies[:position] if c.kept}
-            after |= {c.name for c, status, _ in decisions if status == "saved"}
-            for c, status, _ in decisions:
-                if status == "saved" and c.name not in before:
-                    path = person_dir / c.name
-                    source = data if c is copy else self.spare.get(c.sha)
-                    if source is not None and (overwrite or not path.exists()):
-                        atomic_write_bytes(path, source)
-        except BaseException:
-            self._remove(position)
-            if claimed:
-                self.unclaimed[copy.sha] = claimed
-            raise
-        for c, status, reason in decisions:
-            c.kept = status == "saved"
-            c.row.update(status=status, reason=reason, file=c.name if c.kept else "")
-        dropped = sorted(before - after)
-        if dropped:
-            self._repoint(set(dropped))
-        for name in dropped:  # keep the bytes of a dropped copy that may come back
-            owner = next((c for c in self.copies if c.name == name), None)
-            if owner is not None and owner.sha not in self.spare and self._needed(owner.sha, frontier):
-                source = data if owner is copy else None
-                try:
-                    self.spare[owner.sha] = source if source is not None else (person_dir / name).read_bytes()
-                except OSError:
-                    pass  # already gone (deleted by hand): it cannot be kept again
-        if not copy.kept and copy.sha not in self.spare and copy.name not in after and self._needed(copy.sha,
-                                                                                                   frontier):
-            self.spare[copy.sha] = data
-        return dropped
-
-    def _repoint(self, dropped: set[str]) -> None:
-        """Earlier runs' duplicate rows that point at a dropped file now point at the copy that replaced it."""
-        owners = {c.name: c for c in self.copies if not c.kept and c.name in dropped}
-        for row in self.followers:
-            owner = owners.get(_target(row.get("reason", "")))
-            if owner is None:
-                continue
-            if row.get("sha256") == owner.sha or not row.get("phash") or owner.phash is None:
-                row.update(status=owner.row["status"], reason=owner.row["reason"])
-                continue
-            keeper = _target(owner.row["reason"])
-            kept = next((c for c in self.copies if c.kept and c.name == keeper), None)
-            if kept is None or kept.phash is None:
-                row.update(status=owner.row["status"], reason=owner.row["reason"])
-            else:
-                distance = hamming_distance(int(row["phash"], 16), kept.phash)
-                row.update(status="near_duplicate", reason=f"near_duplicate_of: {keeper} (distance {distance})")
-
-    def settle(self, frontier: tuple[int, int]) -> None:
-        """Forget held bytes that no copy can need any more (every download ranked before it has finished)."""
-        for sha in [sha for sha in self.spare if not self._needed(sha, frontier)]:
-            del self.spare[sha]
-
-
-def _as_candidate(record: Candidate | Mapping) -> Candidate:
-    if isinstance(record, Candidate):
-        return record
-    return Candidate(**{key: str(record.get(key) or "") for key in ("url", "page", "title", "license", "author")})
-
-
-def _build_index(person_dir: Path, rows: Iterable[dict[str, str]], *, threshold: int = 6,
-                 ranks: Mapping[str, tuple[int, int]] | None = None) -> DedupeIndex:
-    """Index the saved rows of earlier runs (ranked by `ranks`, URL -> rank, or else before every candidate),
-    note their duplicate rows, and list image files on disk that no row names (`DedupeIndex.unclaimed`).
-
-    An unnamed file whose bytes a duplicate or near_duplicate row carries is a copy that an earlier-ranked
-    duplicate replaced, left by a run stopped between writing its manifest and deleting the file: it is deleted.
-    """
-    index = DedupeIndex(threshold)
-    ranks = ranks or {}
-    claimed: set[str] = set()
-    demoted: set[str] = set()
-    for number, row in enumerate(rows):
-        status = row.get("status")
-        if status == "saved" and row.get("sha256"):
-            index.add_saved(row, ranks.get(row.get("url", ""), (0, number)))
-            claimed.add(row.get("file", ""))
-        elif status in ("duplicate", "near_duplicate"):
-            index.followers.append(row)
-            if row.get("sha256"):
-                demoted.add(row["sha256"])
-    for path in sorted(person_dir.iterdir()) if person_dir.exists() else []:
-        if path.name in claimed or not SAVED_NAME.match(path.name):
-            continue
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        if sha in demoted:
-            path.unlink(missing_ok=True)
+    def add(self, row: dict[str, str], name: str, data: bytes) -> None:
+        """Judge this run's download `row` (bytes `data`, file `name` if kept) against what is kept so far."""
+        row["status"], row["reason"] = self._judge(row)
+        if row["status"] == "saved":
+            self._write(name, data)
+            row["file"] = name
+            self._keep(row)
         else:
-            index.unclaimed.setdefault(sha, path.name)
-    return index
+            self.spare.setdefault(row["sha256"], (name, data))
+
+    def settle(self, ranked: Iterable[dict[str, str]]) -> None:
+        """Redo the decisions for manifest rows `ranked` as if their images came one at a time in that order. A row
+        that becomes kept needs its bytes: a saved row has its file, this run's others are in `spare` and written
+        now. An earlier run's duplicate row has none: it stays a near duplicate, of the nearest kept image."""
+        self.by_sha, self.hashes = {}, []
+        for row in filter(_is_image, ranked):
+            (status, reason), name = self._judge(row), row["file"]
+            if status == "saved" and row["status"] != "saved":
+                if row["sha256"] in self.spare:
+                    name, data = self.spare[row["sha256"]]
+                    self._write(name, data)
+                elif (near := self._nearest(row)) is not None:
+                    status, reason = "near_duplicate", f"near_duplicate_of: {near[1]} (distance {near[0]})"
+                else:
+                    continue
+            row.update(status=status, reason=reason, file=name if status == "saved" else "")
+            if status == "saved":
+                self._keep(row)
+
+    def remove_replaced(self, rows: Iterable[Mapping[str, str]]) -> None:
+        """Delete image files no saved row names whose bytes a (near) duplicate row carries: copies that one listed
+        earlier replaced. Call it once the manifest on disk says so (a run stopped before leaves them to the next)."""
+        rows = list(rows)
+        named = {row["file"] for row in rows if row.get("status") == "saved"}
+        demoted = {row["sha256"][:16] for row in filter(_is_image, rows) if row["status"] != "saved"}
+        for path in sorted(self.person_dir.iterdir()):
+            if SAVED_NAME.match(path.name) and path.name not in named and path.name[:16] in demoted:
+                path.unlink(missing_ok=True)
 
 
-def _remove_stale_parts(person_dir: Path) -> int:
-    """Delete temp files (`.<name>.*.part`) that a killed run's atomic writes left behind; returns how many."""
-    removed = 0
-    for path in person_dir.glob(".*.part"):
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed
+def _reasons(rows: Iterable[Mapping[str, str]], status: str) -> dict[str, int]:
+    tokens = (row.get("reason", "").split(":", 1)[0].strip() or "unknown" for row in rows if row["status"] == status)
+    return dict(sorted(Counter(tokens).items()))
 
 
-def _decide(outcome: Outcome, index: DedupeIndex, person_dir: Path, config: FetchConfig, *,
-            rank: tuple[int, int] = (1, 0), frontier: tuple[int, int] = _LAST) -> tuple[dict[str, str], list[str]]:
-    """Turn a worker's outcome into a manifest row (main thread only); an image goes to `index.place`, which
-    writes its file when it is kept and may change the rows of its later-ranked duplicates.
-
-    Returns the row and the files no longer kept (delete them after the manifest is written).
-    """
-    c = outcome.candidate
-    row = {"url": c.url, "page": c.page, "title": c.title, "license": c.license, "author": c.author,
-           "sha256": outcome.sha256, "phash": "", "width": "", "height": "", "file": "",
-           "status": outcome.status, "reason": outcome.reason}
-    if outcome.status != "ok" or outcome.check is None:
-        return row, []
-    check = outcome.check
-    row.update(phash=f"{check.phash:016x}", width=str(check.width), height=str(check.height))
-    # Name from the content only: nothing from the URL can reach the file system.
-    name = index.unclaimed.get(outcome.sha256) or outcome.sha256[:16] + check.extension
-    copy = _Copy(rank, row, outcome.sha256, check.phash, name)
-    dropped = index.place(copy, outcome.data, person_dir, overwrite=config.overwrite, frontier=frontier)
-    return row, dropped
-
-
-def _reason_token(reason: str) -> str:
-    return reason.split(":", 1)[0].strip() or "unknown"
-
-
-def download_images(
-    records: Iterable[Candidate | Mapping],
-    person_dir: str | Path,
-    config: FetchConfig | None = None,
-    *,
-    client: PoliteClient | None = None,
-) -> dict:
+def download_images(records: Iterable[Candidate | Mapping], person_dir: str | Path, config: FetchConfig | None = None,
+                    *, client: PoliteClient | None = None) -> dict:
     """Download candidates into `person_dir`, deduping against it, and keep `person_dir/manifest.csv` current.
 
-    Results are recorded as downloads complete, so one slow host never delays the others' rows; the manifest is
-    rewritten every `flush_every` results, every `flush_interval_s` seconds while results arrive, whenever a copy
-    listed earlier replaces a saved duplicate (before the replaced file is deleted), and at the end (rows in
-    candidate order). Of duplicates the copy listed first is kept, whatever finished first (`DedupeIndex`). On
-    Ctrl-C (KeyboardInterrupt) or any other exception, in-flight requests are cut, the manifest of what finished
-    is written, no `.part` file is left, and the exception propagates; a rerun resumes. A `client` passed in
-    stays stopped after such an exception (see `PoliteClient.stop`).
+    Rows are recorded as downloads complete; once the pool is done the copy listed first of each photo is kept
+    (`Dedupe.settle`). On Ctrl-C or any other exception, requests in flight are cut, the manifest of what
+    finished is written and the exception propagates; a rerun resumes (a `client` passed in then stays stopped).
 
     Args:
         records: `Candidate`s (or dicts with url, page, title, license, author); repeated URLs count once.
@@ -1047,101 +604,68 @@ def download_images(
         config: a `FetchConfig`; its `max_images` counts every saved image in the folder, earlier runs included.
         client: reuse an open `PoliteClient` (its per-host limits then span page and image requests).
 
-    Returns:
-        Summary dict: folder, manifest, candidates, skipped_finished (done in earlier runs), attempted, saved,
-        duplicates, near_duplicates, rejected, rejected_by_reason, errors, errors_by_reason, total_saved,
-        max_in_flight_per_host, elapsed_s.
+    Returns a summary: folder, manifest, candidates, skipped_finished, attempted, saved, duplicates,
+    near_duplicates, rejected, rejected_by_reason, errors, errors_by_reason, total_saved, max_in_flight_per_host,
+    elapsed_s.
     """
-    config = config or FetchConfig()
-    person_dir = Path(person_dir)
+    config, person_dir, started = config or FetchConfig(), Path(person_dir), time.monotonic()
     person_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    _remove_stale_parts(person_dir)
+    for path in person_dir.glob(".*.part"):  # temp files of atomic writes that a killed run left behind
+        path.unlink(missing_ok=True)
     save_config(config, person_dir / CONFIG_NAME)
-    manifest_path = person_dir / MANIFEST_NAME
-
-    previous = [] if config.overwrite else read_csv(manifest_path)
-    rows: dict[str, dict[str, str]] = {row["url"]: row for row in previous if row.get("url")}
-    finished = {url for url, row in rows.items() if row.get("status") in FINAL_STATUSES}
-    total_saved = sum(row.get("status") == "saved" for row in rows.values())
-
+    manifest = person_dir / MANIFEST_NAME
+    rows = {row["url"]: row for row in ([] if config.overwrite else read_csv(manifest)) if row.get("url")}
     candidates: dict[str, Candidate] = {}
     for record in records:
-        candidate = _as_candidate(record)
-        candidates.setdefault(candidate.url, candidate)
-    todo = [c for url, c in candidates.items() if url not in finished]
-    # Manifest row order: earlier rows as they were, then this run's candidates in the order the source gave them.
-    order = list(rows) + [url for url in candidates if url not in rows]
-
-    counts: Counter = Counter()
-    rejected_by_reason: Counter = Counter()
-    errors_by_reason: Counter = Counter()
+        c = record if isinstance(record, Candidate) else Candidate(
+            **{key: str(record.get(key) or "") for key in ("url", "page", "title", "license", "author")})
+        candidates.setdefault(c.url, c)
+    todo = [c for url, c in candidates.items() if rows.get(url, {}).get("status") not in FINAL_STATUSES]
+    order = list(rows) + [url for url in candidates if url not in rows]  # earlier rows, then candidate order
+    position = {url: i for i, url in enumerate(candidates)}
+    dedupe = Dedupe(person_dir, [row for row in rows.values() if _is_image(row) and row["status"] == "saved"],
+                    config.phash_threshold, config.overwrite)
     attempted: list[str] = []
-    own_client = client is None
-    client = client or PoliteClient(config)
-    # The copy of a photo that is kept is the first in candidate order, not the first to finish downloading.
-    ranks = {url: (1, i) for i, url in enumerate(candidates)}
+
+    def full() -> bool:
+        return bool(config.max_images) and sum(row["status"] == "saved" for row in rows.values()) >= config.max_images
 
     def flush() -> None:
-        write_csv_atomic(manifest_path, (rows[url] for url in order if url in rows), MANIFEST_FIELDS)
+        write_csv_atomic(manifest, (rows[url] for url in order if url in rows), MANIFEST_FIELDS)
 
-    # A bounded window of submitted downloads (so nothing much runs past max_images); results are taken as they
-    # complete, the ones that completed together in candidate order.
-    window = max(1, 2 * config.max_workers)
-    pending: dict = {}  # future -> position in `todo`
-    submitted = 0
+    own_client, client = client is None, client or PoliteClient(config)
     executor = ThreadPoolExecutor(max_workers=max(1, config.max_workers), thread_name_prefix="fetch")
+    pending: dict = {}  # future -> candidate position; a bounded window, so little runs past max_images
+    queue = iter(todo)
     bar = tqdm(total=len(todo), desc=f"fetch {person_dir.name}", unit="img", disable=not config.progress)
-    unflushed, last_flush = 0, time.monotonic()
-    aborted = False
+    unflushed, last_flush, aborted = 0, time.monotonic(), False
     try:
         with pillow_bomb_guard(config.max_pixels):
-            index = _build_index(person_dir, rows.values(), threshold=config.phash_threshold, ranks=ranks)
-            unindexed_saved = total_saved - index.kept_count  # saved rows without a sha256 (hand-edited manifests)
-            limit_reached = bool(config.max_images) and total_saved >= config.max_images
-            while not limit_reached:
-                while len(pending) < window and submitted < len(todo):
-                    pending[executor.submit(fetch_and_check, client, todo[submitted], config)] = submitted
-                    submitted += 1
+            while not full():
+                for c in queue:
+                    pending[executor.submit(fetch_and_check, client, c, config)] = position[c.url]
+                    if len(pending) >= 2 * max(1, config.max_workers):
+                        break
                 if not pending:
                     break
-                # Wake in time for the interval flush when rows are waiting for it.
+                # wake in time for the interval flush when rows wait for it
                 timeout = max(0.05, config.flush_interval_s - (time.monotonic() - last_flush)) if unflushed else 1.0
                 done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                batch = sorted(done, key=pending.__getitem__)
-                positions = [pending.pop(future) for future in batch]
-                outstanding = min(pending.values(), default=submitted)
-                for j, future in enumerate(batch):
-                    if limit_reached:
-                        continue  # finished after the limit: not recorded, a later run may take it
-                    # The first download not placed yet (still running, or later in this batch): copies ranked
-                    # after it may still change, so the bytes of those dropped are held until then.
-                    first = min([outstanding, *positions[j + 1:j + 2]])
-                    frontier = ranks[todo[first].url] if first < len(todo) else _LAST
-                    outcome = future.result()
-                    row, dropped = _decide(outcome, index, person_dir, config, rank=ranks[outcome.candidate.url],
-                                           frontier=frontier)
+                for future in sorted(done, key=pending.pop):
+                    if full():  # one finished after the limit is not recorded: a later run may take it
+                        continue
+                    row, data, name = future.result()
+                    if row["status"] == "ok":
+                        dedupe.add(row, name, data)
                     rows[row["url"]] = row
                     attempted.append(row["url"])
                     unflushed += 1
-                    if row["status"] == "rejected":
-                        rejected_by_reason[_reason_token(row["reason"])] += 1
-                    elif row["status"] == "error":
-                        errors_by_reason[_reason_token(row["reason"])] += 1
-                    if dropped:  # a copy ranked earlier replaced them: manifest first, then the files
-                        flush()
-                        unflushed, last_flush = 0, time.monotonic()
-                        for name in dropped:
-                            (person_dir / name).unlink(missing_ok=True)
-                    total_saved = unindexed_saved + index.kept_count
-                    limit_reached = bool(config.max_images) and total_saved >= config.max_images
                     bar.update(1)
-                    bar.set_postfix(saved=total_saved, refresh=False)
-                index.settle(ranks[todo[outstanding].url] if outstanding < len(todo) else _LAST)
-                if unflushed and (unflushed >= max(1, config.flush_every)
+                if unflushed and (unflushed >= config.flush_every
                                   or time.monotonic() - last_flush >= config.flush_interval_s):
                     flush()
                     unflushed, last_flush = 0, time.monotonic()
+        dedupe.settle(sorted(rows.values(), key=lambda row: (row["url"] in position, position.get(row["url"], 0))))
     except BaseException:
         aborted = True
         raise
@@ -1149,142 +673,82 @@ def download_images(
         running = [future for future in pending if not future.cancel()]
         if running:
             client.stop()  # cut the requests still in flight: their results are not recorded
-        # After an exception (Ctrl-C above all) nobody waits for the workers: they were cut and end by themselves.
-        executor.shutdown(wait=not aborted, cancel_futures=True)
+        executor.shutdown(wait=not aborted, cancel_futures=True)  # after Ctrl-C the cut workers end by themselves
         if running and not aborted:
-            client.reset()  # every worker has returned, so a client passed in can be used again
+            client.reset()  # every worker has returned: a client passed in can be used again
         bar.close()
         flush()
+        dedupe.remove_replaced(rows.values())
         if own_client:
             client.close()
 
-    # This run's rows as they ended (a row saved early in the run may have become a duplicate since).
-    counts = Counter(rows[url]["status"] for url in attempted)
-    counts["attempted"] = len(attempted)
-    return {
-        "folder": str(person_dir),
-        "manifest": str(manifest_path),
-        "candidates": len(candidates),
-        "skipped_finished": len(candidates) - len(todo),
-        "attempted": counts["attempted"],
-        "saved": counts["saved"],
-        "duplicates": counts["duplicate"],
-        "near_duplicates": counts["near_duplicate"],
-        "rejected": counts["rejected"],
-        "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
-        "errors": counts["error"],
-        "errors_by_reason": dict(sorted(errors_by_reason.items())),
-        "total_saved": total_saved,
-        "max_in_flight_per_host": dict(sorted(client.limiter.max_in_flight.items())),
-        "elapsed_s": round(time.monotonic() - started, 3),
-    }
+    mine = [rows[url] for url in attempted]  # this run's rows as they ended
+    counts = Counter(row["status"] for row in mine)
+    return {"folder": str(person_dir), "manifest": str(manifest), "candidates": len(candidates),
+            "skipped_finished": len(candidates) - len(todo), "attempted": len(mine), "saved": counts["saved"],
+            "duplicates": counts["duplicate"], "near_duplicates": counts["near_duplicate"],
+            "rejected": counts["rejected"], "rejected_by_reason": _reasons(mine, "rejected"), "errors": counts["error"],
+            "errors_by_reason": _reasons(mine, "error"),
+            "total_saved": sum(row["status"] == "saved" for row in rows.values()),
+            "max_in_flight_per_host": dict(sorted(client.max_in_flight.items())),
+            "elapsed_s": round(time.monotonic() - started, 3)}
 
 
 def manifest_counts(person_dir: str | Path) -> dict:
-    """Counts over a person's `manifest.csv` as it stands (every run so far), for reports that must read the same
-    after a resumed run as after the first one.
-
-    Returns: candidates (rows), saved, duplicates, near_duplicates, rejected, rejected_by_reason, errors,
-    errors_by_reason.
-    """
+    """Counts over a person's `manifest.csv` as it stands (every run so far), so a report reads the same after a
+    resumed run: candidates, saved, duplicates, near_duplicates, rejected(_by_reason), errors(_by_reason)."""
     rows = read_csv(Path(person_dir) / MANIFEST_NAME)
     statuses = Counter(row.get("status", "") for row in rows)
-    rejected = Counter(_reason_token(row.get("reason", "")) for row in rows if row.get("status") == "rejected")
-    errors = Counter(_reason_token(row.get("reason", "")) for row in rows if row.get("status") == "error")
     return {"candidates": len(rows), "saved": statuses["saved"], "duplicates": statuses["duplicate"],
             "near_duplicates": statuses["near_duplicate"], "rejected": statuses["rejected"],
-            "rejected_by_reason": dict(sorted(rejected.items())), "errors": statuses["error"],
-            "errors_by_reason": dict(sorted(errors.items()))}
+            "rejected_by_reason": _reasons(rows, "rejected"), "errors": statuses["error"],
+            "errors_by_reason": _reasons(rows, "error")}
 
 
-def collect_candidates(
-    source: str,
-    client: PoliteClient,
-    *,
-    person: str,
-    url: str | None = None,
-    query: str | None = None,
-    category: str | None = None,
-    api_url: str = WIKIMEDIA_API,
-    stats: Counter | None = None,
-) -> list[Candidate]:
-    """Ask one source for candidates, fetching pages and API answers through `client` (see `fetch_person`).
-
-    Raises:
-        InputError: an unknown source, a missing or non-http(s) start URL, a bad `robots_unreachable` value.
-        PageFetchError: (a `RunFailed`) the start page or first API request failed: host unreachable, HTTP
-            4xx/5xx, robots.txt unreachable (with `robots_unreachable="disallow"`).
-    """
-    config = client.config
-    stats = stats if stats is not None else Counter()
-    if source not in ("wikimedia", "page", "search"):
-        raise InputError(f"unknown source {source!r}; choose wikimedia, page or search")
-    robots = None
-    if config.respect_robots and source != "wikimedia":
-        robots = RobotsPolicy(client.fetch_text, config.user_agent, unreachable=config.robots_unreachable)
-    if source == "wikimedia":
-        check_start_url(api_url, "the Wikimedia API URL (api_url)")
-        records = wikimedia_candidates(
-            client.fetch_text, query=None if category else (query or person), category=category,
-            api_url=api_url, thumb_width=config.thumb_width, max_requests=config.max_pages, stats=stats)
-    elif source == "page":
-        if not url:
-            raise InputError("source 'page' needs url= (the gallery page to start from)")
-        check_start_url(url)
-        records = gallery_candidates(client.fetch_text, url, max_pages=config.max_pages, robots=robots, stats=stats)
-    else:
-        if url:
-            check_start_url(url)
-        records = search_candidates(client.fetch_text, query or person, url=url, max_pages=config.max_pages,
-                                    robots=robots, stats=stats)
-    return list(records)
-
-
-def fetch_person(
-    person: str,
-    source: str,
-    out: str | Path,
-    config: FetchConfig | None = None,
-    *,
-    url: str | None = None,
-    query: str | None = None,
-    category: str | None = None,
-    api_url: str = WIKIMEDIA_API,
-) -> dict:
+def fetch_person(person: str, source: str, out: str | Path, config: FetchConfig | None = None, *,
+                 url: str | None = None, query: str | None = None, category: str | None = None,
+                 api_url: str = WIKIMEDIA_API) -> dict:
     """Find candidate photos of `person` with one source and download them into `<out>/<slugify(person)>/`.
 
     Args:
-        person: the person's name (folder name via `slugify`; default search query).
-        source: "wikimedia" (Commons API search, or a category), "page" (a gallery page and its next pages),
-            or "search" (an image-search results page; best effort).
-        out: the root folder of raw images (e.g. `data/raw`).
-        config: a `FetchConfig`.
-        url: the start page for "page"; for "search", a results page to read instead of building one.
-        query: search words instead of the person's name ("wikimedia" and "search").
-        category: a Commons category to list instead of searching ("wikimedia").
-        api_url: the MediaWiki `api.php` endpoint.
+        source: "wikimedia" (a Commons search for `query` or the name, or the files of `category`, through the
+            MediaWiki `api_url`), "page" (the gallery at `url` and its next pages) or "search" (an image-search
+            results page, best effort; `url` reads a given one instead of building one).
+        out: the root folder of raw images (e.g. `data/raw`); config: a `FetchConfig`.
 
-    Returns:
-        The `download_images` summary plus person, source, and page/API counters (pages_fetched,
-        pages_blocked_by_robots, pages_robots_unreachable, page_errors, api_requests, api_errors).
+    Returns the `download_images` summary plus person, source and the source's counters (pages_fetched,
+    pages_blocked_by_robots, pages_robots_unreachable, page_errors, api_requests, api_errors).
 
-    Raises:
-        InputError: bad input (see `collect_candidates`); the CLI exits 2.
-        RunFailed: the start page or API could not be used (a `PageFetchError`); the CLI exits 1.
+    Raises `InputError` (unknown source, missing or non-http(s) start URL, bad `robots_unreachable`; the CLI exits
+    2) or `RunFailed` (the start page or first API request failed, robots.txt unreachable; the CLI exits 1).
     """
-    config = config or FetchConfig()
-    person_dir = Path(out) / slugify(person)
-    stats: Counter = Counter()
+    config, stats = config or FetchConfig(), Counter()
+    if source not in ("wikimedia", "page", "search"):
+        raise InputError(f"unknown source {source!r}; choose wikimedia, page or search")
+    if source == "page" and not url:
+        raise InputError("source 'page' needs url= (the gallery page to start from)")
+    if source == "wikimedia":
+        check_start_url(api_url, "the Wikimedia API URL (api_url)")
+    elif url:
+        check_start_url(url)
     with PoliteClient(config) as client:
-        candidates = collect_candidates(source, client, person=person, url=url, query=query, category=category,
-                                        api_url=api_url, stats=stats)
-        summary = download_images(candidates, person_dir, config, client=client)
+        robots = None
+        if config.respect_robots and source != "wikimedia":
+            robots = RobotsPolicy(client.fetch_text, config.user_agent, unreachable=config.robots_unreachable)
+        if source == "wikimedia":
+            candidates = wikimedia_candidates(client.fetch_text, query=None if category else (query or person),
+                                              category=category, api_url=api_url, thumb_width=config.thumb_width,
+                                              max_requests=config.max_pages, stats=stats)
+        elif source == "page":
+            candidates = gallery_candidates(client.fetch_text, url, max_pages=config.max_pages, robots=robots,
+                                            stats=stats)
+        else:
+            candidates = search_candidates(client.fetch_text, query or person, url=url, max_pages=config.max_pages,
+                                           robots=robots, stats=stats)
+        summary = download_images(list(candidates), Path(out) / slugify(person), config, client=client)
     return {"person": person, "source": source, **summary, **{key: stats[key] for key in sorted(stats)}}
 
 
-# --------------------------------------------------------------------------------------------------------------
-# CLI: python -m scraping fetch ...
-# --------------------------------------------------------------------------------------------------------------
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `python -m scraping fetch`."""
     parser.add_argument("--person", required=True, help='whose photos, e.g. "Julia Roberts"')
@@ -1307,6 +771,5 @@ def cli_run(args: argparse.Namespace) -> dict:
         overrides["max_images"] = args.max_images
     if args.overwrite:
         overrides["overwrite"] = True
-    config = apply_overrides(FetchConfig(), overrides)
-    return fetch_person(args.person, args.source, Path(args.out), config, url=args.url, query=args.query,
-                        category=args.category, api_url=args.api_url)
+    return fetch_person(args.person, args.source, Path(args.out), apply_overrides(FetchConfig(), overrides),
+                        url=args.url, query=args.query, category=args.category, api_url=args.api_url)

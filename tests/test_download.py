@@ -400,17 +400,13 @@ def test_dedupe_decisions_do_not_depend_on_arrival_order(tmp_path):
     for order in itertools.permutations("abc"):
         person_dir = tmp_path / "".join(order)
         person_dir.mkdir()
-        index = download._build_index(person_dir, [], threshold=6, ranks={})
+        dedupe = download.Dedupe(person_dir, [], threshold=6)
         rows = {}
-        for arrived, key in enumerate(order):
-            rank = (1, "abc".index(key))
-            outstanding = [(1, "abc".index(k)) for k in order[arrived + 1:]]
-            rows[key] = {"url": key, "status": "", "reason": "", "file": ""}
-            copy = download._Copy(rank, rows[key], sha=key * 64, phash=hashes[key], name=f"{key * 16}.jpg")
-            for name in index.place(copy, key.encode() * 10, person_dir, frontier=min(outstanding, default=(2, 0))):
-                (person_dir / name).unlink()
-            index.settle(min(outstanding, default=(2, 0)))
-        assert not index.spare
+        for key in order:  # as downloads complete: each judged against what is kept so far
+            rows[key] = {"url": key, "sha256": key * 64, "phash": f"{hashes[key]:016x}", "file": ""}
+            dedupe.add(rows[key], f"{key * 16}.jpg", key.encode() * 10)
+        dedupe.settle([rows[key] for key in "abc"])  # the pool is done: candidate order decides
+        dedupe.remove_replaced(rows.values())
         files = sorted(p.name for p in person_dir.iterdir())
         assert files == ["a" * 16 + ".jpg", "c" * 16 + ".jpg"] and (person_dir / files[1]).read_bytes() == b"c" * 10
         outcomes.append({key: (row["status"], row["reason"], row["file"]) for key, row in rows.items()})
