@@ -156,14 +156,24 @@ def _row_scan(r: dict) -> tuple[str, str, str]:
 def _row_vae_speed(r: dict) -> tuple[str, str, str]:
     return (f"VAE training step, {r['image_size']} px, batch {r['batch_size']}, {r['threads']} threads, perceptual "
             "loss on",
-            f"**{r['img_per_s_with_perceptual']:.1f} img/s** ({r['timed_steps']} timed steps), "
-            f"**{r['speedup_with_perceptual']:.1f}×** the {r['reference_img_per_s_with_perceptual']} img/s of "
-            f"CNN-VAE's default model; {r['img_per_s_without_perceptual']:.0f} img/s without the perceptual loss "
-            f"({r['speedup_without_perceptual']:.0f}×); peak RSS {r['peak_rss_mb'] / 1024:.1f} GB. VGG19 up to "
-            "relu3_1 runs in chunks of 16 images with a fused feature-MSE backward; the decoder's last upsample + "
-            "conv is one fused layer (`UpsampleConv2d`)",
-            f"≥ {r['target_speedup'] * r['reference_img_per_s_with_perceptual']:.0f} img/s — "
-            + ("met" if r["meets_target"] else "missed in this run"))
+            f"**{r['img_per_s_with_perceptual']:.1f} img/s** ({r['timed_steps']} timed steps); "
+            f"{r['img_per_s_without_perceptual']:.0f} img/s without the perceptual loss; peak RSS "
+            f"{r['peak_rss_mb'] / 1024:.1f} GB. VGG19 up to relu3_1 runs in chunks of 16 images with a fused "
+            "feature-MSE backward; the decoder's last upsample + conv is one fused layer (`UpsampleConv2d`). "
+            f"CNN-VAE's default model, measured elsewhere (not in this run): {r['reference_img_per_s_with_perceptual']}"
+            " img/s alone on a 2-core CPU",
+            _side_by_side(r))
+
+
+def _side_by_side(r: dict) -> str:
+    """The target is a ratio, so it is judged only from a run that timed both models: one measured elsewhere."""
+    side = r.get("side_by_side_measured_elsewhere")
+    if not side:
+        return f"≥ {r['target_speedup']:.0f}× CNN-VAE, side by side — not measured"
+    (peer_low, peer_high), (own_low, own_high) = side["cnn_vae_img_per_s"], side["this_step_img_per_s"]
+    return (f"≥ {side['target_ratio']:.0f}× CNN-VAE, side by side — {'met' if side['meets_target'] else 'missed'} "
+            f"where both ran in one run, measured elsewhere: {own_low}–{own_high} vs {peer_low}–{peer_high} img/s "
+            f"({side['ratio']:.0f}×)")
 
 
 def _row_synthetic_identity(r: dict) -> tuple[str, str, str]:
