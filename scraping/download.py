@@ -156,6 +156,7 @@ class _Attempt:
 
 
 def _shut(sock) -> None:
+    sock = getattr(sock, "socket", sock)  # urllib3's SSLTransport (TLS in TLS) wraps the real socket
     with suppress(OSError, TypeError):  # the plain socket's shutdown, also for an SSLSocket (whose own would drop
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TLS state under the reading thread)
 
@@ -456,8 +457,8 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)  # Pillow's message quotes its own threshold
         size = re.search(r"\((\d+) pixels\)", str(exc))
-        raise ImageRejected("decompression_bomb", f"{size.group(1) if size else 'more than'} pixels > {limit} pixels"
-                            if size else f"more than {limit} pixels") from exc
+        detail = f"{size.group(1)} pixels > {limit} pixels" if size else f"more than {limit} pixels"
+        raise ImageRejected("decompression_bomb", detail) from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected("not_an_image") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:  # Pillow's zoo
