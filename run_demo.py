@@ -1,26 +1,29 @@
 """`make demo`: the whole story on the embedded default (a synthetic celebrity world), offline, in minutes.
 
-Generates the world (web pages + CelebA-format haystack), serves its web on a free loopback port, then runs the
-four notebooks top to bottom with demo parameters (papermill), saving the executed notebooks with their outputs
-and every figure and GIF under `results/demo/`. Ends with a summary table of counts, metrics and timings.
+Generates the world (web pages + CelebA-format haystack), then runs the four notebooks top to bottom (papermill),
+saving every figure and GIF under `results/demo/`. Ends with a summary table of counts, metrics and timings.
+
+The demo's parameters are the notebooks' own defaults, so the full demo runs each notebook exactly as committed
+(nothing injected) and saves it in place, with its outputs: the committed notebooks are what a reader's "Run All"
+runs. When the parameters differ from a notebook's defaults (smoke runs, another --root, --param), papermill
+injects the difference and the executed copy goes to `<results>/notebooks/`; the committed notebook is left alone.
 
     python run_demo.py                          # full demo (about 12 min on a 2-core CPU); notebooks executed in place
     python run_demo.py --smoke --root .tmp/smoke  # tiny world, a few steps, everything under .tmp/smoke (what CI runs)
-    python run_demo.py --stages 3 --param vae.MAX_STEPS=50   # one stage again with a changed parameter
+    python run_demo.py --stages vae --param vae.MAX_STEPS=50   # one stage again with a changed parameter
 
 A second run resumes: the world, downloads, crops and checkpoints already on disk are reused.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from world.webserver import DEMO_PORT
 
 ROOT = Path(__file__).resolve().parent
 
@@ -76,12 +79,12 @@ SMOKE_WORLD = dict(target_photos=8, other_photos=5, other_names=("Robin Whitcomb
 # Notebook parameters that make each stage finish in well under a minute on the smoke world.
 SMOKE_PARAMETERS = {
     "scraping": {},
-    "classification": {"KS": [0, 1], "EPOCHS": 1, "MAX_STEPS": 2, "IMAGE_SIZE": 32, "SCAN_TOP_K": 12,
-                       "EMBED_TOP_N": 0, "PRETRAIN_IDENTITIES": 20, "PRETRAIN_PHOTOS": 4, "PRETRAIN_EPOCHS": 1,
-                       "PRETRAIN_MAX_STEPS": 2},
+    "classification": {"KS": [0, 1], "TRAIN": {"epochs": 1, "max_steps": 2, "image_size": 32}, "SCAN_TOP_K": 12,
+                       "EMBED_TOP_N": 0,
+                       "PRETRAIN": {"identities": 20, "photos_per_identity": 4, "epochs": 1, "max_steps": 2}},
     "vae": {"MAX_STEPS": 2, "FINETUNE_STEPS": 1, "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 8, "SMILE_IMAGES": 50},
-    "latent": {"BETAS": [1.0], "STEPS": 2, "TRAIN_IMAGES": 200, "POOL_IMAGES": 200, "WITH_DCI": False,
-               "TRANSFER_STEPS": 2, "TRANSFER_IMAGES": 150, "JUDGE_IMAGES": 100, "JUDGE_STEPS": 5, "TEST_IMAGES": 8},
+    "latent": {"BETAS": [1.0], "STEPS": 2, "TRAIN_IMAGES": 200, "POOL_IMAGES": 200,
+               "TRANSFER": {"steps": 2, "train_images": 150, "judge_images": 100, "judge_steps": 5, "test_images": 8}},
 }
 
 # What the closing table shows from each stage's summary.json (missing keys are shown as "-").
@@ -102,10 +105,7 @@ class DemoConfig:
     data: str = "data/demo"            # the generated world, scraped photos and face crops
     runs: str = "runs/demo"            # checkpoints and logs
     seed: int = 0                      # seeds the world and every stage
-    port: int = DEMO_PORT              # loopback port for the local web; a busy port falls back to a free one.
-    # A fixed port keeps the scraped URLs (the manifests' keys) stable, so a second run skips every download.
     smoke: bool = False                # tiny world and a few steps: what CI runs
-    notebooks_out: str | None = None   # folder for executed notebooks; None = in place (the committed copies)
     stages: tuple[str, ...] = tuple(NOTEBOOKS)  # which notebooks to run, by stage name
     params: dict = field(default_factory=dict)  # per-stage parameter overrides {"vae": {"MAX_STEPS": 10}}
     force: bool = False                # run every chosen notebook even when its last run is still up to date
@@ -134,14 +134,15 @@ def world_config(config: DemoConfig):
     return WorldConfig(seed=config.seed, **(SMOKE_WORLD if config.smoke else {}))
 
 
-def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: str,
-                        target_slug: str = "ava_marlowe") -> dict[str, dict]:
-    """Parameters passed to each notebook (by stage); the demo values plus smoke sizes and user overrides."""
+def notebook_parameters(config: DemoConfig, paths: dict[str, Path], target_slug: str = "ava_marlowe"
+                        ) -> dict[str, dict]:
+    """Parameters of each notebook (by stage) in this run: where it reads and writes, plus smoke sizes and user
+    overrides. For the default demo they equal the notebooks' own defaults (`parameters_to_inject` is empty)."""
     data, results, runs = (paths[name].as_posix() for name in ("data", "results", "runs"))
     params = {
-        "scraping": dict(DEMO=True, WORLD=f"{data}/world.json", BASE_URL=base_url, RAW=f"{data}/raw",
-                         FACES=f"{data}/faces", OUT=f"{results}/scraping", SEED=config.seed),
-        "classification": dict(DEMO=True, FACES=f"{data}/faces", CELEBA=f"{data}/celeba",
+        "scraping": dict(DEMO=True, WORLD=f"{data}/world.json", RAW=f"{data}/raw", FACES=f"{data}/faces",
+                         OUT=f"{results}/scraping", SEED=config.seed),
+        "classification": dict(FACES=f"{data}/faces", CELEBA=f"{data}/celeba",
                                WORLD=f"{data}/world.json", OUT=f"{results}/classification",
                                RUNS=f"{runs}/classification", WEIGHTS="synthetic", SEED=config.seed,
                                PRETRAIN_CACHE=f"{paths['runs'].parent.as_posix()}/pretrained",
@@ -161,21 +162,50 @@ def notebook_parameters(config: DemoConfig, paths: dict[str, Path], base_url: st
     return params
 
 
-def run_notebook(stage: str, parameters: dict, out_folder: Path | None) -> tuple[Path, list[dict]]:
-    """Execute one notebook with papermill (cwd = repo root); return the executed copy and its slowest cells.
+def notebook_defaults(notebook: str | Path) -> dict:
+    """The values a notebook's `parameters` cell assigns: what a reader who opens it and runs all cells gets.
+    A value that is not a plain literal is left out (papermill would have to inject it)."""
+    cells = json.loads((ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    defaults = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                defaults[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return defaults
 
-    In place (`out_folder=None`) the executed notebook replaces the committed one only when every cell ran; a
-    failing run is kept next to it as `<name>.failed.ipynb` so nothing is lost and the error can be read.
+
+def parameters_to_inject(notebook: str | Path, parameters: dict) -> dict:
+    """The parameters that differ from the notebook's defaults: what papermill must inject (nothing for the
+    default demo, which therefore runs every notebook exactly as committed)."""
+    defaults = notebook_defaults(notebook)
+    return {name: value for name, value in parameters.items()
+            if name not in defaults or json.dumps(defaults[name]) != json.dumps(value)}
+
+
+def run_notebook(stage: str, parameters: dict, copies: Path) -> tuple[Path, list[dict]]:
+    """Execute one notebook with papermill (cwd = repo root); return the executed notebook and its slowest cells.
+
+    When `parameters` equal the notebook's defaults nothing is injected and the executed notebook replaces the
+    committed one (only when every cell ran): the committed notebook is then the clean notebook with its outputs.
+    Otherwise papermill injects the differences and the executed copy goes to `copies/<name>.ipynb`. A failing run
+    is kept as `<name>.failed.ipynb` next to where it would have gone, so the error can be read.
     """
     import papermill
 
     source = Path(NOTEBOOKS[stage])
-    target = (out_folder / source.name) if out_folder else source
+    inject = parameters_to_inject(source, parameters)
+    target = copies / source.name if inject else source
+    if inject:
+        print(f"[demo] {stage}: parameters differ from the notebook's defaults ({', '.join(sorted(inject))}): "
+              f"executed copy in {target}", flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.stem + ".running.ipynb")
     try:
         # log_level=ERROR: the kernel's own start-up notices (e.g. "running over TCP") are not the demo's output
-        papermill.execute_notebook(str(source), str(partial), parameters=parameters, cwd=str(ROOT),
+        papermill.execute_notebook(str(source), str(partial), parameters=inject, cwd=str(ROOT),
                                    kernel_name="python3", progress_bar=False, log_output=False,
                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception:
@@ -199,8 +229,6 @@ STAGE_PACKAGES = {
 # The stage whose result each stage reads (its fingerprint includes that stage's): the latent-space stage makes
 # its own labelled portraits and depends on no earlier stage.
 UPSTREAM = {"scraping": None, "classification": "scraping", "vae": "classification", "latent": None}
-# Parameters that say where to reach an input, not what it is: the local web's port may change between runs.
-NOT_FINGERPRINTED = ("BASE_URL",)
 
 
 def stage_fingerprints(world_cfg, parameters: dict[str, dict]) -> dict[str, str]:
@@ -214,12 +242,12 @@ def stage_fingerprints(world_cfg, parameters: dict[str, dict]) -> dict[str, str]
     fingerprints = {}
     for stage, notebook in NOTEBOOKS.items():
         upstream = fingerprints.get(UPSTREAM[stage], "")
-        # papermill's injected-parameters cell is left out: the parameters are fingerprinted on their own, and an
-        # in-place run writes that cell into the notebook it reads next time
+        # a papermill injected-parameters cell (left by older runs) is left out: the parameters are fingerprinted
+        # on their own
         cells = [(c["cell_type"], "".join(c["source"])) for c in json.loads((ROOT / notebook).read_text())["cells"]
                  if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
         payload = {"world": asdict(world_cfg), "cells": cells, "code": code_version(*STAGE_PACKAGES[stage]),
-                   "parameters": {k: v for k, v in parameters[stage].items() if k not in NOT_FINGERPRINTED},
+                   "parameters": parameters[stage],
                    "upstream": upstream}
         fingerprints[stage] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return fingerprints
@@ -295,7 +323,7 @@ def app_screenshot(config: DemoConfig, paths: dict[str, Path], upstream: str) ->
     import hashlib
     import subprocess
 
-    if config.smoke or config.notebooks_out or Path(config.root).resolve() != ROOT:
+    if config.smoke or Path(config.root).resolve() != ROOT:
         return "not made (only a full in-place demo makes it)"
     from app.screenshot import chromium_path
     from common.config import code_version
@@ -370,14 +398,14 @@ def stage_verdicts(world: dict, summaries: dict[str, dict]) -> list[dict]:
 
 
 def run_demo(config: DemoConfig) -> dict:
-    """Generate the world, serve its web, run the chosen notebooks in order, write `<results>/demo_summary.json`.
+    """Generate the world, run the chosen notebooks in order (notebook 01 serves the world's web itself), write
+    `<results>/demo_summary.json`.
 
     Returns the summary: per-stage summaries (from each notebook's `summary.json`), wall seconds per stage, the
     world's headline numbers, and the executed notebooks' paths.
     """
     from common.files import atomic_write_text, only_timings, without_timings
     from world.generate import generate_world, world_figure
-    from world.webserver import serve_folder
 
     os.chdir(ROOT)  # notebooks and papermill resolve the relative paths from the repo root
     # Few progress-bar refreshes: keeps the committed notebooks' outputs short while still showing progress.
@@ -403,29 +431,27 @@ def run_demo(config: DemoConfig) -> dict:
     seconds["world"] = round(time.perf_counter() - started, 1)
     print(f"[demo] world: {world['haystack_images']} haystack photos, {world['web_photos']} web photos "
           f"({'reused' if world.get('reused') else 'generated'}, {seconds['world']:.0f} s)", flush=True)
-    notebooks_out = _relative_to_repo(Path(config.notebooks_out)) if config.notebooks_out else None
     executed, slowest = {}, {}
-    with serve_folder(world["web_root"], port=config.port) as base_url:
-        parameters = notebook_parameters(config, paths, base_url, world["target_slug"])
-        fingerprints = stage_fingerprints(world_cfg, parameters)
-        for stage in config.stages:
-            begin = time.perf_counter()
-            previous = None if config.force else up_to_date(stage, fingerprints[stage], paths)
-            if previous:  # a rerun that changes nothing rewrites nothing
-                executed[stage] = _relative_to(Path(previous), Path(config.root))
-                seconds[stage] = 0.0
-                print(f"[demo] {stage}: up to date, not run again (same notebook, parameters, code and inputs; "
-                      "--force runs it anyway)", flush=True)
-                continue
-            stamp = stage_stamp(paths["runs"], stage)
-            stamp.unlink(missing_ok=True)
-            notebook, slowest[stage] = run_notebook(stage, parameters[stage], notebooks_out)
-            executed[stage] = _relative_to(notebook, Path(config.root))
-            stamp.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(stamp, json.dumps({"fingerprint": fingerprints[stage],
-                                                 "notebook": _relative_to_repo(notebook).as_posix()}) + "\n")
-            seconds[stage] = round(time.perf_counter() - begin, 1)
-            print(f"[demo] {stage}: ran {NOTEBOOKS[stage]} ({seconds[stage]:.0f} s)", flush=True)
+    parameters = notebook_parameters(config, paths, world["target_slug"])
+    fingerprints = stage_fingerprints(world_cfg, parameters)
+    for stage in config.stages:
+        begin = time.perf_counter()
+        previous = None if config.force else up_to_date(stage, fingerprints[stage], paths)
+        if previous:  # a rerun that changes nothing rewrites nothing
+            executed[stage] = _relative_to(Path(previous), Path(config.root))
+            seconds[stage] = 0.0
+            print(f"[demo] {stage}: up to date, not run again (same notebook, parameters, code and inputs; "
+                  "--force runs it anyway)", flush=True)
+            continue
+        stamp = stage_stamp(paths["runs"], stage)
+        stamp.unlink(missing_ok=True)
+        notebook, slowest[stage] = run_notebook(stage, parameters[stage], paths["results"] / "notebooks")
+        executed[stage] = _relative_to(notebook, Path(config.root))
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(stamp, json.dumps({"fingerprint": fingerprints[stage],
+                                             "notebook": _relative_to_repo(notebook).as_posix()}) + "\n")
+        seconds[stage] = round(time.perf_counter() - begin, 1)
+        print(f"[demo] {stage}: ran {notebook.as_posix()} ({seconds[stage]:.0f} s)", flush=True)
     begin = time.perf_counter()
     print(f"[demo] app screenshot: {app_screenshot(config, paths, fingerprints['vae'])}", flush=True)
     seconds["app_screenshot"] = round(time.perf_counter() - begin, 1)
@@ -479,10 +505,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="folder holding results/, data/, runs/ of this run")
     parser.add_argument("--smoke", action="store_true", help="tiny world and a few steps (what CI runs)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--port", type=int, default=DEMO_PORT,
-                        help=f"loopback port for the local web (default {DEMO_PORT}; 0: any free port)")
-    parser.add_argument("--notebooks-out", default=None,
-                        help="folder for the executed notebooks (default: in place; with --smoke: <root>/notebooks)")
     parser.add_argument("--stages", nargs="+", default=list(NOTEBOOKS), choices=list(NOTEBOOKS))
     parser.add_argument("--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
                         help="override a notebook parameter, e.g. vae.MAX_STEPS=50 (repeatable)")
@@ -491,13 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a headline result is wrong (e.g. the wrong identity was found)")
     args = parser.parse_args(argv)
-    notebooks_out = args.notebooks_out
-    if args.smoke and notebooks_out is None:
-        # smoke runs never overwrite the committed notebooks
-        notebooks_out = str(Path(args.root) / "notebooks")
-    config = DemoConfig(root=args.root, seed=args.seed, port=args.port, smoke=args.smoke,
-                        notebooks_out=notebooks_out, stages=tuple(args.stages), params=parse_params(args.param),
-                        force=args.force)
+    config = DemoConfig(root=args.root, seed=args.seed, smoke=args.smoke, stages=tuple(args.stages),
+                        params=parse_params(args.param), force=args.force)
     summary = run_demo(config)
     failed = [v["name"] for v in summary["verdicts"] if v["headline"] and not v["ok"]]
     print(json.dumps({"seconds": summary["seconds"], "smoke": summary["smoke"], "failed": failed}))

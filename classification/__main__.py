@@ -1,6 +1,6 @@
 """Command line for stage 2: `python -m classification <command> ...` (train, compare, sweep, pretrain, scan, ...).
 
-Commands: train, evaluate, compare, sweep, pretrain, scan, embed-scorer, embed-scan, sanity.
+Commands: train, evaluate, compare, sweep, pretrain, scan, embed-scorer, embed-scan, choose-search, sanity.
 
 Each command lives in the module that does the work (`cli_add_arguments_<command>(parser)` +
 `cli_run_<command>(args) -> dict`, or the plain names when a module holds one command); the dict it returns is
@@ -24,6 +24,8 @@ COMMANDS = {
     "scan": ("classification.scan", "score every image of a folder or CelebA root and rank them"),
     "embed-scorer": ("classification.embed", "fit the face-embedding scorer (target vs others), measured on test"),
     "embed-scan": ("classification.embed", "rank a folder or CelebA root by face-embedding similarity"),
+    "choose-search": ("classification.search",
+                      "copy the ranking of the method chosen on validation F1 to search/ (what stage 3 reads)"),
     "sanity": ("classification.model", "ImageNet sanity check of the pretrained network (skipped offline)"),
 }
 

@@ -1,10 +1,10 @@
 """End to end: `run_demo.py --smoke` runs the four notebooks on a tiny synthetic world and leaves every expected
-artifact; the demo's parameters reach every notebook; the committed notebooks are clean."""
+artifact; the demo's parameters reach every notebook; the committed notebooks are clean (see also
+test_notebooks.py)."""
 from __future__ import annotations
 
 import ast
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +38,7 @@ def error_outputs(notebook) -> list[str]:
 def test_every_parameter_the_demo_passes_is_declared_by_its_notebook(smoke):
     # papermill only warns about unknown parameters, so a renamed parameter would silently be ignored
     config = DemoConfig(smoke=smoke)
-    params = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+    params = notebook_parameters(config, stage_paths(config))
     for stage, notebook in NOTEBOOKS.items():
         missing = set(params[stage]) - parameters_cell_names(ROOT / notebook)
         assert not missing, f"{notebook} does not declare {sorted(missing)}"
@@ -61,7 +61,7 @@ def test_a_world_from_another_config_stops_the_demo_with_instructions(tmp_path):
 
     generate_world(WorldConfig(seed=1, **run_demo.SMOKE_WORLD), tmp_path / "data" / "demo", progress=False)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    config = DemoConfig(root=str(tmp_path), seed=0, smoke=True, stages=(), port=0)
+    config = DemoConfig(root=str(tmp_path), seed=0, smoke=True, stages=())
     with pytest.raises(FileExistsError, match="delete .*data/demo and .*runs/demo"):
         run_demo.run_demo(config)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing touched
@@ -74,11 +74,11 @@ def test_parameter_overrides_are_parsed_and_unknown_stages_rejected():
         parse_params(["MAX_STEPS=5"])
     config = DemoConfig(params={"vea": {"MAX_STEPS": 1}})
     with pytest.raises(ValueError, match="unknown stage"):
-        notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+        notebook_parameters(config, stage_paths(config))
 
 
 def test_paths_inside_the_repo_stay_relative_so_no_machine_path_reaches_a_notebook():
-    params = notebook_parameters(DemoConfig(), stage_paths(DemoConfig()), "http://127.0.0.1:1/")
+    params = notebook_parameters(DemoConfig(), stage_paths(DemoConfig()))
     assert params["vae"]["SCORES"] == "results/demo/classification/search/scores.csv"
     assert params["scraping"]["FACES"] == params["classification"]["FACES"] == "data/demo/faces"
 
@@ -92,16 +92,17 @@ def test_committed_notebooks_have_no_errors_and_no_machine_paths(notebook):
     assert error_outputs(nbformat.reads(text, as_version=4)) == []
 
 
+def executed_notebook(root: Path, stage: str):
+    """The executed copy of a stage's notebook from a smoke run (its parameters differ from the defaults)."""
+    return nbformat.read(root / "results/demo/notebooks" / Path(NOTEBOOKS[stage]).name, as_version=4)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """Run the smoke demo once, as a user would (a subprocess), with its web asked to use a busy port."""
+    """Run the smoke demo once, as a user would (a subprocess)."""
     root = tmp_path_factory.mktemp("smoke")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        port = busy.getsockname()[1]
-        result = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root),
-                                 "--port", str(port)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root)],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return root, result
 
@@ -115,7 +116,6 @@ def test_smoke_demo_leaves_every_expected_artifact(smoke_run):
     empty = [name for name in EXPECTED_ARTIFACTS if (root / "results/demo" / name).stat().st_size == 0]
     assert empty == []
     assert json.loads(result.stdout.strip().splitlines()[-1])["smoke"] is True
-    assert "port" in result.stderr and "busy" in result.stderr.lower()  # the busy port was noticed, not fatal
 
 
 @pytest.mark.slow
@@ -124,12 +124,13 @@ def test_smoke_notebooks_ran_clean_with_the_demo_parameters(smoke_run):
     root, _ = smoke_run
     summary = json.loads((root / "results/demo/demo_summary.json").read_text())
     for stage, notebook in NOTEBOOKS.items():
-        executed = nbformat.read(root / "notebooks" / Path(notebook).name, as_version=4)
+        executed = executed_notebook(root, stage)
         assert error_outputs(executed) == []
-        passed = executed.metadata["papermill"]["parameters"]
-        assert passed["OUT"] == str(root / "results/demo" / stage)
+        # what the notebook ran with: its own defaults, and what papermill injected where the smoke run differs
+        effective = {**run_demo.notebook_defaults(notebook), **executed.metadata["papermill"]["parameters"]}
+        assert effective["OUT"] == str(root / "results/demo" / stage)
         for name, value in run_demo.SMOKE_PARAMETERS[stage].items():
-            assert passed[name] == value
+            assert effective[name] == value
         # the stage really wrote its own summary where it was told to
         assert summary["stages"][stage], f"{stage} wrote no summary.json"
     timings = json.loads((root / "results/demo/timings.json").read_text())
@@ -147,7 +148,7 @@ def _file_digests(root: Path) -> dict[str, str]:
     import hashlib
 
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in ("results", "notebooks") for p in sorted((root / folder).rglob("*")) if p.is_file()
+            for p in sorted((root / "results").rglob("*")) if p.is_file()
             and p.name != "timings.json"}
 
 
@@ -156,8 +157,8 @@ def _file_digests(root: Path) -> dict[str, str]:
 def test_a_rerun_that_changes_nothing_changes_no_byte(smoke_run):
     root, _ = smoke_run
     before = _file_digests(root)
-    again = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root),
-                            "--port", "0"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root)],
+                           capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("up to date, not run again") == len(NOTEBOOKS)
     assert _file_digests(root) == before
@@ -168,10 +169,8 @@ def test_the_stage_fingerprint_follows_code_parameters_and_the_stages_before(tmp
 
     config = DemoConfig()
     world = run_demo.world_config(config)
-    params = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+    params = notebook_parameters(config, stage_paths(config))
     base = run_demo.stage_fingerprints(world, params)
-    moved = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:2/")
-    assert run_demo.stage_fingerprints(world, moved) == base  # the web's port is not an input
     changed = {**params, "classification": {**params["classification"], "SEED": 1}}
     after = run_demo.stage_fingerprints(world, changed)
     assert after["scraping"] == base["scraping"]
@@ -185,10 +184,10 @@ def test_the_stage_fingerprint_follows_code_parameters_and_the_stages_before(tmp
 
 
 def test_papermills_injected_cell_is_not_part_of_the_fingerprint(tmp_path, monkeypatch):
-    # an in-place run writes the parameters into the notebook as a new cell; the next run must still match
+    # a notebook executed in place by an older demo carries the parameters as a cell; the fingerprint ignores it
     config = DemoConfig()
     world = run_demo.world_config(config)
-    params = notebook_parameters(config, stage_paths(config), "http://127.0.0.1:1/")
+    params = notebook_parameters(config, stage_paths(config))
     base = run_demo.stage_fingerprints(world, params)
     source = ROOT / NOTEBOOKS["scraping"]
     notebook = json.loads(source.read_text())
@@ -239,7 +238,7 @@ def test_slowest_cells_ranks_code_cells_by_duration():
 def test_two_fresh_smoke_demos_tell_the_same_story(smoke_run, tmp_path):
     first_root, _ = smoke_run
     second = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(tmp_path),
-                             "--port", "0", "--check"], capture_output=True, text=True, timeout=800)
+                             "--check"], capture_output=True, text=True, timeout=800)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     summaries = [json.loads((root / "results/demo/demo_summary.json").read_text()) for root in (first_root, tmp_path)]
     assert summaries[0] == summaries[1]  # demo_summary.json holds no timings (they go to timings.json)
