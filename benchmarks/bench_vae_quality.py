@@ -1,28 +1,31 @@
-"""Benchmark: held-out reconstruction quality of the VAE after a fixed CPU training budget.
+"""Benchmark: how recognisable the VAE's pictures are after a fixed CPU training budget, new recipe vs old.
 
-Trains the repo's VAE (`vae.train.train_vae`, default TrainConfig: 64×64, batch 64, perceptual loss on, β = 1)
-for `--minutes` of wall-clock time (10 by default, as the issue asks) on each data set, with
-`torch.set_num_threads(2)`, then reports the held-out reconstruction MSE, PSNR and SSIM that training itself
-measures (eval mode: decode of the posterior mean), on:
+For each data set, trains two VAEs from scratch for `--minutes` of wall-clock time each (10 by default), with
+`torch.set_num_threads(2)`, in one run:
 
+- `recipe`: today's `TrainConfig()` defaults (the recipe chosen by measurement, see the README);
+- `previous_defaults`: the defaults before that choice (random-init VGG19 perceptual loss offline, β = 1,
+  constant lr 1e-3, float32 on the CPU).
+
+Each is scored by `vae.quality.face_quality` on up to 200 held-out images: heldout_mse, heldout_ssim,
+face_share_reconstructions, face_share_samples (samples from the latent density fitted on training faces),
+face_share_samples_prior (N(0, I)) and identity_kept_share (dlib distance photo -> reconstruction < 0.6).
+
+Data sets:
 (a) `haystack`: the synthetic CelebA haystack `data/demo/celeba` (held out: its "valid" partition);
-(b) `wild`: MTCNN face crops of the real CelebA in-the-wild sample `<shared>/data/celeba_wild_dev`, cropped with
-    stage 1's `scraping.faces.crop_faces` into `--crops` (default <temp dir>/bench_crops, reused when another benchmark
-    has already filled it; cropping resumes there). Held out: the stable 10 % hash split of `ImageFolderFlat`.
+(b) `wild`: MTCNN face crops of the real in-the-wild photos `$SHARED_DATA/data/celeba_wild_dev` (any folder of
+    photos with an `images/` folder and an `identity_CelebA.txt` works), cropped with stage 1's
+    `scraping.faces.crop_faces` into `--crops` (reused when present). Held out: a seeded tenth.
 
-For scale, the JSON also gives the same metrics for the "mean face" (every held-out image reconstructed as the
-average training image), the best a model that ignores its input can do on MSE.
-
-The shared folder is `<project root>/../shared` (override with the SHARED_DATA env var). Runs and crops are
-written under the temp folder only. Usage:
-
+Usage:
     python benchmarks/bench_vae_quality.py [--minutes 10] [--datasets haystack,wild] [--threads 2]
 
-Prints one JSON object on its last line.
+Prints one JSON object on its last line (also written to results/benchmarks/vae_quality.json).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -34,99 +37,86 @@ from reporting import report
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DATA", PROJECT_ROOT.parent / "shared"))
+PREVIOUS_DEFAULTS = {"gamma": 1.0, "beta": 1.0, "lr": 1e-3, "lr_schedule": "constant", "kl_warmup": 0,
+                     "amp": False}
+HELD_OUT = 200  # held-out images scored
+DENSITY_IMAGES = 2000  # training images the sample density is fitted on
 
 
 def wild_crops(crops: Path) -> Path:
-    """Face crops of the shared in-the-wild sample, one folder per CelebA identity (made once, then reused)."""
+    """Face crops of the shared in-the-wild photos, one folder per CelebA identity (made once, then reused)."""
     from scraping.faces import CropConfig, crop_faces
 
     source = SHARED / "data" / "celeba_wild_dev"
     if not (source / "images").is_dir():
-        raise FileNotFoundError(f"{source}/images not found; set SHARED_DATA to the folder holding data/")
+        raise SystemExit(f"{source}/images not found; set SHARED_DATA to the folder holding data/celeba_wild_dev")
     crop_faces(source / "images", crops, CropConfig(progress=False, device="cpu"),
                identities=source / "identity_CelebA.txt")
     return crops
 
 
-@torch.inference_mode()
-def mean_face_baseline(config) -> dict:
-    """Held-out MSE/PSNR/SSIM of reconstructing every held-out image as the mean training image."""
-    from vae.metrics import mse, psnr, ssim
-    from vae.train import split_datasets
+def score(summary: dict, config, face_box) -> dict:
+    """`face_quality` of the trained checkpoint on the run's held-out images."""
+    from vae.quality import face_quality
+    from vae.train import load_vae, split_datasets
 
-    train_set, train_indices, held_set, held_indices, _ = split_datasets(config)
-    step = max(1, len(train_indices) // 500)  # 500 training images estimate the mean face well enough
-    mean = torch.stack([train_set[i] for i in train_indices[::step]]).mean(0, keepdim=True)
+    model, _ = load_vae(summary["checkpoint"], device="cpu")
+    train_set, train_indices, held_set, held_indices, _ = split_datasets(dataclasses.replace(config, num_eval=HELD_OUT))
+    picks = torch.randperm(len(train_indices), generator=torch.Generator().manual_seed(0))[:DENSITY_IMAGES]
+    train = torch.stack([train_set[train_indices[i]] for i in picks.tolist()])
     held = torch.stack([held_set[i] for i in held_indices])
-    guess = mean.expand_as(held)
-    return {"mse": float(mse(guess, held).mean()), "psnr": float(psnr(guess, held).mean()),
-            "ssim": float(ssim(guess, held).mean())}
+    return face_quality(model, held, train, face_box=face_box)
 
 
-def run(name: str, data_root: Path, minutes: float, out_root: Path, gamma: float) -> dict:
-    """Train for `minutes` on `data_root` from scratch and return the held-out metrics."""
+def run(name: str, recipe: str, data_root: Path, minutes: float, out_root: Path, face_box) -> dict:
+    """Train one recipe for `minutes` on `data_root` from scratch and score it."""
     from vae.train import TrainConfig, train_vae
 
-    config = TrainConfig(data_root=str(data_root), out_dir=str(out_root / name), max_steps=10**9,
-                         max_minutes=minutes, gamma=gamma, device="cpu", overwrite=True, eval_every=10**9,
-                         monitor_every=10**9)
+    overrides = PREVIOUS_DEFAULTS if recipe == "previous_defaults" else {}
+    config = dataclasses.replace(TrainConfig(), data_root=str(data_root), out_dir=str(out_root / f"{name}_{recipe}"),
+                                 max_steps=10**9, max_minutes=minutes, device="cpu", overwrite=True,
+                                 eval_every=10**9, monitor_every=10**9, **overrides)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "no ImageNet weights offline": reported below
         summary = train_vae(config)
-    return {
-        "data": name,
-        "train_images": summary["train_images"],
-        "heldout_images": summary["held_out_images"],
-        "held_out_from": summary["held_out_from"],
-        "steps": summary["steps"],
-        "epochs": round(summary["steps"] * config.batch_size / summary["train_images"], 2),
-        "images_per_s": summary["images_per_s"],
-        "seconds": round(time.perf_counter() - started, 1),
-        "heldout_mse": round(summary["metrics"]["mse"], 5),
-        "heldout_psnr": round(summary["metrics"]["psnr"], 2),
-        "heldout_ssim": round(summary["metrics"]["ssim"], 4),
-        "mean_face": {k: round(v, 5) for k, v in mean_face_baseline(config).items()},
-        "vgg_weights": "imagenet" if summary["perceptual_pretrained"] else "random (offline)",
-    }
+    row = {"data": name, "recipe": recipe, "steps": summary["steps"], "images_per_s": summary["images_per_s"],
+           "train_images": summary["train_images"], "train_seconds": round(time.perf_counter() - started, 1),
+           "vgg_weights": None if summary["perceptual_pretrained"] is None
+           else "imagenet" if summary["perceptual_pretrained"] else "random (offline)"}
+    quality = score(summary, config, face_box)
+    return {**row, **{k: round(v, 4) if isinstance(v, float) else v for k, v in quality.items()}}
 
 
 def main() -> None:
+    from vae.quality import CELEBA_FACE_BOX, CROP_FACE_BOX
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per data set (wall clock)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model (wall clock)")
     parser.add_argument("--datasets", default="haystack,wild", help="comma-separated: haystack, wild")
     parser.add_argument("--haystack", default=str(PROJECT_ROOT / "data" / "demo" / "celeba"))
     scratch = Path(tempfile.gettempdir())
     parser.add_argument("--crops", default=str(scratch / "bench_crops"),
-                        help="face crops of the wild sample (made if absent)")
-    parser.add_argument("--out", default=str(scratch / "bench_vae_quality"), help="scratch folder for the training runs")
-    parser.add_argument("--gamma", type=float, default=1.0, help="perceptual loss weight (0: pixel loss only)")
+                        help="face crops of the wild photos (made if absent)")
+    parser.add_argument("--out", default=str(scratch / "bench_vae_quality"), help="scratch folder for the runs")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results, crop_seconds = [], None
+    results = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if name == "haystack":
-            root = Path(args.haystack)
+            root, box = Path(args.haystack), CELEBA_FACE_BOX
+            if not (root / "img_align_celeba").is_dir():
+                raise SystemExit(f"{root} is not a CelebA folder; run `make demo` (or `python -m world generate`)")
         elif name == "wild":
-            tick = time.perf_counter()
-            root = wild_crops(Path(args.crops))
-            crop_seconds = round(time.perf_counter() - tick, 1)
+            root, box = wild_crops(Path(args.crops)), CROP_FACE_BOX
         else:
             raise SystemExit(f"unknown data set {name!r}; use haystack and/or wild")
-        results.append(run(name, root, args.minutes, Path(args.out), args.gamma))
-    report("vae_quality", {
-        "benchmark": "vae_quality",
-        "device": "cpu",
-        "threads": args.threads,
-        "minutes_per_dataset": args.minutes,
-        "image_size": 64,
-        "batch_size": 64,
-        "gamma": args.gamma,
-        "crop_seconds": crop_seconds,
-        "results": results,
-    })
+        for recipe in ("recipe", "previous_defaults"):
+            results.append(run(name, recipe, root, args.minutes, Path(args.out), box))
+    report("vae_quality", {"benchmark": "vae_quality", "device": "cpu", "threads": args.threads,
+                           "minutes_per_model": args.minutes, "image_size": 64, "results": results})
 
 
 if __name__ == "__main__":

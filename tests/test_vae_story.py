@@ -316,22 +316,26 @@ def test_notebook_runs_end_to_end_with_smoke_parameters(celeba, tmp_path):
         kernel_name="python3", progress_bar=False,
         parameters={"CELEBA": str(celeba["root"]), "SCORES": str(scores), "WORLD": str(tmp_path / "world.json"),
                     "OUT": str(out), "RUNS": str(tmp_path / "runs"), "MAX_STEPS": 2, "FINETUNE_STEPS": 1,
-                    "IMAGE_SIZE": 32, "BATCH_SIZE": 8, "TOP_K": 6,
-                    "TRAIN_OVERRIDES": {"latent_dim": 8, "base_channels": 8, "device": "cpu"}},
+                    "TOP_K": 6, "EVAL_IMAGES": 8, "TARGET_FACES": None, "EMBED_CACHE": None,
+                    "TRAIN_OVERRIDES": {"image_size": 32, "batch_size": 8, "latent_dim": 8, "base_channels": 8,
+                                        "device": "cpu"}},
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["picked_identity"] == summary["truth_identity"] == TARGET and summary["identity_correct"] is True
     assert summary["precision_at_k"] == pytest.approx(5 / 6) and summary["expansion_images"] == 6
     assert summary["train_steps"] == 2 and summary["finetune_steps"] == 1
-    assert summary["finetune_beta"] == pytest.approx(0.02)
-    assert summary["perceptual_weights"] in ("imagenet", "random (offline)")
-    assert 0 < summary["heldout_mse"] < 1 and 0 < summary["pixel_only_heldout_mse"] < 1
-    assert set(summary["perceptual_helps"]) == {"heldout_ssim", "sharpness"}
-    assert set(summary["gif_bytes"]) == {"monitor.gif", "morph.gif", "morph_slerp.gif", "before_after_morph.gif"}
+    assert summary["finetune_beta"] == pytest.approx(0.1 * 0.02)
+    assert summary["perceptual_weights"] == "none (pixel loss)"  # offline: no ImageNet VGG19, so gamma = 0
+    assert 0 < summary["heldout_mse"] < 1
+    assert set(summary["quality"]) == {"heldout_ssim", "face_share_reconstructions", "face_share_samples",
+                                       "face_share_samples_prior", "identity_kept_share",
+                                       "finetuned_nearest_identity_accuracy", "finetuned_identity_kept_share"}
+    assert all(0 <= v <= 1 for v in summary["quality"].values() if v is not None)
+    assert set(summary["gif_bytes"]) == {"morph.gif", "before_after_morph.gif"}
     assert all(0 < size < 2 * 1024 * 1024 for size in summary["gif_bytes"].values())
-    for name in ("samples.png", "loss_comparison.png", "morph.gif", "smile.png", "before_after_morph.gif"):
+    for name in ("samples.png", "reconstructions.png", "morph.gif", "smile.png", "before_after.png"):
         assert (out / name).is_file(), name
-    assert (tmp_path / "runs" / "perceptual" / "checkpoint.pt").is_file()
+    assert (tmp_path / "runs" / "base" / "checkpoint.pt").is_file()
 
 
 def test_notebook_stops_early_with_a_clear_message_when_scores_are_missing(celeba, tmp_path):
@@ -349,8 +353,8 @@ def test_notebook_is_committed_with_one_parameters_cell_short_cells_and_no_error
     nbformat = pytest.importorskip("nbformat", reason="nbformat is a dev dependency (requirements-dev.txt)")
     notebook = nbformat.read(str(ROOT / "vae" / "03_vae.ipynb"), as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1 and "DEMO = True" in tagged[0].source
+    assert len(tagged) == 1 and "MAX_STEPS = " in tagged[0].source
     code = [c for c in notebook.cells if c.cell_type == "code"]
     # the committed copy carries the outputs of a demo run (`make demo`), but never an error
     assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert all(len(c.source.splitlines()) <= 20 for c in code)
+    assert all(len(c.source.splitlines()) <= 15 for c in code)

@@ -1,6 +1,7 @@
 """Figures of a trained VAE, each written to a PNG by one function (the notebook and the CLI only display them).
 
 - `sample_grid`: an n×n grid decoded from fixed N(0, I) latents.
+- `samples_figure`: samples from the latent density fitted on training faces (vae.quality) beside N(0, I) ones.
 - `reconstruction_figure`: originals over their reconstructions.
 - `loss_comparison_figure`: pixel-loss-only vs perceptual-loss models on the same faces and latents — the lesson
   that a plain pixel loss averages plausible details away and gives blurry faces (Hou et al. 2017, DFC-VAE).
@@ -101,6 +102,18 @@ def sample_grid(model, out_png: str | Path, n: int = 10, seed: int = 0, padding:
     return {"path": str(path), "n": n, "n_images": n * n, "width": grid.width, "height": grid.height, "seed": seed}
 
 
+def samples_figure(model, density, out_png: str | Path, n: int = 8, rows: int = 2, seed: int = 0) -> dict:
+    """`rows` rows of samples from `density` (a fitted `vae.quality.fit_latent_density`) over `rows` rows from
+    N(0, I), `n` per row, seeded. Returns {"path", "n_images"}."""
+    from .quality import density_samples, prior_samples
+
+    fitted, prior = density_samples(model, density, n * rows, seed), prior_samples(model, n * rows, seed)
+    cells = [list(fitted[r * n:(r + 1) * n]) for r in range(rows)] + [list(prior[r * n:(r + 1) * n]) for r in range(rows)]
+    labels = ["fitted density"] + [""] * (rows - 1) + ["N(0, I)"] + [""] * (rows - 1)
+    grid = labelled_grid(cells, row_labels=labels)
+    return {"path": str(atomic_save_image(grid, out_png)), "n_images": 2 * n * rows}
+
+
 def reconstruction_figure(model, images, out_png: str | Path, cell_size: int | None = None) -> dict:
     """Originals (top row) over their reconstructions (bottom row). `images`: [N,3,S,S] in [0,1].
 
@@ -116,7 +129,7 @@ def reconstruction_figure(model, images, out_png: str | Path, cell_size: int | N
 
 def loss_comparison_figure(model_pixel, model_perceptual, images, out_png: str | Path, seed: int = 0,
                            labels: Sequence[str] = ("pixel loss", "perceptual"), with_samples: bool = True,
-                           cell_size: int | None = None) -> dict:
+                           cell_size: int | None = None, samples: Sequence[torch.Tensor] | None = None) -> dict:
     """Reconstructions (and samples from the same fixed latents) of a pixel-loss-only model vs a model trained
     with the perceptual loss, under the original faces.
 
@@ -125,6 +138,7 @@ def loss_comparison_figure(model_pixel, model_perceptual, images, out_png: str |
         images: [N,3,S,S] faces in [0,1], one column each.
         seed: seed of the fixed latents for the sample rows (used when both models share a latent size).
         labels: row captions for the two models.
+        samples: the two models' sample rows ([N,3,S,S] each) instead of decoding shared N(0, I) latents.
     Returns {"path", "mse": {label: ...}, "ssim": {label: ...}, "sharpness": {"original": ..., label: ...}} — sharpness is
     `sharpness()` of the reconstructions (higher = crisper), the number behind the "blurry" lesson.
     """
@@ -135,7 +149,11 @@ def loss_comparison_figure(model_pixel, model_perceptual, images, out_png: str |
     for label, recon in recons.items():
         rows.append(list(recon))
         row_labels.append(f"{label}: recon")
-    if with_samples and model_pixel.latent_dim == model_perceptual.latent_dim:
+    if samples is not None:
+        for label, images_of_model in zip(labels, samples):
+            rows.append(list(images_of_model))
+            row_labels.append(f"{label}: sample")
+    elif with_samples and model_pixel.latent_dim == model_perceptual.latent_dim:
         z = fixed_latents(len(batch), model_pixel.latent_dim, seed)
         for label, model in models.items():
             rows.append(list(decode_latents(model, z)))

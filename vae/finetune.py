@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from common.checkpoints import load_checkpoint
 from common.config import apply_overrides, parse_set_options
@@ -24,6 +25,7 @@ from common.files import atomic_write_text
 from .celeba import load_roster, open_image_dataset
 from .figures import loss_comparison_figure
 from .morph import DEFAULT_GIF_SIZE, side_by_side_morph_gif
+from .quality import density_samples, fit_latent_density
 from .train import TrainConfig, evaluate, load_vae, train_vae
 
 FINETUNE_SUMMARY = "finetune.json"
@@ -118,9 +120,14 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
             labels=("before", "after fine-tuning"))
     else:
         summary["morph_gif"] = None  # a morph needs two photos; the identity has one
+    # samples of her: each model decodes draws from the density of its own latents of her photos
+    photos = torch.stack([open_image_dataset(data_root, "all", config.image_size, [identity])[i]
+                          for i in range(summary["n_images"])])
+    samples = [density_samples(m, fit_latent_density(m, photos, seed=config.seed), len(roster), config.seed)
+               for m in (before, after)]
     summary["comparison_png"] = loss_comparison_figure(
         before, after, roster, comparison_png or out_dir / "before_after.png", seed=config.seed,
-        labels=("before", "after"))["path"]
+        labels=("before", "after"), samples=samples)["path"]
     atomic_write_text(out_dir / FINETUNE_SUMMARY, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return summary
 

@@ -433,6 +433,18 @@ def results_table(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
+def benchmark_summary(record: str | Path = "results/benchmarks/gan_vs_vae.json") -> tuple[str, str | None]:
+    """The last committed GAN-vs-VAE benchmark as (text with its table, its figure's path or None)."""
+    path = Path(record)
+    if not path.is_file():
+        return f"no GAN benchmark yet ({path}): python benchmarks/bench_gan_vs_vae.py", None
+    bench = json.loads(path.read_text(encoding="utf-8"))
+    result = bench["result"]
+    text = (f"{bench['command']}: {result['minutes_per_model']:g} min of training each, "
+            f"{result['samples_per_set']} images per set\n{results_table(result['rows'])}")
+    return text, result.get("figure")
+
+
 # -------------------------------------------------------------------------------------------------- samplers
 
 def load_sampler(checkpoint: str | Path, device: str = "cpu"):

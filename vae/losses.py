@@ -31,7 +31,17 @@ VGG19_RELU_INDEX = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "rel
 DFC_VAE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 
 
-def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def centre_weight_map(size: int, centre_weight: float, sigma: float = 0.3) -> torch.Tensor:
+    """Per-pixel weights [1, 1, S, S] with mean 1: `centre_weight` times more at the centre than at the corners
+    (a Gaussian bump of width `sigma` × S), where aligned faces and face crops have the face."""
+    r = (torch.arange(size, dtype=torch.float32) + 0.5) / size - 0.5
+    bump = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma ** 2))
+    weights = 1.0 + (centre_weight - 1.0) * bump
+    return (weights / weights.mean()).view(1, 1, size, size)
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse",
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel reconstruction loss, summed over the pixels of each image and averaged over the batch.
 
     Args:
@@ -40,6 +50,13 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse")
         kind: "mse" (squared error), "l1" (absolute error) or "bce" (binary cross-entropy, for [0, 1] targets).
     """
     x_hat, x = x_hat.float(), x.float()  # sums of 12k terms are kept in float32 even under autocast
+    if weights is not None:  # per-pixel weights w: sum w·(x̂ − x)² = sum (√w·x̂ − √w·x)² (same for |·| with w)
+        if kind == "mse":
+            x_hat, x = x_hat * weights.sqrt(), x * weights.sqrt()
+        elif kind == "l1":
+            x_hat, x = x_hat * weights, x * weights
+        else:
+            raise ValueError("per-pixel weights work with 'mse' or 'l1'")
     # Fused reductions (one kernel forward and backward, any memory layout): the batch sum / B equals the
     # per-image sum averaged over the batch.
     if kind == "mse":
@@ -256,6 +273,7 @@ def vae_loss(
     gamma: float = 0.0,
     perceptual: VGGPerceptualLoss | None = None,
     recon_kind: str = "mse",
+    pixel_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weighted VAE objective: `total = recon + beta·KL + gamma·perceptual` (reductions: module docstring).
 
@@ -270,7 +288,7 @@ def vae_loss(
     Returns: dict of scalar tensors `total`, `recon`, `kl`, `perceptual` (the unweighted terms; perceptual is 0
     when gamma is 0).
     """
-    recon = reconstruction_loss(x_hat, x, recon_kind)
+    recon = reconstruction_loss(x_hat, x, recon_kind, pixel_weights)
     kl = kl_divergence(mu, logvar)
     if gamma > 0:
         if perceptual is None:

@@ -204,7 +204,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src", "--data-root", dest="data_root", required=True,
                         help="CelebA root (official layout) or a folder of images")
     parser.add_argument("--out", required=True, help="output folder (writes morph.gif there), or a path ending in .gif")
-    parser.add_argument("--split", default="test", help="CelebA split to take faces from (train/valid/test/all)")
+    parser.add_argument("--split", default=None,
+                        help="CelebA split to take faces from (train/valid/test/all; default: test, or all with "
+                             "--identity, since one person's photos sit in every split)")
     parser.add_argument("--identity", type=int, default=None, help="morph through this CelebA identity's photos")
     parser.add_argument("--n-faces", type=int, default=8, help="how many faces the roster holds")
     parser.add_argument("--steps-between", type=int, default=8, help="in-between frames from one face to the next")
@@ -220,7 +222,8 @@ def cli_run(args: argparse.Namespace) -> dict:
 
     model, _ = load_vae(args.checkpoint, device=args.device)
     identities = [args.identity] if args.identity is not None else None
-    roster = load_roster(args.data_root, split=args.split, image_size=model.image_size, n=args.n_faces,
+    split = args.split or ("all" if identities else "test")
+    roster = load_roster(args.data_root, split=split, image_size=model.image_size, n=args.n_faces,
                          seed=args.seed, identities=identities)
     out = Path(args.out)
     gif = out if out.suffix.lower() == ".gif" else out / "morph.gif"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
@@ -41,12 +42,12 @@ from common.errors import InputError
 from common.files import atomic_write_bytes, atomic_write_text
 
 from .celeba import open_image_dataset
-from .losses import VGGPerceptualLoss, vae_loss
+from .losses import VGGPerceptualLoss, centre_weight_map, vae_loss, vgg19_weights_cached
 from .metrics import mse, psnr, ssim
 from .model import ConvVAE
 
 MONITOR_COLUMNS = 12  # fixed held-out images and fixed latent samples per monitoring frame
-ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels")
+ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels", "full_res_channels")
 
 
 @dataclass
@@ -58,11 +59,15 @@ class TrainConfig:
     image_size: int = 64  # side of the square training images in pixels (64 or 128)
     latent_dim: int = 128  # size of the latent code z
     base_channels: int = 32  # width of the first encoder conv (doubles per stage): 32 = DFC-VAE's 64 px model
+    full_res_channels: int = 0  # channels of a decoder block at full resolution (0: DFC-VAE's decoder, see model)
     batch_size: int = 64  # GLOBAL batch per optimizer step; under DDP each of N processes takes batch_size / N
     lr: float = 1e-3  # Adam learning rate (constant)
     beta: float = 1.0  # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (see vae/losses.py)
-    gamma: float = 1.0  # perceptual (VGG19 relu1_1/2_1/3_1) loss weight; 0 never builds VGG
+    # Perceptual (VGG19 relu1_1/2_1/3_1) loss weight; 0 never builds VGG. None: 1 when VGG19's ImageNet weights are
+    # on disk (or may be downloaded), else 0: offline a random-init VGG19 loses to the pixel loss at equal time.
+    gamma: float | None = None
     recon: str = "mse"  # pixel loss: "mse", "l1" or "bce"
+    centre_weight: float = 1.0  # pixel-loss weight at the image centre (the face) relative to the corners; 1: flat
     max_steps: int | None = 300  # optimizer steps to train in total (None: `epochs` full passes instead)
     max_minutes: float | None = None  # also stop (evaluated and checkpointed) after this many wall-clock minutes
     epochs: int = 1  # passes over the training images, used only when max_steps is None
@@ -74,7 +79,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes; 0 decodes in the training process (and allows the RAM cache)
     cache_images: int = 20000  # keep decoded uint8 images in RAM when the training set has at most this many (0: off)
     hflip: bool = True  # random horizontal flips (a seeded function of the step, so resume stays exact)
-    amp: bool = True  # float16 autocast + GradScaler, on CUDA only (ignored on CPU/MPS)
+    amp: bool = True  # mixed precision: float16 + GradScaler on CUDA; bfloat16 on a CPU with native bf16 (~2x there)
+    kl_warmup: int = 0  # steps over which the KL weight ramps linearly from 0 to beta (0: beta from the start)
+    lr_schedule: str = "constant"  # "constant" or "cosine" (decays to lr/20 over the run's total steps)
     channels_last: bool = True  # NHWC layout for model and batches: oneDNN's fast conv path on CPU (~25% faster)
     grad_clip: float = 100.0  # max global gradient norm (losses are per-image sums, so norms are large); 0: off
     max_bad_steps: int = 10  # stop after this many consecutive steps with a non-finite loss or gradient
@@ -243,7 +250,7 @@ def set_rng_state(state: dict) -> None:
 
 def _model_from_config(config: dict) -> ConvVAE:
     return ConvVAE(latent_dim=config["latent_dim"], image_size=config["image_size"],
-                   base_channels=config["base_channels"])
+                   base_channels=config["base_channels"], full_res_channels=config.get("full_res_channels", 0))
 
 
 def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE, dict]:
@@ -265,6 +272,7 @@ def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE
 
 
 def _check_architecture(config: TrainConfig, saved: dict, source: Path) -> None:
+    saved = {"full_res_channels": 0, **saved}  # checkpoints from before that field
     mismatched = [f"{k}: {saved.get(k)} there vs {getattr(config, k)} here" for k in ARCHITECTURE_FIELDS
                   if saved.get(k) != getattr(config, k)]
     if mismatched:
@@ -361,17 +369,42 @@ def memory_format(config: TrainConfig) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
+def cpu_has_bf16() -> bool:
+    """True on a CPU with native bfloat16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast pays off."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe and probe())
+
+
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of a training run: float16 on CUDA, bfloat16 on a bf16 CPU, None (float32) otherwise."""
+    if amp and device.type == "cuda":
+        return torch.float16
+    if amp and device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def kl_weight(config: TrainConfig, step: int) -> float:
+    """β at `step` (0-based): ramps linearly from 0 over `kl_warmup` steps, then stays at `config.beta`."""
+    if config.kl_warmup <= 0:
+        return config.beta
+    return config.beta * min(1.0, (step + 1) / config.kl_warmup)
+
+
 def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, config: TrainConfig,
-               perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, use_amp: bool = False):
+               perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, amp_dtype: torch.dtype | None = None,
+               beta: float | None = None):
     """One optimizer step on batch `x`: forward → loss → backward → clip → step.
 
     `train_model` is `model` itself or its DistributedDataParallel wrapper. A step whose loss (on any rank) or
     gradient norm is not finite changes no weight. Returns `(losses dict, ok)`.
     """
     device = x.device
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+    beta = config.beta if beta is None else beta
+    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         x_hat, mu, logvar = train_model(x)
-        losses = vae_loss(x_hat, x, mu, logvar, config.beta, config.gamma, perceptual, config.recon)
+        weights = None if config.centre_weight == 1 else centre_weight_map(x.shape[-1], config.centre_weight).to(device)
+        losses = vae_loss(x_hat, x, mu, logvar, beta, config.gamma, perceptual, config.recon, weights)
     ok = all_ranks_true(bool(torch.isfinite(losses["total"])), ctx)
     optimizer.zero_grad(set_to_none=True)
     if ok:
@@ -380,7 +413,7 @@ def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, 
         max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         ok = bool(torch.isfinite(norm))  # gradients are all-reduced, so every rank agrees
-        if ok or use_amp:
+        if ok or scaler.is_enabled():
             scaler.step(optimizer)  # with AMP the scaler itself skips non-finite steps and lowers its scale
         scaler.update()
     return losses, ok
@@ -405,6 +438,10 @@ def train_vae(config: TrainConfig) -> dict:
     """
     if config.recon not in ("mse", "l1", "bce"):
         raise ValueError(f"recon must be 'mse', 'l1' or 'bce', got {config.recon!r}")
+    if config.gamma is None:
+        config = dataclasses.replace(config, gamma=1.0 if config.vgg_allow_download or vgg19_weights_cached() else 0.0)
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
     out_dir = Path(config.out_dir)
     checkpoint_path = out_dir / "checkpoint.pt"
     if checkpoint_path.exists() and not (config.resume or config.overwrite):
@@ -490,15 +527,15 @@ class _Run:
 
     def _build_model(self, resuming: bool) -> None:
         config, device = self.config, self.ctx.device
-        self.model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
+        self.model = ConvVAE(config.latent_dim, config.image_size, config.base_channels, config.full_res_channels)
         if config.init_from and not resuming:
             init = load_checkpoint(config.init_from)
             _check_architecture(config, init["config"], Path(config.init_from))
             self.model.load_state_dict(init["model"])
         self.model.to(device, memory_format=memory_format(config))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.use_amp = config.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = autocast_dtype(device, config.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.perceptual = None
         if config.gamma > 0:
             self.perceptual = VGGPerceptualLoss(allow_download=config.vgg_allow_download, seed=config.seed).to(device)
@@ -506,12 +543,20 @@ class _Run:
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if "scaler" in checkpoint and self.use_amp:
+        if "scaler" in checkpoint and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.start_step, self.history = checkpoint["step"], checkpoint.get("history", [])
         self.metrics, self.skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
         states, rank = checkpoint["rng"], self.ctx.rank
         set_rng_state(states[rank] if rank < len(states) else states[0])
+
+    def set_lr(self, step: int) -> None:
+        """The learning rate of `step` (0-based): constant, or a cosine from lr down to lr/20 over the run."""
+        lr = self.config.lr
+        if self.config.lr_schedule == "cosine":
+            lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, self.total_steps))))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def augment(self, batch: torch.Tensor, step: int) -> torch.Tensor:
         """The batch on the device, flipped per image by a seeded draw (a function of seed, step and rank, hence
@@ -594,8 +639,9 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
     tick = loop_started = time.perf_counter()
     for batch in run.loader:
         x = run.augment(batch, step)
+        run.set_lr(step)
         losses, ok = train_step(run.train_model, run.model, run.optimizer, run.scaler, x, config, run.perceptual,
-                                ctx, run.use_amp)
+                                ctx, run.amp_dtype, kl_weight(config, step))
         step += 1
         images_seen += x.shape[0] * ctx.world
         row = run.record(step, losses, ok)
