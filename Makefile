@@ -39,6 +39,7 @@ readme: setup
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	$(BIN)/python benchmarks/bench_app.py --visitors 1,4,16
 
 clean:
 	rm -rf .pytest_cache .tmp

@@ -104,7 +104,7 @@ def demo_paths(root: str | Path = ".", summary: str | Path | None = None, data: 
     return ModelPaths(
         classifier=runs / "classification" / f"k{classification['best_k']}" / "best.pt",
         scorer=results / "classification" / "embedding" / "embedding_scorer.json",
-        vae=runs / "vae" / "perceptual" / "checkpoint.pt",
+        vae=runs / "vae" / "base" / "checkpoint.pt",
         target_faces=data / "faces" / target,
         target_name=info.get("world", {}).get("target_name") or target.replace("_", " ").title(),
         vae_finetuned=finetuned if finetuned is not None and finetuned.exists() else None,
@@ -478,7 +478,7 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--scorer-checkpoint", default=None, help="embedding_scorer.json (default "
                         "results/demo/classification/embedding/embedding_scorer.json)")
     parser.add_argument("--vae-checkpoint", default=None, help="base VAE checkpoint.pt (default "
-                        "runs/demo/vae/perceptual/checkpoint.pt)")
+                        "runs/demo/vae/base/checkpoint.pt)")
     parser.add_argument("--finetuned-checkpoint", default=None, help="VAE fine-tuned on the target (default "
                         "runs/demo/vae/finetune_<identity>/checkpoint.pt when it exists)")
     parser.add_argument("--attribute-checkpoint", default=None, help="attribute-transfer model (attributes + "

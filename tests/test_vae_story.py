@@ -324,7 +324,7 @@ def test_notebook_runs_end_to_end_with_smoke_parameters(celeba, tmp_path):
     assert summary["picked_identity"] == summary["truth_identity"] == TARGET and summary["identity_correct"] is True
     assert summary["precision_at_k"] == pytest.approx(5 / 6) and summary["expansion_images"] == 6
     assert summary["train_steps"] == 2 and summary["finetune_steps"] == 1
-    assert summary["finetune_beta"] == pytest.approx(0.1 * 0.02)
+    assert summary["finetune_beta"] == pytest.approx(0.05 * 0.02)
     assert summary["perceptual_weights"] == "none (pixel loss)"  # offline: no ImageNet VGG19, so gamma = 0
     assert 0 < summary["heldout_mse"] < 1
     assert set(summary["quality"]) == {"heldout_ssim", "face_share_reconstructions", "face_share_samples",

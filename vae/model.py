@@ -91,12 +91,9 @@ class ConvVAE(nn.Module):
         latent_dim: size of the latent code z (DFC-VAE uses 100; 128 here).
         image_size: side of the square input in pixels; 64 or 128 (32 is accepted for tests).
         base_channels: channels of the first encoder conv; each further stage doubles them (capped at 16×).
-        full_res_channels: 0 = DFC-VAE's decoder, whose last layer maps half-resolution features straight to RGB;
-            N > 0 adds one upsample + 3×3 conv + BatchNorm + LeakyReLU block with N channels at full resolution
-            before a 3×3 conv to RGB, so fine detail comes from a nonlinear layer at the output's own size.
     """
 
-    def __init__(self, latent_dim: int = 128, image_size: int = 64, base_channels: int = 32, full_res_channels: int = 0):
+    def __init__(self, latent_dim: int = 128, image_size: int = 64, base_channels: int = 32):
         super().__init__()
         if image_size not in SUPPORTED_IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size}")
@@ -123,13 +120,8 @@ class ConvVAE(nn.Module):
             channels = width
         self.decoder = nn.Sequential(*decoder)
         # Last ×2 stage: upsample to full size, then one 3×3 conv straight to RGB (no BatchNorm, sigmoid after),
-        # computed as one fused exact operation (see UpsampleConv2d); or a full-resolution block, then to RGB.
-        self.full_res_channels = int(full_res_channels)
-        if self.full_res_channels:
-            self.decoder.append(_decoder_block(channels, self.full_res_channels))
-            self.to_rgb = nn.Conv2d(self.full_res_channels, 3, kernel_size=3, padding=1)
-        else:
-            self.to_rgb = UpsampleConv2d(channels, 3)
+        # computed as one fused exact operation (see UpsampleConv2d).
+        self.to_rgb = UpsampleConv2d(channels, 3)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters for images `x` ([B, 3, S, S] in [0, 1]): `(mu, logvar)`, each [B, latent_dim]."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import random
 import sys
@@ -47,7 +46,7 @@ from .metrics import mse, psnr, ssim
 from .model import ConvVAE
 
 MONITOR_COLUMNS = 12  # fixed held-out images and fixed latent samples per monitoring frame
-ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels", "full_res_channels")
+ARCHITECTURE_FIELDS = ("image_size", "latent_dim", "base_channels")
 
 
 @dataclass
@@ -59,15 +58,16 @@ class TrainConfig:
     image_size: int = 64  # side of the square training images in pixels (64 or 128)
     latent_dim: int = 128  # size of the latent code z
     base_channels: int = 32  # width of the first encoder conv (doubles per stage): 32 = DFC-VAE's 64 px model
-    full_res_channels: int = 0  # channels of a decoder block at full resolution (0: DFC-VAE's decoder, see model)
     batch_size: int = 64  # GLOBAL batch per optimizer step; under DDP each of N processes takes batch_size / N
     lr: float = 1e-3  # Adam learning rate (constant)
-    beta: float = 1.0  # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (see vae/losses.py)
+    # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (see vae/losses.py). 0.05 gave the most
+    # recognisable faces at equal time (README); samples then come from a fitted density (vae/quality.py).
+    beta: float = 0.05
     # Perceptual (VGG19 relu1_1/2_1/3_1) loss weight; 0 never builds VGG. None: 1 when VGG19's ImageNet weights are
     # on disk (or may be downloaded), else 0: offline a random-init VGG19 loses to the pixel loss at equal time.
     gamma: float | None = None
     recon: str = "mse"  # pixel loss: "mse", "l1" or "bce"
-    centre_weight: float = 1.0  # pixel-loss weight at the image centre (the face) relative to the corners; 1: flat
+    centre_weight: float = 4.0  # pixel-loss weight at the image centre (the face) against its edges; 1: flat
     max_steps: int | None = 300  # optimizer steps to train in total (None: `epochs` full passes instead)
     max_minutes: float | None = None  # also stop (evaluated and checkpointed) after this many wall-clock minutes
     epochs: int = 1  # passes over the training images, used only when max_steps is None
@@ -80,8 +80,6 @@ class TrainConfig:
     cache_images: int = 20000  # keep decoded uint8 images in RAM when the training set has at most this many (0: off)
     hflip: bool = True  # random horizontal flips (a seeded function of the step, so resume stays exact)
     amp: bool = True  # mixed precision: float16 + GradScaler on CUDA; bfloat16 on a CPU with native bf16 (~2x there)
-    kl_warmup: int = 0  # steps over which the KL weight ramps linearly from 0 to beta (0: beta from the start)
-    lr_schedule: str = "constant"  # "constant" or "cosine" (decays to lr/20 over the run's total steps)
     channels_last: bool = True  # NHWC layout for model and batches: oneDNN's fast conv path on CPU (~25% faster)
     grad_clip: float = 100.0  # max global gradient norm (losses are per-image sums, so norms are large); 0: off
     max_bad_steps: int = 10  # stop after this many consecutive steps with a non-finite loss or gradient
@@ -250,7 +248,7 @@ def set_rng_state(state: dict) -> None:
 
 def _model_from_config(config: dict) -> ConvVAE:
     return ConvVAE(latent_dim=config["latent_dim"], image_size=config["image_size"],
-                   base_channels=config["base_channels"], full_res_channels=config.get("full_res_channels", 0))
+                   base_channels=config["base_channels"])
 
 
 def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE, dict]:
@@ -272,7 +270,6 @@ def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE
 
 
 def _check_architecture(config: TrainConfig, saved: dict, source: Path) -> None:
-    saved = {"full_res_channels": 0, **saved}  # checkpoints from before that field
     mismatched = [f"{k}: {saved.get(k)} there vs {getattr(config, k)} here" for k in ARCHITECTURE_FIELDS
                   if saved.get(k) != getattr(config, k)]
     if mismatched:
@@ -384,27 +381,18 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return None
 
 
-def kl_weight(config: TrainConfig, step: int) -> float:
-    """β at `step` (0-based): ramps linearly from 0 over `kl_warmup` steps, then stays at `config.beta`."""
-    if config.kl_warmup <= 0:
-        return config.beta
-    return config.beta * min(1.0, (step + 1) / config.kl_warmup)
-
-
 def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, config: TrainConfig,
-               perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, amp_dtype: torch.dtype | None = None,
-               beta: float | None = None):
+               perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, amp_dtype: torch.dtype | None = None):
     """One optimizer step on batch `x`: forward → loss → backward → clip → step.
 
     `train_model` is `model` itself or its DistributedDataParallel wrapper. A step whose loss (on any rank) or
     gradient norm is not finite changes no weight. Returns `(losses dict, ok)`.
     """
     device = x.device
-    beta = config.beta if beta is None else beta
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         x_hat, mu, logvar = train_model(x)
         weights = None if config.centre_weight == 1 else centre_weight_map(x.shape[-1], config.centre_weight).to(device)
-        losses = vae_loss(x_hat, x, mu, logvar, beta, config.gamma, perceptual, config.recon, weights)
+        losses = vae_loss(x_hat, x, mu, logvar, config.beta, config.gamma, perceptual, config.recon, weights)
     ok = all_ranks_true(bool(torch.isfinite(losses["total"])), ctx)
     optimizer.zero_grad(set_to_none=True)
     if ok:
@@ -440,8 +428,6 @@ def train_vae(config: TrainConfig) -> dict:
         raise ValueError(f"recon must be 'mse', 'l1' or 'bce', got {config.recon!r}")
     if config.gamma is None:
         config = dataclasses.replace(config, gamma=1.0 if config.vgg_allow_download or vgg19_weights_cached() else 0.0)
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
     out_dir = Path(config.out_dir)
     checkpoint_path = out_dir / "checkpoint.pt"
     if checkpoint_path.exists() and not (config.resume or config.overwrite):
@@ -527,7 +513,7 @@ class _Run:
 
     def _build_model(self, resuming: bool) -> None:
         config, device = self.config, self.ctx.device
-        self.model = ConvVAE(config.latent_dim, config.image_size, config.base_channels, config.full_res_channels)
+        self.model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
         if config.init_from and not resuming:
             init = load_checkpoint(config.init_from)
             _check_architecture(config, init["config"], Path(config.init_from))
@@ -549,14 +535,6 @@ class _Run:
         self.metrics, self.skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
         states, rank = checkpoint["rng"], self.ctx.rank
         set_rng_state(states[rank] if rank < len(states) else states[0])
-
-    def set_lr(self, step: int) -> None:
-        """The learning rate of `step` (0-based): constant, or a cosine from lr down to lr/20 over the run."""
-        lr = self.config.lr
-        if self.config.lr_schedule == "cosine":
-            lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, self.total_steps))))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def augment(self, batch: torch.Tensor, step: int) -> torch.Tensor:
         """The batch on the device, flipped per image by a seeded draw (a function of seed, step and rank, hence
@@ -639,9 +617,8 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
     tick = loop_started = time.perf_counter()
     for batch in run.loader:
         x = run.augment(batch, step)
-        run.set_lr(step)
         losses, ok = train_step(run.train_model, run.model, run.optimizer, run.scaler, x, config, run.perceptual,
-                                ctx, run.amp_dtype, kl_weight(config, step))
+                                ctx, run.amp_dtype)
         step += 1
         images_seen += x.shape[0] * ctx.world
         row = run.record(step, losses, ok)
