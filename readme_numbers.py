@@ -232,7 +232,7 @@ def gan_vs_vae_block(benchmarks: Path = BENCHMARKS) -> str:
     return "\n".join([
         f"After **{r['minutes_per_model']:g} min of training each** on {r['threads']} CPU threads "
         f"(`{record['command']}`), {r['samples_per_set']} images per set at {r['image_size']} px, scored against "
-        f"{r['reference_images']} held-out images; features: {r['features']}; VGG19 of the VAE's perceptual loss: "
+        f"{r['reference_images']} held-out images; features: {r['features']}; the VAE's perceptual loss: "
         f"{r['vgg_weights']}; 1-minute load average before the VAE / before the GAN / after: "
         + " / ".join(f"{load[k]:.1f}" for k in ("before_vae", "before_gan", "after_gan") if k in load) + ".",
         "", results_table(r["rows"]), "", f"![GAN vs VAE]({r['figure']})"])

@@ -1,10 +1,10 @@
 """Benchmark: the road not taken, measured — a DCGAN beside the VAE after equal wall time on the same data (issue 16).
 
-Trains the repo's VAE (`vae.train.train_vae`, default TrainConfig: 64×64, batch 64, perceptual loss on, β = 1) and
+Trains the repo's VAE (`vae.train.train_vae`, default TrainConfig: the recipe of notebook 03) and
 the DCGAN baseline (`vae.gan.train_gan`, default GanConfig: 64×64, batch 64, widths 32) for `--minutes` of
 wall-clock training each, one after the other, with `torch.set_num_threads(--threads)`, on the CelebA-format
 `--src` (default: the synthetic haystack `data/demo/celeba`). Then draws `--samples` images from each model (the
-VAE decodes z ~ N(0, I), the GAN maps z ~ N(0, I)) and scores them, and as many held-out real images ("test"
+VAE decodes draws from the latent density fitted on 2,000 training images, the GAN maps z ~ N(0, I)) and scores them, and as many held-out real images ("test"
 split, seen by neither model), with `vae.generative_metrics.score_sets` against a reference of as many "valid"
 images (also never trained on): KID (± std over subsets), FID, precision and recall (k = 3) on dlib face features, the MTCNN face share,
 and the memorisation check (samples nearer a training image than the held-out 1st percentile).
@@ -82,7 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from vae.celeba import load_roster
     from vae.gan import load_gan
+    from vae.quality import density_samples, fit_latent_density
     from vae.generative_metrics import FEATURES, comparison_figure, real_image_sets, score_sets
     from vae.train import load_vae
 
@@ -92,8 +94,11 @@ def main() -> None:
         runs = train_both(Path(args.src), args.minutes, Path(args.out), args.seed)
     vae_model, _ = load_vae(runs["vae"]["checkpoint"], device="cpu")
     gan_model, _ = load_gan(runs["gan"]["checkpoint"], device="cpu")
-    samples = {name: model.sample(args.samples, generator=torch.Generator().manual_seed(args.seed + 1)).cpu()
-               for name, model in (("vae", vae_model), ("gan", gan_model))}
+    # the VAE samples its fitted latent density (vae.quality, as notebook 03 does); the GAN maps z ~ N(0, I)
+    train_faces = load_roster(args.src, "train", 64, n=2000, seed=args.seed)
+    density = fit_latent_density(vae_model, train_faces, seed=args.seed)
+    samples = {"vae": density_samples(vae_model, density, args.samples, args.seed + 1),
+               "gan": gan_model.sample(args.samples, generator=torch.Generator().manual_seed(args.seed + 1)).cpu()}
     real = real_image_sets(args.src, args.samples, 64, args.seed)
     tick = time.perf_counter()
     scores = score_sets(samples, real, args.workers, progress=False, seed=args.seed)
@@ -125,7 +130,8 @@ def main() -> None:
         "features": FEATURES,
         "kid_subsets": rows[0]["subsets"],
         "kid_subset_size": rows[0]["subset_size"],
-        "vgg_weights": "imagenet" if runs["vae"]["perceptual_pretrained"] else "random (offline)",
+        "vgg_weights": {None: "none (pixel loss)", True: "imagenet", False: "random (offline)"}[
+            runs["vae"]["perceptual_pretrained"]],
         "rows": rows,
         "figure": Path(figure).relative_to(PROJECT_ROOT).as_posix() if Path(figure).resolve().is_relative_to(
             PROJECT_ROOT) else Path(figure).name,

@@ -75,12 +75,13 @@ def run(name: str, recipe: str, data_root: Path, minutes: float, out_root: Path,
     config = dataclasses.replace(TrainConfig(), data_root=str(data_root), out_dir=str(out_root / f"{name}_{recipe}"),
                                  max_steps=10**9, max_minutes=minutes, device="cpu", overwrite=True,
                                  eval_every=10**9, monitor_every=10**9, **overrides)
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "no ImageNet weights offline": reported below
         summary = train_vae(config)
     row = {"data": name, "recipe": recipe, "steps": summary["steps"], "images_per_s": summary["images_per_s"],
            "train_images": summary["train_images"], "train_seconds": round(time.perf_counter() - started, 1),
+           "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after training
            "vgg_weights": None if summary["perceptual_pretrained"] is None
            else "imagenet" if summary["perceptual_pretrained"] else "random (offline)"}
     quality = score(summary, config, face_box)
