@@ -180,7 +180,7 @@ def test_demo_paths_follow_the_summary(tmp_path):
     paths = core.demo_paths(fake_demo(tmp_path))
     assert paths.classifier == tmp_path / "runs/demo/classification/k2/best.pt"
     assert paths.scorer == tmp_path / "results/demo/classification/embedding/embedding_scorer.json"
-    assert paths.vae == tmp_path / "runs/demo/vae/perceptual/checkpoint.pt"
+    assert paths.vae == tmp_path / "runs/demo/vae/base/checkpoint.pt"
     assert paths.target_faces == tmp_path / "data/demo/faces/ava_marlowe" and paths.target_name == "Ava Marlowe"
     assert paths.vae_finetuned is None  # runs/demo/vae/finetune_7 does not exist here
     assert [p.parent.name for p in paths.examples] == ["ava_marlowe"] * 3 + ["sam_castellane"]
