@@ -25,7 +25,10 @@ def cli_run(args: argparse.Namespace) -> dict:
     from .ui import start_server
 
     torch.set_num_threads(args.threads)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C does
+    # Both raise KeyboardInterrupt. SIGINT too: a process started in the background by a shell inherits SIGINT
+    # ignored, and Python then leaves it ignored, so Ctrl-C (or `kill -INT`) would not stop the server.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     models = core.load_models(core.paths_from_args(args), args.device)
     server = start_server(models, args.host, args.port)
