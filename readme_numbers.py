@@ -29,6 +29,13 @@ def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else f"{value:,}"
 
 
+# (summary key, what, target, unit) of the VAE stage's quality targets (DESIGN.md); a share's target is in %
+VAE_TARGETS = (("heldout_ssim", "held-out SSIM", 0.85, ""), ("face_share_reconstructions", "faces in reconstructions",
+               95, " %"), ("face_share_samples", "faces in samples", 90, " %"),
+               ("identity_kept_share", "identity kept", 97, " %"),
+               ("finetuned_nearest_identity_accuracy", "her reconstructions recognised", 90, " %"))
+
+
 def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dict[str, str]:
     """Every generated block of the README, by name, from the run outputs under `results` and `benchmarks`."""
     summary = json.loads((results / "demo_summary.json").read_text())
@@ -68,11 +75,17 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
         f"**{clf['search_method']}**.")
     q = vae["quality"]
     blocks["vae_quality"] = (
-        f"After {vae['train_steps']:,} steps ({vae['perceptual_weights']}), on 200 held-out faces: SSIM "
+        f"After {vae['train_steps']:,} steps with "
+        + ("the pixel loss alone" if vae["perceptual_weights"].startswith("none")
+           else f"the perceptual loss ({vae['perceptual_weights']} VGG19)") + ", on 200 held-out faces: SSIM "
         f"{q['heldout_ssim']:.3f}; MTCNN finds a face in {_pct(q['face_share_reconstructions'])} of the "
         f"reconstructions, {_pct(q['face_share_samples'])} of the samples from the fitted density and "
         f"{_pct(q['face_share_samples_prior'])} of those from N(0, I); dlib reads "
-        f"{_pct(q['identity_kept_share'])} of the reconstructions as the same person as their photo.")
+        f"{_pct(q['identity_kept_share'])} of the reconstructions as the same person as their photo. After "
+        f"fine-tuning, {_pct(q['finetuned_nearest_identity_accuracy'])} of her reconstructions are recognised as "
+        "her. Against the targets: " + ", ".join(
+            f"{name} ≥ {goal:g}{unit} {'met' if q[key] >= (goal / 100 if unit else goal) else '**missed**'}"
+            for key, name, goal, unit in VAE_TARGETS) + ".")
     votes = identity.get("votes") or []
     runner = next((v for v in votes if v["identity"] != identity["identity"]), None)
     blocks["identity"] = (
