@@ -108,7 +108,7 @@ def samples_figure(model, density, out_png: str | Path, n: int = 8, rows: int = 
     from .quality import density_samples, prior_samples
 
     fitted, prior = density_samples(model, density, n * rows, seed), prior_samples(model, n * rows, seed)
-    cells = [list(fitted[r * n:(r + 1) * n]) for r in range(rows)] + [list(prior[r * n:(r + 1) * n]) for r in range(rows)]
+    cells = [list(images[r * n:(r + 1) * n]) for images in (fitted, prior) for r in range(rows)]
     labels = ["fitted density"] + [""] * (rows - 1) + ["N(0, I)"] + [""] * (rows - 1)
     grid = labelled_grid(cells, row_labels=labels)
     return {"path": str(atomic_save_image(grid, out_png)), "n_images": 2 * n * rows}

@@ -3,9 +3,9 @@
 An identity has a few dozen photos at most, so fine-tuning continues from the general face model (its weights,
 `TrainConfig.init_from`) on all of that identity's images (`split="all"`; `train_vae` still holds a tenth out for
 its metrics), with the KL weight lowered (β × `kl_scale`, 0.02 by default), lr 3e-3 and the face weighted 16×.
-A weaker KL pull lets the encoder spread the few photos apart in latent space instead of squeezing them towards the prior's centre, so the
-decoder can spend its capacity on this one face's details. The run gets its own folder and checkpoint; the base
-checkpoint is only read.
+A weaker KL pull lets the encoder spread the few photos apart in latent space instead of squeezing them towards
+the prior's centre, so the decoder can spend its capacity on this one face's details. The run gets its own folder
+and checkpoint; the base checkpoint is only read.
 """
 from __future__ import annotations
 
