@@ -15,6 +15,7 @@ total = recon + beta · KL + gamma · perceptual. `gamma = 0` never builds VGG.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,7 @@ VGG19_RELU_INDEX = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "rel
 DFC_VAE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 
 
+@functools.lru_cache(maxsize=8)  # built once per size and weight, not at every training step (never modified)
 def centre_weight_map(size: int, centre_weight: float, sigma: float = 0.3) -> torch.Tensor:
     """Per-pixel weights [1, 1, S, S] with mean 1: `centre_weight` times more at the centre than at the corners
     (a Gaussian bump of width `sigma` × S), where aligned faces and face crops have the face."""
