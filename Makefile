@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/python run_demo.py
+	$(BIN)/python -m tools.run_demo
 
 # JupyterLab on the repo; it prints the URL to open (with its token). On a machine without a browser:
 # `make lab LAB_ARGS="--no-browser --port 8888"`. As root (e.g. in a container) Jupyter wants --allow-root.
@@ -35,7 +35,7 @@ screenshot: setup
 	$(BIN)/python -m app screenshot --out results/app/screenshot.png
 
 readme: setup
-	$(BIN)/python readme_numbers.py
+	$(BIN)/python -m tools.readme_numbers
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -137,7 +137,7 @@ class Models:
     classifier: torch.nn.Module
     classifier_size: int
     classifier_threshold: float
-    scorer: object  # classification.embed.IdentityScorer
+    scorer: object  # identity.embed.IdentityScorer
     vae: torch.nn.Module
     vae_finetuned: torch.nn.Module | None
     target_image: torch.Tensor  # [3, S, S] in [0, 1]: the target's most typical crop (nearest the mean latent)
@@ -193,7 +193,7 @@ def detection_config(device: str = "cpu"):
 def load_models(paths: ModelPaths, device: str = "cpu", warm_up: bool = True) -> Models:
     """Load every model of `paths` (after `paths.check()`). `warm_up` answers one photo (the target's crop) so
     the first real request does not pay for torch's and dlib's first-call set-up."""
-    from classification.embed import IdentityScorer
+    from identity.embed import IdentityScorer
     from classification.train import load_classifier
     from scraping.faces import build_detector
     from vae.train import load_vae
@@ -311,7 +311,7 @@ def embedding_distance(models: Models, crop: Image.Image) -> dict:
     Returns {distance, threshold (a distance, or None for a linear scorer), score, verdict: "same person" |
     "someone else" | "no embedding"}; the scorer's own threshold (chosen on validation) decides.
     """
-    from classification.embed import VERIFY_CENTROID_DISTANCE, embed_images
+    from identity.embed import VERIFY_CENTROID_DISTANCE, embed_images
 
     scorer = models.scorer
     vector = embed_images([crop], backend=scorer.backend, face_box=scorer.face_box, num_jitters=scorer.num_jitters)

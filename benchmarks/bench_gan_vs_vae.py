@@ -1,16 +1,16 @@
 """Benchmark: the road not taken, measured — a DCGAN beside the VAE after equal wall time on the same data (issue 16).
 
 Trains the repo's VAE (`vae.train.train_vae`, default TrainConfig: the recipe of notebook 03) and
-the DCGAN baseline (`vae.gan.train_gan`, default GanConfig: 64×64, batch 64, widths 32) for `--minutes` of
+the DCGAN baseline (`generative.gan.train_gan`, default GanConfig: 64×64, batch 64, widths 32) for `--minutes` of
 wall-clock training each, one after the other, with `torch.set_num_threads(--threads)`, on the CelebA-format
 `--src` (default: the synthetic haystack `data/demo/celeba`). Then draws `--samples` images from each model (the
 VAE decodes draws from the latent density fitted on 2,000 training images, the GAN maps z ~ N(0, I)) and scores them, and as many held-out real images ("test"
-split, seen by neither model), with `vae.generative_metrics.score_sets` against a reference of as many "valid"
+split, seen by neither model), with `generative.metrics.score_sets` against a reference of as many "valid"
 images (also never trained on): KID (± std over subsets), FID, precision and recall (k = 3) on dlib face features, the MTCNN face share,
 and the memorisation check (samples nearer a training image than the held-out 1st percentile).
 
 Writes results/benchmarks/gan_vs_vae.json (via `reporting.report`) and the figure results/benchmarks/gan_vs_vae.png
-(`vae.generative_metrics.comparison_figure`: samples of real / VAE / GAN over one bar chart per metric). Training
+(`generative.metrics.comparison_figure`: samples of real / VAE / GAN over one bar chart per metric). Training
 runs go to a scratch folder (`--out`, default <temp dir>/bench_gan_vs_vae) and are started afresh each time;
 `--score-only` scores the runs (and training summaries) a previous call left there, without training again.
 
@@ -40,7 +40,7 @@ ROUNDING = {"kid": 4, "kid_std": 4, "fid": 3, "precision": 3, "recall": 3, "mtcn
 
 def train_both(src: Path, minutes: float, out: Path, seed: int) -> dict:
     """Train the VAE, then the GAN, for `minutes` of wall-clock training each; returns their summaries."""
-    from vae.gan import GanConfig, train_gan
+    from generative.gan import GanConfig, train_gan
     from vae.train import TrainConfig, train_vae
 
     endless = 10**9  # steps: the wall-clock budget decides when each stops
@@ -83,9 +83,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from vae.celeba import load_roster
-    from vae.gan import load_gan
+    from generative.gan import load_gan
     from vae.quality import density_samples, fit_latent_density
-    from vae.generative_metrics import FEATURES, comparison_figure, real_image_sets, score_sets
+    from generative.metrics import FEATURES, comparison_figure, real_image_sets, score_sets
     from vae.train import load_vae
 
     if args.score_only:

@@ -13,7 +13,7 @@ the project root): `images/` (in-the-wild CelebA photos) and `identity_CelebA.tx
    L2-normalised embeddings, target vs the other identities' scraped crops) and `auto` (the one of the two with
    the better average precision on a validation split of the scraped data, refitted on all of it; what
    `evaluate_embedding_scorer` does). Metrics per target, averaged: average precision, R-precision, recall@100
-   and whether the top-`--vote-k` crops' identity vote (`vae.identity.identity_votes`) names the target.
+   and whether the top-`--vote-k` crops' identity vote (`identity.find.identity_votes`) names the target.
 4. Verification (`verify_embeddings`): the target's hidden crops against its scraped ones must be "confirmed",
    the most similar other identity (nearest centroid) must be flagged "uncertain".
 5. Speed: a fresh (uncached) embedding of `--speed-sample` crops with `--workers` processes; the projection to all
@@ -33,7 +33,7 @@ Face-box choice (`--face-boxes inner,whole,hog` compares them). Measured on the 
   inner (the crop minus stage 1's 15% margin, i.e. the MTCNN box)  0.973 / 0.967 / 0.98
   hog (dlib's HOG detector in the crop, inner box as fallback)     0.973 / 0.965 / 0.98
   whole (the whole crop)                                           0.935 / 0.906 / 1.00
-`inner` is the default of `classification.embed`: as good as HOG without the detector's cost. The centroid
+`inner` is the default of `identity.embed`: as good as HOG without the detector's cost. The centroid
 scorer alone reached 0.973 / 0.965 / 1.00 with the inner box, the linear one 0.963 / 0.951 / 0.98.
 
 Prints one JSON line (last line of stdout; `--json-out PATH` also writes it, indented, to PATH). Usage:
@@ -93,7 +93,7 @@ def split_halves(rows: list[dict], seed: int) -> dict[str, str]:
 
 def fit_auto(positives, negatives, seed: int):
     """The method `evaluate_embedding_scorer` would pick: best validation AP on a 70/30 split, then refit."""
-    from classification.embed import fit_scorer
+    from identity.embed import fit_scorer
     from classification.metrics import average_precision
 
     rng = np.random.default_rng(seed)
@@ -113,7 +113,7 @@ def fit_auto(positives, negatives, seed: int):
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray, files: list[str], identity_of: dict[str, int],
                     truth: int, vote_k: int) -> dict:
     from classification.metrics import average_precision
-    from vae.identity import identity_votes
+    from identity.find import identity_votes
 
     order = np.argsort(-scores, kind="mergesort")
     r = int(labels.sum())
@@ -127,7 +127,7 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, files: list[str], id
 def evaluate(vectors: np.ndarray, rows: list[dict], half: dict[str, str], targets: list[int], vote_k: int,
              seed: int) -> tuple[dict, dict, dict]:
     """Per-method means over `targets`, verification counts, and the `auto` scorer's metrics per target."""
-    from classification.embed import fit_scorer, valid_rows, verify_embeddings
+    from identity.embed import fit_scorer, valid_rows, verify_embeddings
 
     ok = valid_rows(vectors)
     identity = np.array([r["identity"] for r in rows])
@@ -183,7 +183,7 @@ def evaluate_mobilenet(crops: Path, vectors: np.ndarray, rows: list[dict], half:
 
     torch.set_num_threads(2)
     from classification.data import make_loader
-    from classification.embed import valid_rows
+    from identity.embed import valid_rows
     from classification.train import TrainConfig, load_classifier, predict_scores, train_classifier
 
     ok = valid_rows(vectors)  # the embedding's usable crops, so both methods see exactly the same photos
@@ -248,7 +248,7 @@ def main() -> None:
                         help="also write the final JSON object (indented) to this file")
     args = parser.parse_args()
 
-    from classification.embed import embed_files
+    from identity.embed import embed_files
     from scraping.faces import CropConfig, crop_faces
 
     identity_file, images = args.photos / "identity_CelebA.txt", args.photos / "images"
@@ -292,7 +292,7 @@ def main() -> None:
     ips = speed["images_per_second"]
     # CPU time per face in this process: the rate of one idle core (the worker rate above shares the machine
     # with whatever else runs on it)
-    from classification.embed import EmbedderSpec, get_embedder, load_rgb_array
+    from identity.embed import EmbedderSpec, get_embedder, load_rgb_array
 
     embedder = get_embedder(EmbedderSpec(args.backend, main_box, args.num_jitters))
     faces = [load_rgb_array(crops / f) for f in sample[:30]]

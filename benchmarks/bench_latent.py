@@ -1,9 +1,9 @@
 """Benchmark: a latent space you can measure and steer — β-VAE disentanglement and attribute transfer (issue 15).
 
-Part 1 (`beta`): β-VAEs (`vae.disentangle`, 32 px by default, 10 latent dimensions, Bernoulli likelihood) trained on labelled
-synthetic portraits (`world.factors`, one base person, 9 factors) for every β in `--betas` and seed in `--seeds`;
+Part 1 (`beta`): β-VAEs (`latent.disentangle`, 32 px by default, 10 latent dimensions, Bernoulli likelihood) trained on labelled
+synthetic portraits (`latent.factors`, one base person, 9 factors) for every β in `--betas` and seed in `--seeds`;
 each scored on a separate labelled pool: MIG, FactorVAE score, DCI disentanglement, held-out MSE / SSIM.
-Part 2 (`transfer`): smile-vector arithmetic vs a conditional VAE vs trVAE (`vae.transfer`) on random people
+Part 2 (`transfer`): smile-vector arithmetic vs a conditional VAE vs trVAE (`latent.transfer`) on random people
 without the held-out cell (smiling with glasses), flipping smile and glasses on held-out people, scored against the
 world's re-render (MSE, SSIM), by an independent attribute judge (transfer rate, other attribute kept) and by the
 dlib descriptor distance to the original, for every seed in `--transfer-seeds`.
@@ -37,8 +37,8 @@ def _repo_path(path: Path) -> str:
 
 
 def beta_part(args) -> dict:
-    from vae.disentangle import beta_sweep
-    from world.factors import factor_dataset
+    from latent.disentangle import beta_sweep
+    from latent.factors import factor_dataset
 
     started = time.perf_counter()
     train = factor_dataset(args.train_images, seed=0, size=args.size, workers=args.workers, progress=False)
@@ -74,7 +74,7 @@ def beta_part(args) -> dict:
 
 
 def transfer_part(args) -> dict:
-    from vae.transfer import run_transfer_experiment
+    from latent.transfer import run_transfer_experiment
 
     per_seed = []
     first_figures = None

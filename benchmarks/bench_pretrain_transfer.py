@@ -9,7 +9,7 @@ demo world, over several training seeds (issue 13).
    seed also decides the split), test ROC-AUC and average precision.
 4. For every weights choice and seed: the k chosen on validation F1 (as the notebook chooses it) scans the
    haystack; how many of the top 30 and top 150 are the planted target, and whether the top-150 vote (stage 3's
-   `vae.identity.pick_identity`) picks the planted identity.
+   `identity.find.pick_identity`) picks the planted identity.
 
 Prints one JSON line and writes `results/benchmarks/pretrain_transfer.json`.
 Usage: python benchmarks/bench_pretrain_transfer.py [--seeds 0,1,2] [--ks 0,1,2,3] [--weights synthetic,none]
@@ -69,7 +69,7 @@ def main() -> None:
     from classification.train import TrainConfig, train_classifier
     from common.celeba_format import read_identities
     from common.files import read_csv
-    from vae.identity import identity_votes
+    from identity.find import identity_votes
 
     started = time.perf_counter()
     work = Path(args.work)

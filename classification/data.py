@@ -22,8 +22,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from common.config import seed_worker
-from common.files import read_csv, write_csv_atomic
-from common.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
+from common.errors import InputError
+from common.files import list_person_images, read_csv, write_csv_atomic
+from common.images import IMAGENET_MEAN, IMAGENET_STD
 
 # Inputs are normalised with ImageNet's statistics (common.images) even for random init, so that switching
 # `weights` never changes the input pipeline.
@@ -31,27 +32,8 @@ SPLIT_FIELDS = ["file", "person", "label", "split"]
 SPLITS = ("train", "val", "test")
 
 
-class FaceDataError(ValueError):
+class FaceDataError(InputError):
     """The face folders cannot make a two-class problem (missing/empty class, too few photos)."""
-
-
-def is_hidden(name: str) -> bool:
-    """Names starting with `_` or `.` are bookkeeping (`_rejected/`, `.DS_Store`), never data."""
-    return name.startswith(("_", "."))
-
-
-def list_person_images(faces_root: str | Path) -> dict[str, list[Path]]:
-    """Map each person folder under `faces_root` to its image files (sorted; subfolders are not descended)."""
-    root = Path(faces_root)
-    if not root.is_dir():
-        raise FaceDataError(f"faces folder {root} does not exist (stage 1 writes data/faces/<person>/*.jpg)")
-    people: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
-        people[folder.name] = sorted(
-            f for f in folder.iterdir()
-            if f.is_file() and not is_hidden(f.name) and f.suffix.lower() in IMAGE_SUFFIXES
-        )
-    return people
 
 
 def find_unreadable(paths: Sequence[Path]) -> list[Path]:

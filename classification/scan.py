@@ -40,7 +40,7 @@ from common.files import read_csv, write_csv_atomic
 from common.images import (IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, SheetCell, open_thumbnail, save_sheet,
                            thumbnail_sheet)
 
-from .data import is_hidden
+from common.files import is_hidden
 from .train import load_classifier
 
 CELEBA_ALIGNED_SIZE = (178, 218)

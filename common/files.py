@@ -14,6 +14,10 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from common.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
 
 def _default_file_mode() -> int:
     """The permissions `open()` would give a new file (0o666 minus the umask); mkstemp's own 0o600 would make
@@ -131,3 +135,22 @@ def write_record(path: str | Path, value, indent: int = 2) -> Path:
     import json
 
     return atomic_write_text(path, json.dumps(without_timings(value), indent=indent) + "\n")
+
+
+def is_hidden(name: str) -> bool:
+    """Names starting with `_` or `.` are bookkeeping (`_rejected/`, `.DS_Store`), never data."""
+    return name.startswith(("_", "."))
+
+
+def list_person_images(faces_root: str | Path) -> dict[str, list[Path]]:
+    """Map each person folder under `faces_root` to its image files (sorted; subfolders are not descended)."""
+    root = Path(faces_root)
+    if not root.is_dir():
+        raise InputError(f"faces folder {root} does not exist (stage 1 writes data/faces/<person>/*.jpg)")
+    people: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
+        people[folder.name] = sorted(
+            f for f in folder.iterdir()
+            if f.is_file() and not is_hidden(f.name) and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+    return people

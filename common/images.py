@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .files import IMAGE_SUFFIXES, atomic_save_image
+
 # File suffixes read as photos by every stage (Pillow decodes all of them; GIF/TIFF use their first frame).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
 # The per-channel mean and std the ImageNet-trained torchvision networks (MobileNetV2, VGG19) expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -132,7 +133,6 @@ def thumbnail_sheet(cells: Sequence[SheetCell], columns: int = 10, thumb: int = 
 def save_sheet(image: Image.Image, path: str | Path) -> Path:
     """Save a contact sheet or a grid of portraits as a 256-colour PNG (median cut, no dithering, so the same
     sheet always gives the same bytes). Sheets are for looking at; the palette makes them 2.5-5x smaller."""
-    from .files import atomic_save_image
 
     palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     return atomic_save_image(palette, path, format="PNG", optimize=True)
@@ -170,3 +170,11 @@ def notebook_image(path: str | Path, max_side: int = 480, quality: int = 70, not
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return HTML(f'<img src="data:image/jpeg;base64,{encoded}"/><br>first frame of '
                 f'<a href="{link}">{path.name}</a> (open it to see the animation)')
+
+
+def to_uint8_arrays(images) -> list[np.ndarray]:
+    """[N, 3, S, S] tensors in [0, 1] (or a list of HxWx3 uint8 arrays) -> list of contiguous HxWx3 uint8 arrays."""
+    if hasattr(images, "detach"):
+        batch = (images.detach().float().cpu().clamp(0, 1) * 255).round().byte()
+        return [np.ascontiguousarray(a) for a in batch.permute(0, 2, 3, 1).numpy()]
+    return [np.ascontiguousarray(np.asarray(a, dtype=np.uint8)) for a in images]

@@ -35,7 +35,7 @@ from PIL import Image, ImageOps
 from common.config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
 from common.celeba_format import read_identity_file
 from common.files import atomic_save_image, read_csv, write_csv_atomic
-from common.images import IMAGE_SUFFIXES, caption_font
+from common.images import IMAGE_SUFFIXES, caption_font, to_uint8_arrays
 
 CROPS_FIELDS = ["source", "face_index", "file", "box", "prob", "landmarks", "status", "reason"]
 STATUSES = ("ok", "no_face", "low_prob", "unreadable", "error", "rejected")
@@ -271,6 +271,20 @@ def detect_faces(images: Sequence[Image.Image], detector, config: CropConfig = C
                 results[index] = _faces_from_output(boxes, probs, points, scale_x, scale_y,
                                                     pixels.shape[1], pixels.shape[0])
     return results
+
+
+def mtcnn_face_share(images, min_prob: float = 0.95, device: str = "cpu") -> dict:
+    """Share of images in which stage 1's MTCNN finds a face with probability >= `min_prob`.
+
+    Images are detected at their own size (64 px at the defaults; MTCNN's smallest face is 20 px).
+    Returns {"share", "faces", "images"}.
+    """
+    config = CropConfig(device=device, progress=False, batch_size=32)
+    detector = build_detector(config)
+    pictures = [Image.fromarray(a) for a in to_uint8_arrays(images)]
+    found = detect_faces(pictures, detector, config)
+    faces = sum(1 for image_faces in found if any(face.prob >= min_prob for face in image_faces))
+    return {"share": faces / max(1, len(pictures)), "faces": int(faces), "images": len(pictures)}
 
 
 def _channels_first_batch(arrays: Sequence[np.ndarray], height: int, width: int, detector):

@@ -79,7 +79,7 @@ def _vae_steps(model, images: torch.Tensor, steps: int, lr: float = 2e-3) -> Non
 def make_tiny_models(root: str | Path, n_target: int = 5, n_other: int = 3) -> ModelPaths:
     """Train and save every model the app needs under `root`; returns their `ModelPaths` (checked)."""
     from classification.data import make_transforms
-    from classification.embed import embed_images, fit_scorer
+    from identity.embed import embed_images, fit_scorer
     from classification.model import build_classifier, unfreeze_last_blocks
     from common.checkpoints import save_checkpoint
     from vae.model import ConvVAE

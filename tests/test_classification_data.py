@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from common.errors import InputError
 from classification.data import (FaceDataError, collect_face_rows, make_loader, read_split, stratified_split,
                                  write_split)
 from toy_faces import make_toy_faces
@@ -65,7 +66,7 @@ def test_missing_target_folder_is_a_clear_error(faces):
 
 
 def test_missing_faces_root_is_a_clear_error(tmp_path):
-    with pytest.raises(FaceDataError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         collect_face_rows(tmp_path / "nope", "ava_marlowe")
 
 

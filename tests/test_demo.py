@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import run_demo
-from run_demo import EXPECTED_ARTIFACTS, NOTEBOOKS, DemoConfig, notebook_parameters, parse_params, stage_paths
+from tools import run_demo
+from tools.run_demo import EXPECTED_ARTIFACTS, NOTEBOOKS, DemoConfig, notebook_parameters, parse_params, stage_paths
 
-ROOT = Path(run_demo.__file__).resolve().parent
+ROOT = Path(run_demo.__file__).resolve().parents[1]
 
 
 def parameters_cell_names(notebook_path: Path) -> set[str]:
@@ -101,7 +101,7 @@ def executed_notebook(root: Path, stage: str):
 def smoke_run(tmp_path_factory):
     """Run the smoke demo once, as a user would (a subprocess)."""
     root = tmp_path_factory.mktemp("smoke")
-    result = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root)],
+    result = subprocess.run(cwd=ROOT, args=[sys.executable, "-m", "tools.run_demo", "--smoke", "--root", str(root)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return root, result
@@ -157,7 +157,7 @@ def _file_digests(root: Path) -> dict[str, str]:
 def test_a_rerun_that_changes_nothing_changes_no_byte(smoke_run):
     root, _ = smoke_run
     before = _file_digests(root)
-    again = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(root)],
+    again = subprocess.run(cwd=ROOT, args=[sys.executable, "-m", "tools.run_demo", "--smoke", "--root", str(root)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("up to date, not run again") == len(NOTEBOOKS)
@@ -237,7 +237,7 @@ def test_slowest_cells_ranks_code_cells_by_duration():
 @pytest.mark.timeout(900)
 def test_two_fresh_smoke_demos_tell_the_same_story(smoke_run, tmp_path):
     first_root, _ = smoke_run
-    second = subprocess.run([sys.executable, str(ROOT / "run_demo.py"), "--smoke", "--root", str(tmp_path),
+    second = subprocess.run(cwd=ROOT, args=[sys.executable, "-m", "tools.run_demo", "--smoke", "--root", str(tmp_path),
                              "--check"], capture_output=True, text=True, timeout=800)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     summaries = [json.loads((root / "results/demo/demo_summary.json").read_text()) for root in (first_root, tmp_path)]

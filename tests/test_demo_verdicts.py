@@ -1,7 +1,7 @@
 """The demo's verdict on the payoff: the fine-tuned VAE's reconstructions recognised as the target."""
 from __future__ import annotations
 
-import run_demo
+from tools import run_demo
 
 WORLD = {"target_name": "Ava Marlowe", "target_identity": 9119}
 

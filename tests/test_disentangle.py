@@ -1,9 +1,9 @@
-"""Disentanglement metrics (vae.disentangle) on the sanity cases disentanglement_lib uses, and a tiny β-VAE run."""
+"""Disentanglement metrics (latent.disentangle) on the sanity cases disentanglement_lib uses, and a tiny β-VAE run."""
 import numpy as np
 import pytest
 import torch
 
-from vae.disentangle import (BetaConfig, dci, factor_vae_score, kl_per_dimension, mig, score_representation,
+from latent.disentangle import (BetaConfig, dci, factor_vae_score, kl_per_dimension, mig, score_representation,
                              train_beta_vae)
 
 
@@ -54,7 +54,7 @@ def test_a_beta_vae_trains_and_reports_its_kl_per_dimension():
 def test_cli_beta_sweep_writes_scores_and_a_labelled_traversal(tmp_path, capsys):
     import json
 
-    from vae.__main__ import main
+    from latent.__main__ import main
 
     code = main(["beta-sweep", "--betas", "1", "4", "--seeds", "0", "--steps", "2", "--train-images", "64",
                  "--pool-images", "128", "--size", "32", "--no-dci", "--workers", "1", "--out", str(tmp_path)])
@@ -67,7 +67,7 @@ def test_cli_beta_sweep_writes_scores_and_a_labelled_traversal(tmp_path, capsys)
 
 
 def test_shuffled_batches_are_seeded_full_and_reshuffle_per_epoch():
-    from vae.disentangle import shuffled_batches
+    from latent.disentangle import shuffled_batches
 
     batches = [b.tolist() for b in shuffled_batches(10, 4, 5, seed=3)]
     assert batches == [b.tolist() for b in shuffled_batches(10, 4, 5, seed=3)]

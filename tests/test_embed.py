@@ -1,4 +1,4 @@
-"""Face embeddings for identity search (classification/embed.py) on small synthetic portraits: model loading for
+"""Face embeddings for identity search (identity/embed.py) on small synthetic portraits: model loading for
 both backends, deterministic dlib descriptors, the on-disk cache, the scorers, a scan that feeds stage 3's
 identity vote, verification of a picked identity and the identity-preservation measure."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 
 from classification import embed
-from classification.embed import (
+from identity.embed import (
     DLIB_LANDMARKS_FILE,
     DLIB_NETWORK_FILE,
     FACENET_WEIGHTS_FILE,
@@ -186,7 +186,7 @@ def scan(world, tmp_path_factory):
 
 
 def test_scan_scores_feed_find_identity_unchanged(world, scan, tmp_path):
-    from vae.identity import find_identity
+    from identity.find import find_identity
 
     summary = scan["summary"]
     assert summary["scanned"] == world["haystack"]["images"] == summary["embedded"]

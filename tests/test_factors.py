@@ -1,8 +1,8 @@
-"""Labelled factor portraits (world.factors): deterministic, factorial, counterfactuals differ in one factor."""
+"""Labelled factor portraits (latent.factors): deterministic, factorial, counterfactuals differ in one factor."""
 import numpy as np
 import pytest
 
-from world.factors import (FACTORS, TRANSFER_FACTORS, apply_codes, base_identity, factor_dataset, factor_index,
+from latent.factors import (FACTORS, TRANSFER_FACTORS, apply_codes, base_identity, factor_dataset, factor_index,
                            photo_identity, sample_codes)
 
 

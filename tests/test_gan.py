@@ -1,4 +1,4 @@
-"""The DCGAN baseline (vae/gan.py): shapes, one step updates both networks, checkpoint -> resume is exact.
+"""The DCGAN baseline (generative/gan.py): shapes, one step updates both networks, checkpoint -> resume is exact.
 
 Runs on the generated CelebA-layout fixture with tiny networks at 32 px (width 8) and a few steps.
 """
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests.celeba_fixture import write_celeba_fixture
-from vae.gan import (Discriminator, GanConfig, Generator, RunExistsError, discriminator_loss, gan_step, load_gan,
+from generative.gan import (Discriminator, GanConfig, Generator, RunExistsError, discriminator_loss, gan_step, load_gan,
                      train_gan)
 
 TINY = {"image_size": 32, "latent_dim": 16, "g_width": 8, "d_width": 8, "batch_size": 8, "device": "cpu",
@@ -95,7 +95,7 @@ def test_checkpoint_then_resume_gives_the_same_next_losses(celeba, tmp_path):
 
 
 def test_cli_trains_and_prints_a_summary(celeba, tmp_path, capsys):
-    from vae.__main__ import main
+    from generative.__main__ import main
 
     code = main(["gan", "--src", str(celeba["root"]), "--out", str(tmp_path / "cli"), "--max-steps", "1",
                  "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--set", "g_width=8",

@@ -1,4 +1,4 @@
-"""Generative metrics (vae/generative_metrics.py) on tiny synthetic inputs: KID, FID, precision/recall,
+"""Generative metrics (generative/metrics.py) on tiny synthetic inputs: KID, FID, precision/recall,
 memorisation and the MTCNN face share."""
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vae.generative_metrics import (fid, kid, memorisation, mmd2_unbiased, mtcnn_face_share, nearest_distances,
+from scraping.faces import mtcnn_face_share
+from generative.metrics import (fid, kid, memorisation, mmd2_unbiased, nearest_distances,
                                     precision_recall)
 
 
@@ -79,7 +80,7 @@ def test_mtcnn_finds_the_astronaut_and_no_face_in_noise():
 
 
 def test_results_table_has_one_line_per_set_and_dashes_where_nothing_was_trained():
-    from vae.generative_metrics import results_table
+    from generative.metrics import results_table
 
     rows = [{"model": "gan", "steps": 7, "images_per_s": 20.5, "kid": 0.0123, "kid_std": 0.0011, "fid": 0.5,
              "precision": 0.25, "recall": 0.0, "mtcnn_face_share": 0.1, "memorised": 0, "images": 30},

@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 
-from classification.embed import scan_with_embeddings, train_embedding_scorer
-from run_demo import SMOKE_WORLD
+from classification.second_opinion import scan_with_embeddings, train_embedding_scorer
+from tools.run_demo import SMOKE_WORLD
 from scraping.curate import judge_crops, reject
 from scraping.download import FetchConfig, fetch_person
 from scraping.faces import CropConfig, crop_faces
-from vae.identity import celeba_identities, find_identity, identity_votes, read_scores, verify_pick
+from identity.find import celeba_identities, find_identity, identity_votes, read_scores, verify_pick
 from world.generate import WorldConfig, generate_world
 from world.webserver import serve_folder
 

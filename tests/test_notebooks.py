@@ -10,10 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import run_demo
-from run_demo import NOTEBOOKS
+from tools import run_demo
+from tools.run_demo import NOTEBOOKS
 
-ROOT = Path(run_demo.__file__).resolve().parent
+ROOT = Path(run_demo.__file__).resolve().parents[1]
 MAX_CODE_CELL_LINES = 15
 
 

@@ -1,9 +1,9 @@
-"""Conditional transfer (vae.transfer): MMD sanity, every pair of conditions, conditions change the decoding."""
+"""Conditional transfer (latent.transfer): MMD sanity, every pair of conditions, conditions change the decoding."""
 import numpy as np
 import torch
 
 from vae.model import ConvVAE
-from vae.transfer import (AttributeJudge, ConditionalVAE, TransferConfig, condition_ids, pairwise_mmd, rbf_mmd,
+from latent.transfer import (AttributeJudge, ConditionalVAE, TransferConfig, condition_ids, pairwise_mmd, rbf_mmd,
                           edit_region_mse, reconstruction_ceiling, soften, train_transfer_model, transfer_images)
 
 
@@ -94,7 +94,7 @@ def test_cli_transfer_on_synthetic_portraits_and_on_celeba_attributes(tmp_path, 
     import json
 
     from celeba_fixture import write_celeba_fixture
-    from vae.__main__ import main
+    from latent.__main__ import main
 
     code = main(["transfer", "--out", str(tmp_path / "synthetic"), "--images", "120", "--steps", "2",
                  "--test-images", "8", "--judge-images", "40", "--judge-steps", "5", "--size", "32", "--no-identity", "--workers", "1"])

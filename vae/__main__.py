@@ -1,4 +1,4 @@
-"""Command line for stage 3: `python -m vae train|sample|morph|find-identity|finetune|gan|gen-metrics|beta-sweep|transfer ...`.
+"""Command line for stage 3: `python -m vae train|sample|morph|find-identity|finetune ...`.
 
 Each command lives in the module that does the work (`cli_add_arguments(parser)` + `cli_run(args) -> dict`, or
 `cli_add_arguments_<command>`/`cli_run_<command>`); the dict it returns is printed as the last stdout line, one
@@ -15,12 +15,8 @@ COMMANDS = {
     "train": ("vae.train", "train the VAE on CelebA (or a folder of face crops)"),
     "sample": ("vae.figures", "write a sample grid (and reconstructions/traversal) of a trained VAE"),
     "morph": ("vae.morph", "write a looping morph GIF through faces"),
-    "find-identity": ("vae.identity", "pick the CelebA identity the classifier's scan points at"),
+    "find-identity": ("identity.find", "pick the CelebA identity the classifier's scan points at"),
     "finetune": ("vae.finetune", "fine-tune the VAE on one identity and compare before/after"),
-    "gan": ("vae.gan", "train the DCGAN baseline on the same data as the VAE"),
-    "gen-metrics": ("vae.generative_metrics", "score VAE/GAN samples: KID, FID, precision/recall, MTCNN, copies"),
-    "beta-sweep": ("vae.disentangle", "train β-VAEs on labelled synthetic portraits; score MIG, FactorVAE, DCI"),
-    "transfer": ("vae.transfer", "conditional attribute transfer: smile vector vs CVAE vs trVAE, scored"),
 }
 
 

@@ -83,7 +83,7 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
     Args:
         base_checkpoint: the general CelebA VAE (checkpoint.pt or its run folder); only read.
         data_root: CelebA root holding the identity's images.
-        identity: CelebA identity id (e.g. from `vae.identity.pick_identity`).
+        identity: CelebA identity id (e.g. from `identity.find.pick_identity`).
         out_dir: the fine-tuning run's own folder (must differ from the base run's).
         kl_scale: multiplies the base run's β (KL weight); 0.02 by default.
         max_steps: optimizer steps of fine-tuning.
@@ -147,11 +147,11 @@ def identity_preservation_before_after(models: dict, celeba_root: str | Path, id
     `models`: {name: ConvVAE}, e.g. {"before": base, "after": fine-tuned}. The gallery is the centroid of up to
     `gallery_photos` photos of each identity in `gallery_identities` (plus `identity`, plus `extra_identities`
     others drawn with `seed`, so the gallery is never just the look-alikes), embedded with the face network
-    (`classification.embed`, dlib). Returns {name: identity_preservation(...)} — mean embedding distance
+    (`identity.embed`, dlib). Returns {name: identity_preservation(...)} — mean embedding distance
     between photo and reconstruction, and the share of reconstructions whose nearest identity is the right one —
     plus "originals_nearest_identity_accuracy" (the ceiling: the photos themselves).
     """
-    from classification.embed import embed_files, identity_preservation
+    from identity.embed import embed_files, identity_preservation
     from common.celeba_format import read_identities
     from common.images import to_pil
 

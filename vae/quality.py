@@ -60,7 +60,7 @@ def prior_samples(model, n: int, seed: int = 0) -> torch.Tensor:
 
 def identity_kept(photos: torch.Tensor, reconstructions: torch.Tensor, face_box=CELEBA_FACE_BOX) -> np.ndarray:
     """dlib descriptor distance between each photo and its reconstruction ([N] floats)."""
-    from classification.embed import VAE_FACE_BOX, VAE_FRAME, EmbedderSpec, STAGE1_MARGIN, _embed_frames
+    from identity.embed import VAE_FACE_BOX, VAE_FRAME, EmbedderSpec, STAGE1_MARGIN, _embed_frames
     from common.images import to_pil
 
     box = VAE_FACE_BOX if face_box == CELEBA_FACE_BOX else face_box
@@ -75,9 +75,9 @@ def face_quality(model, held_out: torch.Tensor, train_images: torch.Tensor, n_sa
                  face_box=CELEBA_FACE_BOX, seed: int = 0) -> dict:
     """The quality keys of the module docstring for `model` (eval mode) on `held_out` images, with the sample
     density fitted on `train_images`. MTCNN and dlib run on the CPU."""
-    from classification.embed import DLIB_SAME_PERSON_DISTANCE
+    from identity.embed import DLIB_SAME_PERSON_DISTANCE
 
-    from .generative_metrics import mtcnn_face_share
+    from scraping.faces import mtcnn_face_share
 
     model.eval()
     recon = decode_latents(model, encode_means(model, held_out)).cpu()

@@ -6,7 +6,7 @@ while two losses oscillate. These numbers put VAE samples, GAN samples and held-
 real images (`real_image_sets`).
 
 Features. Published FIDs use Inception-v3 pool features (Heusel et al. 2017), whose weights are a download; here
-the features are dlib's 128-d face descriptor (`classification.embed`, offline, the network stage 2's identity
+the features are dlib's 128-d face descriptor (`identity.embed`, offline, the network stage 2's identity
 search uses). Values are therefore NOT comparable with published Inception FIDs or KIDs: they measure how well
 samples match real faces in a face-recognition space (identity-like structure), not ImageNet texture statistics.
 Face-box policy: every 64 px image is embedded with the whole frame as the face box (`face_box="whole"`): the
@@ -32,7 +32,7 @@ Metrics (features as float arrays [N, D]):
   by its second-nearest (so that blurry samples, close to every face alike, do not count as copies), is below
   the held-out images' 1st percentile of the same ratio.
 
-`python -m vae gen-metrics --checkpoint runs/gan,runs/vae --src data/celeba` scores trained models;
+`python -m generative metrics --checkpoint runs/gan,runs/vae --src data/celeba` scores trained models;
 `benchmarks/bench_gan_vs_vae.py` trains both for the same wall time and scores them side by side.
 """
 from __future__ import annotations
@@ -48,27 +48,20 @@ import torch
 from common.config import pick_device, seed_everything
 from common.errors import InputError
 from common.files import atomic_write_text
+from common.images import to_uint8_arrays
+from scraping.faces import mtcnn_face_share
 
-FEATURES = "dlib face descriptor (128-d, classification.embed, whole 64 px frame as the face box)"
+FEATURES = "dlib face descriptor (128-d, identity.embed, whole 64 px frame as the face box)"
 KID_SUBSET_SIZE = 100  # images per KID subset (the reference implementation uses 1000 on 50k-image sets)
 KID_SUBSETS = 50
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds (Kynkäänniemi et al. 2019)
-MTCNN_MIN_PROB = 0.95  # stage 1's CropConfig.min_prob: the probability a detection needs to count as a face
 MEMORISATION_PERCENTILE = 1.0  # samples nearer a training image than this percentile of held-out real images
 
 
 # ------------------------------------------------------------------------------------------------- features
 
-def to_uint8_arrays(images) -> list[np.ndarray]:
-    """[N, 3, S, S] tensors in [0, 1] (or a list of HxWx3 uint8 arrays) -> list of contiguous HxWx3 uint8 arrays."""
-    if isinstance(images, torch.Tensor):
-        batch = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-        return [np.ascontiguousarray(a) for a in batch.permute(0, 2, 3, 1).numpy()]
-    return [np.ascontiguousarray(np.asarray(a, dtype=np.uint8)) for a in images]
-
-
 def _embed_chunk(arrays: list[np.ndarray]) -> np.ndarray:
-    from classification.embed import embed_images
+    from identity.embed import embed_images
 
     return embed_images(arrays, backend="dlib", face_box="whole")
 
@@ -197,24 +190,6 @@ def precision_recall(features: np.ndarray, reference: np.ndarray, k: int = PR_NE
 
 # --------------------------------------------------------------------------------------------------- MTCNN
 
-def mtcnn_face_share(images, min_prob: float = MTCNN_MIN_PROB, device: str = "cpu") -> dict:
-    """Share of images in which stage 1's MTCNN finds a face with probability >= `min_prob`.
-
-    Images are detected at their own size (64 px at the defaults; MTCNN's smallest face is 20 px).
-    Returns {"share", "faces", "images"}.
-    """
-    from PIL import Image
-
-    from scraping.faces import CropConfig, build_detector, detect_faces
-
-    config = CropConfig(device=device, progress=False, batch_size=32)
-    detector = build_detector(config)
-    pictures = [Image.fromarray(a) for a in to_uint8_arrays(images)]
-    found = detect_faces(pictures, detector, config)
-    faces = sum(1 for image_faces in found if any(face.prob >= min_prob for face in image_faces))
-    return {"share": faces / max(1, len(pictures)), "faces": int(faces), "images": len(pictures)}
-
-
 # ------------------------------------------------------------------------------------------------ memorisation
 
 def nearest_distances(queries: torch.Tensor, references: torch.Tensor | Iterable[torch.Tensor],
@@ -280,7 +255,7 @@ def real_image_sets(data_root: str | Path, n: int = 300, image_size: int = 64, s
     several photos of one person). A split that is empty falls back to training images (reference) or a carved-out
     tenth of them (held_out). train_dataset and train_indices: the training images, for the memorisation check.
     """
-    from .celeba import open_image_dataset
+    from vae.celeba import open_image_dataset
 
     train = open_image_dataset(data_root, "train", image_size)
     if len(train) == 0:
@@ -373,7 +348,7 @@ def comparison_figure(samples: Mapping[str, torch.Tensor], scores: Mapping[str, 
 
     from common.images import save_sheet
 
-    from .train import image_grid
+    from vae.train import image_grid
 
     names = list(samples)
     colours = {"real": "#4d4d4d", "vae": "#1f77b4", "gan": "#d62728"}
@@ -455,11 +430,11 @@ def load_sampler(checkpoint: str | Path, device: str = "cpu"):
     path = path / "checkpoint.pt" if path.is_dir() else path
     kind = "gan" if load_checkpoint(path).get("kind") == "gan" else "vae"
     if kind == "gan":
-        from .gan import load_gan
+        from generative.gan import load_gan
 
         model, saved = load_gan(path, device)
     else:
-        from .train import load_vae
+        from vae.train import load_vae
 
         model, saved = load_vae(path, device)
     model.eval()
@@ -475,7 +450,7 @@ def load_sampler(checkpoint: str | Path, device: str = "cpu"):
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `python -m vae gen-metrics`."""
+    """Arguments of `python -m generative metrics`."""
     parser.add_argument("--checkpoint", required=True,
                         help="comma-separated VAE and/or GAN checkpoints (files or run folders)")
     parser.add_argument("--src", "--data-root", dest="data_root", required=True,

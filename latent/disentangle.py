@@ -1,6 +1,6 @@
 """A latent space you can measure: disentanglement metrics on known factors, and a β-VAE sweep (issue 15).
 
-The synthetic world knows every generative factor of every photo (`world.factors`), so how well a VAE's latent
+The synthetic world knows every generative factor of every photo (`latent.factors`), so how well a VAE's latent
 space separates them can be measured instead of eyeballed. Three scores, all computed on the encoder's means
 (`mu`) of a labelled pool, implemented once here:
 
@@ -33,7 +33,7 @@ at 32 px, 16-32-64-128 at 64 px; 10 latent dimensions) with a Bernoulli pixel li
 weighted by β; `train_beta_vae` trains it on an in-memory `FactorData`, `beta_sweep` trains every (β, seed) pair
 and scores it, `traversal_figure` sweeps the most used dimensions, each labelled with the factor it carries.
 
-    python -m vae beta-sweep --betas 1 4 16 --seeds 0 1 2 --out runs/latent/beta
+    python -m latent beta-sweep --betas 1 4 16 --seeds 0 1 2 --out runs/latent/beta
 """
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ class BetaConfig:
 
 
 def build_beta_vae(config: BetaConfig, image_size: int = 64):
-    from .model import ConvVAE
+    from vae.model import ConvVAE
 
     return ConvVAE(latent_dim=config.latent_dim, image_size=image_size, base_channels=config.base_channels)
 
@@ -227,7 +227,7 @@ def train_beta_vae(images: torch.Tensor, config: BetaConfig, progress: bool = Tr
 
     Deterministic for a given seed and thread count: the batches come from a generator seeded with `config.seed`.
     """
-    from .losses import vae_loss
+    from vae.losses import vae_loss
 
     seed_everything(config.seed, threads=config.threads)
     model = build_beta_vae(config, images.shape[-1])
@@ -266,7 +266,7 @@ def encode_pool(model, images: torch.Tensor, batch_size: int = 256) -> tuple[np.
 @torch.no_grad()
 def reconstruction_quality(model, images: torch.Tensor, batch_size: int = 256) -> dict:
     """Held-out reconstruction from the posterior mean: per-pixel MSE and SSIM, averaged over images."""
-    from .metrics import mse, ssim
+    from vae.metrics import mse, ssim
 
     errors, similarities = [], []
     for start in range(0, images.shape[0], batch_size):
@@ -294,7 +294,7 @@ def traversal_figure(model, image: torch.Tensor, kl: np.ndarray, labels: Sequenc
                      title: str | None = None) -> dict:
     """Sweep the `n_dims` most used dimensions (highest KL) of one face from −span to +span (prior units), one row
     each, labelled with the factor the dimension carries (`dimension_labels`). Returns {"path", "dims", "labels"}."""
-    from .figures import labelled_grid
+    from vae.figures import labelled_grid
 
     dims = [int(d) for d in np.argsort(-np.asarray(kl))[:n_dims]]
     z0 = model.encode(image[None])[0][0]
@@ -378,7 +378,7 @@ def summarise_by_beta(runs: Sequence[dict]) -> dict:
 
 # ------------------------------------------------------------------------------------------------------ CLI
 def cli_add_arguments_beta_sweep(parser: argparse.ArgumentParser) -> None:
-    """`python -m vae beta-sweep`: train β-VAEs on labelled synthetic portraits and score their latents."""
+    """`python -m latent beta-sweep`: train β-VAEs on labelled synthetic portraits and score their latents."""
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 4.0, 16.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per model (batch 64)")
@@ -393,7 +393,7 @@ def cli_add_arguments_beta_sweep(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_run_beta_sweep(args: argparse.Namespace) -> dict:
-    from world.factors import factor_dataset
+    from latent.factors import factor_dataset
 
     train = factor_dataset(args.train_images, seed=args.data_seed, size=args.size, workers=args.workers)
     pool = factor_dataset(args.pool_images, seed=args.data_seed + 1000, size=args.size, workers=args.workers)
@@ -406,9 +406,9 @@ def factor_levels_figure(out_png: str | Path, seed: int = 0, size: int = 64, var
                          factors=None, photo: int = 0) -> dict:
     """One row per factor: the same photo re-rendered at each of that factor's levels (what a counterfactual is).
     Returns {"path", "factors"}."""
-    from world.factors import FACTORS, sample_codes, render_codes
+    from latent.factors import FACTORS, sample_codes, render_codes
 
-    from .figures import labelled_grid
+    from vae.figures import labelled_grid
 
     factors = tuple(FACTORS if factors is None else factors)
     codes = sample_codes(photo + 1, seed, factors)[photo]

@@ -1,7 +1,7 @@
 """A latent space you can steer: conditional attribute transfer measured against counterfactual ground truth.
 
 Three ways to make a face smile (or put glasses on it), trained on the same labelled synthetic portraits
-(`world.factors`, `TRANSFER_FACTORS` with a random person per photo) and scored on the same held-out people:
+(`latent.factors`, `TRANSFER_FACTORS` with a random person per photo) and scored on the same held-out people:
 
 - **vector**: the plain VAE with "smile vector" arithmetic (White 2016; `vae.figures.attribute_vector` on CelebA):
   add the mean latent of training faces with the attribute minus the mean latent of faces without it.
@@ -23,7 +23,7 @@ transfer can be scored against the image it should have produced:
   attribute flipped; its ceiling (`reconstruction_ceiling`) is the same judge on the model's own reconstruction
   of the re-render, the rate a transfer with the right content but the model's blur would get;
 - preservation: the same judge says the other attribute did not change, and the dlib face descriptor of the
-  transferred image stays near that of the original (`vae.generative_metrics.image_features`).
+  transferred image stays near that of the original (`generative.metrics.image_features`).
 
 "none" (the original, unchanged) is scored too: the counterfactual error of doing nothing, with a transfer rate of
 0. trVAE's CelebA experiment leaves a cell out of training; here `HELD_OUT_CELL` (smiling with glasses) never
@@ -31,7 +31,7 @@ appears in training, and every transfer is grouped by whether its source and tar
 
 On real data the same code conditions on CelebA's attribute file:
 
-    python -m vae transfer --src data/celeba --attributes Smiling Eyeglasses --out runs/transfer_celeba
+    python -m latent transfer --src data/celeba --attributes Smiling Eyeglasses --out runs/transfer_celeba
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ from common.config import seed_everything
 from common.files import write_record
 
 from .disentangle import shuffled_batches
-from .model import ConvVAE
+from vae.model import ConvVAE
 
 METHODS = ("none", "vector", "cvae", "trvae")
 # Multi-scale RBF bandwidths, in units of the mean squared difference per feature (so they fit any layer width).
@@ -160,7 +160,7 @@ def build_transfer_model(config: TransferConfig, n_conditions: int, image_size: 
 def train_transfer_model(images: torch.Tensor, conditions: torch.Tensor, config: TransferConfig,
                          progress: bool = True) -> tuple[nn.Module, dict]:
     """Train on `images` [N, 3, S, S] in [0, 1] with condition bits `conditions` [N, A]; returns (model, history)."""
-    from .losses import vae_loss
+    from vae.losses import vae_loss
 
     seed_everything(config.seed, threads=config.threads)
     model = build_transfer_model(config, conditions.shape[1], images.shape[-1])
@@ -331,7 +331,7 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
                        with_identity: bool = True, progress: bool = True) -> dict:
     """Flip each attribute of every held-out face with every method and score it against the world's re-render.
 
-    test: a `world.factors.FactorData` of held-out people (vary_identity=True). Returns {"rows": one per
+    test: a `latent.factors.FactorData` of held-out people (vary_identity=True). Returns {"rows": one per
     (method, attribute, group) with n, mse, edit_mse (`edit_region_mse`), ssim, transfer_rate, ceiling, other_kept,
     identity_distance;
     "by_method": the seen -> seen rows of each method, pooled over attributes; "judge_accuracy"; "identity_reference"}.
@@ -339,9 +339,9 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
     re-render, i.e. what a transfer with the right content but the model's blur would score; for "none" the
     judge's rate on the re-render itself.
     """
-    from world.factors import factor_index
+    from latent.factors import factor_index
 
-    from .metrics import mse, ssim
+    from vae.metrics import mse, ssim
 
     x = test.tensors()
     factor_of = [factor_index(a, test.factors) for a in attributes]
@@ -383,7 +383,7 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
         outputs[("truth", name)] = truth
     distances, reference = {}, None
     if with_identity:
-        from .generative_metrics import image_features
+        from generative.metrics import image_features
 
         keys = [k for k in outputs if k[0] not in ("none",)]
         stacked = torch.cat([x] + [outputs[k] for k in keys])
@@ -430,7 +430,7 @@ def transfer_figure(method: str, x: torch.Tensor, transferred: torch.Tensor, tru
     """Rows of faces; columns original / transferred / ground truth (the world's re-render, when known)."""
     from common.images import label_image
 
-    from .figures import labelled_grid
+    from vae.figures import labelled_grid
 
     rows = [[a, b] + ([c] if truth is not None else []) for a, b, c in
             zip(x, transferred, truth if truth is not None else transferred)]
@@ -446,7 +446,7 @@ def sliding_gif(models: dict, vectors: torch.Tensor, x: torch.Tensor, c_from: to
                 out_gif: str | Path, steps: int = 12, fps: float = 8.0) -> dict:
     """A looping GIF sliding the condition from the face's own to the flipped one and back; one panel per method
     (vector | cvae | trvae, as present), faces stacked vertically."""
-    from .morph import to_uint8_frames, write_gif
+    from vae.morph import to_uint8_frames, write_gif
 
     methods = [m for m in ("vector", "cvae", "trvae") if m in models]
     amounts = list(np.linspace(0, 1, steps)) + list(np.linspace(1, 0, steps))[1:-1]
@@ -469,7 +469,7 @@ def run_transfer_experiment(out_dir: str | Path, train_images: int = 6000, test_
                             judge_steps: int = 800) -> dict:
     """The synthetic experiment end to end: render training (without `HELD_OUT_CELL`), judge and test sets, train
     vector / cvae / trvae, score every transfer, write `transfer.json`, one figure per method and the GIF."""
-    from world.factors import TRANSFER_ATTRIBUTES, TRANSFER_FACTORS, factor_dataset, factor_index
+    from latent.factors import TRANSFER_ATTRIBUTES, TRANSFER_FACTORS, factor_dataset, factor_index
 
     out_dir = Path(out_dir)
     attributes = list(TRANSFER_ATTRIBUTES)
@@ -524,7 +524,7 @@ def run_transfer_experiment(out_dir: str | Path, train_images: int = 6000, test_
 
 # ------------------------------------------------------------------------------------------------------ CLI
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`python -m vae transfer`: conditional attribute transfer (synthetic, scored; or CelebA attributes)."""
+    """`python -m latent transfer`: conditional attribute transfer (synthetic, scored; or CelebA attributes)."""
     parser.add_argument("--out", required=True, help="folder for transfer.json, the figures and the GIF")
     parser.add_argument("--src", default=None,
                         help="CelebA root: condition on its list_attr_celeba.txt instead of the synthetic factors")
@@ -547,7 +547,7 @@ def celeba_transfer(src: str | Path, attributes: Sequence[str], out_dir: str | P
                     progress: bool = True, size: int = 32) -> dict:
     """Real data: train vector / cvae / trvae on CelebA conditioned on `attributes` (±1 in list_attr_celeba.txt)
     and write original / transferred figures of test faces (no ground truth exists for real photos)."""
-    from .celeba import CelebA
+    from vae.celeba import CelebA
 
     train_set, test_set = CelebA(src, "train", size), CelebA(src, "test", size)
     missing = [a for a in attributes if a not in train_set.attributes]

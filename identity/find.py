@@ -11,7 +11,7 @@ Stage 2 scores every CelebA image with the "is this the target?" classifier and 
 4. where the true identity is known (the synthetic haystack records it in `world.json` as `target_identity`),
    precision@k, recall@k and the recall of the expansion measure how well the search worked;
 5. `verify_pick` compares the picked identity's photos with the scraped target's crops through the face
-   embedding (stage 2's `classification.embed.verify_identity`): "confirmed", or "uncertain" with the reason,
+   embedding (stage 2's `identity.embed.verify_identity`): "confirmed", or "uncertain" with the reason,
    so a wrong vote is flagged before anything is fine-tuned on it.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def read_truth_identity(world_json: str | Path) -> int | None:
 
 def celeba_identities(root: str | Path) -> dict[str, int]:
     """CelebA image id -> identity id, from `<root>/identity_CelebA.txt`."""
-    from .celeba import read_identities
+    from common.celeba_format import read_identities
 
     return read_identities(root)
 
@@ -113,7 +113,7 @@ def pick_identity(scores: Sequence[Mapping], identities: Mapping[str, int], k: i
 
     Args:
         scores: rows with "file" (CelebA image id) and "score" (higher = more like the target).
-        identities: image id -> identity id (`vae.celeba.read_identities`).
+        identities: image id -> identity id (`common.celeba_format.read_identities`).
         k: how many top-scoring images vote.
         confirm: a person's choice after looking at the candidates sheet; overrides the vote (must be an
             identity CelebA knows).
@@ -256,10 +256,10 @@ def verify_pick(celeba_root: str | Path, identity: int, target_faces_folder: str
                 cache: str | Path | None = None, workers: int = 2) -> dict:
     """Face-embedding verification of a picked identity against the scraped target (see module docstring).
 
-    Returns `classification.embed.verify_identity`'s dict: verdict ("confirmed" | "uncertain"), reason,
+    Returns `identity.embed.verify_identity`'s dict: verdict ("confirmed" | "uncertain"), reason,
     median_distance, threshold, ...
     """
-    from classification.embed import verify_identity
+    from identity.embed import verify_identity
 
     return verify_identity(celeba_root, identity, target_faces_folder, cache=cache, workers=workers)
 

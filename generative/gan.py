@@ -50,7 +50,7 @@ from common.config import apply_overrides, config_to_dict, parse_set_options, pi
 from common.errors import InputError
 from common.files import atomic_save_image, atomic_write_text
 
-from .train import (MONITOR_COLUMNS, CachedImages, DistributedContext, RunExistsError, StepBatchSampler,
+from vae.train import (MONITOR_COLUMNS, CachedImages, DistributedContext, RunExistsError, StepBatchSampler,
                     _remove_run_outputs, image_grid, out_of_time, rng_state, set_rng_state, split_datasets,
                     vae_code_version, write_monitor_gif)
 
@@ -241,9 +241,9 @@ def load_gan(checkpoint_path: str | Path, device: str = "auto") -> tuple[Generat
     path = Path(checkpoint_path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    checkpoint = load_checkpoint(path, hint="train one with `python -m vae gan`")
+    checkpoint = load_checkpoint(path, hint="train one with `python -m generative gan`")
     if checkpoint.get("kind") != "gan" or "generator" not in checkpoint:
-        raise InputError(f"checkpoint {path} is not a GAN checkpoint; train one with `python -m vae gan`")
+        raise InputError(f"checkpoint {path} is not a GAN checkpoint; train one with `python -m generative gan`")
     generator, _ = build_networks(checkpoint["config"])
     generator.load_state_dict(checkpoint["generator"])
     return generator.to(pick_device(device)).eval(), checkpoint
@@ -420,7 +420,7 @@ def train_gan(config: GanConfig) -> dict:
 # ------------------------------------------------------------------------------------------------------------- CLI
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `python -m vae gan`."""
+    """Arguments of `python -m generative gan`."""
     parser.add_argument("--src", "--data-root", dest="data_root", required=True,
                         help="CelebA root (official layout) or a folder of face crops")
     parser.add_argument("--out", default=GanConfig.out_dir, help="run folder (default: %(default)s)")

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .portraits import HAIR_COLOURS, Identity, Nuisance, random_identity, render_portrait
+from world.portraits import HAIR_COLOURS, Identity, Nuisance, random_identity, render_portrait
 
 # Seed-sequence namespace of the factor data, disjoint from the world's and the pretraining faces' streams.
 FACTOR_STREAM = 0xFAC7

@@ -8,9 +8,9 @@ The demo's parameters are the notebooks' own defaults, so the full demo runs eac
 runs. When the parameters differ from a notebook's defaults (smoke runs, another --root, --param), papermill
 injects the difference and the executed copy goes to `<results>/notebooks/`; the committed notebook is left alone.
 
-    python run_demo.py                          # full demo (about 12 min on a 2-core CPU); notebooks executed in place
-    python run_demo.py --smoke --root .tmp/smoke  # tiny world, a few steps, everything under .tmp/smoke (what CI runs)
-    python run_demo.py --stages vae --param vae.MAX_STEPS=50   # one stage again with a changed parameter
+    python -m tools.run_demo                          # full demo (about 12 min on a 2-core CPU); notebooks executed in place
+    python -m tools.run_demo --smoke --root .tmp/smoke  # tiny world, a few steps, everything under .tmp/smoke (what CI runs)
+    python -m tools.run_demo --stages vae --param vae.MAX_STEPS=50   # one stage again with a changed parameter
 
 A second run resumes: the world, downloads, crops and checkpoints already on disk are reused.
 """
@@ -25,14 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 # stage name -> notebook, in the order the story runs them
 NOTEBOOKS = {
     "scraping": "scraping/01_scrape_and_crop.ipynb",
     "classification": "classification/02_classify.ipynb",
     "vae": "vae/03_vae.ipynb",
-    "latent": "vae/04_latent.ipynb",
+    "latent": "latent/04_latent.ipynb",
 }
 
 # Every file a demo run must leave under `<results>/` (the single list the tests and the README rely on).

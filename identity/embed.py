@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from common.errors import InputError
-from common.files import atomic_write_text, write_csv_atomic, write_record
+from common.files import atomic_write_text
 
 BACKENDS = ("dlib", "facenet")
 DIMENSIONS = {"dlib": 128, "facenet": 512}
@@ -591,6 +591,7 @@ def fit_scorer(positives: np.ndarray, negatives: np.ndarray | None, method: str 
                           info={**info, "C": C})
 
 
+# --------------------------------------------------------------------------------------------- verification
 def _json_ready(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
@@ -603,188 +604,6 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _scores_with_floor(scorer: IdentityScorer, vectors: np.ndarray) -> np.ndarray:
-    """Scores where photos without an embedding rank last (below every real score) instead of NaN."""
-    scores = scorer.score(vectors)
-    bad = ~np.isfinite(scores)
-    if bad.any():
-        floor = np.nanmin(scores[~bad]) - 1.0 if (~bad).any() else -1.0
-        scores = np.where(bad, floor, scores)
-    return scores
-
-
-def evaluate_embedding_scorer(faces_root: str | Path, target: str, split: str | Path | Sequence[dict] | None = None,
-                              seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                              backend: str = "dlib", methods: Sequence[str] = METHODS,
-                              out_dir: str | Path | None = None,
-                              cache: str | Path | None = None, workers: int = 2, progress: bool = True,
-                              face_box: str | None = None, num_jitters: int = 0) -> dict:
-    """Fit the embedding scorers on stage 1's face folders, choose one on validation, measure it on test.
-
-    Args:
-        faces_root, target: `<faces_root>/<person>/*.jpg` (folders starting with `_` or `.` are skipped) and the
-            target's folder name: the target's crops are positives, everyone else's negatives.
-        split: the classifier run's `split.csv` (path or rows with file, label, split) to use exactly the same
-            photos as MobileNetV2; None = `classification.data.stratified_split` with `seed` and the fractions.
-        methods: scorers to compare; the one with the best validation average precision wins (ties: validation
-            F1, then the order given). Its threshold is the best-F1 threshold on validation.
-        out_dir: where `embedding_scorer.json` (the chosen, fitted scorer) and `embedding_eval.json` go
-            (None: nothing written).
-    Returns a row shaped like `compare_unfreezing`'s rows (threshold, val_f1, test_accuracy, test_precision,
-    test_recall, test_f1, test_roc_auc, test_average_precision, checkpoint, ...) plus method, backend,
-    val_average_precision, candidates (each method's validation numbers) and embedding counts/speed.
-    """
-    from classification.data import collect_face_rows, read_split, stratified_split
-    from classification.metrics import (
-        average_precision,
-        best_f1_threshold,
-        binary_metrics,
-    )
-
-    if isinstance(split, (str, Path)):
-        rows = read_split(split)
-    elif split is not None:
-        rows = [{**row, "label": int(row["label"])} for row in split]
-    else:
-        collected = collect_face_rows(faces_root, target)
-        rows = stratified_split(collected.rows, seed, val_fraction, test_fraction)
-    started = time.perf_counter()
-    stats: dict = {}
-    vectors = embed_files(faces_root, [row["file"] for row in rows], backend, workers, cache, progress,
-                          face_box, num_jitters, stats=stats)
-    labels = np.array([int(row["label"]) for row in rows])
-    part = np.array([row["split"] for row in rows])
-    train = part == "train"
-    candidates, fitted = [], {}
-    for method in methods:
-        scorer = fit_scorer(vectors[train & (labels == 1)], vectors[train & (labels == 0)], method, backend,
-                            face_box, num_jitters)
-        val_scores = _scores_with_floor(scorer, vectors[part == "val"])
-        val_labels = labels[part == "val"]
-        threshold = best_f1_threshold(val_labels, val_scores)
-        val = binary_metrics(val_labels, val_scores, threshold)
-        scorer.threshold = threshold
-        fitted[method] = scorer
-        candidates.append({"method": method, "val_average_precision": average_precision(val_labels, val_scores),
-                           "val_f1": val["f1"], "threshold": threshold})
-    best = max(candidates, key=lambda c: (c["val_average_precision"], c["val_f1"], -methods.index(c["method"])))
-    scorer = fitted[best["method"]]
-    test_scores = _scores_with_floor(scorer, vectors[part == "test"])
-    test = binary_metrics(labels[part == "test"], test_scores, scorer.threshold)
-    seconds = time.perf_counter() - started
-    scorer.info.update(validation=best, test={k: test[k] for k in ("average_precision", "roc_auc", "f1")})
-    path = None
-    if out_dir is not None:
-        path = scorer.save(Path(out_dir) / "embedding_scorer.json")
-    row = {
-        "method": f"embedding {backend} {best['method']}", "backend": backend, "unfreeze": None,
-        "trainable_parameters": 0 if best["method"] == "centroid" else int(scorer.weights.size + 1),
-        "epochs_run": None, "steps": None, "train_seconds": round(seconds, 2), "threshold": scorer.threshold,
-        "val_f1": best["val_f1"], "val_average_precision": best["val_average_precision"],
-        "test_accuracy": test["accuracy"], "test_precision": test["precision"], "test_recall": test["recall"],
-        "test_f1": test["f1"], "test_roc_auc": test["roc_auc"], "test_average_precision": test["average_precision"],
-        "n_test": test["n"], "checkpoint": None if path is None else str(path), "candidates": candidates,
-        "embedded": stats.get("ok"), "no_face": stats.get("no_face", 0) + stats.get("unreadable", 0),
-        "embed_images_per_second": stats.get("images_per_second"),
-    }
-    row = _json_ready(row)
-    if out_dir is not None:
-        atomic_write_text(Path(out_dir) / "embedding_eval.json", json.dumps(row, indent=2) + "\n")
-    return row
-
-
-def person_embeddings(faces_root: str | Path, backend: str = "dlib", cache: str | Path | None = None,
-                      workers: int = 2, progress: bool = True, **embed_options) -> dict[str, np.ndarray]:
-    """Embeddings of every person folder under `faces_root` (stage 1 layout; `_x`/`.x` folders skipped),
-    NaN rows dropped: {person: array [n, D]}."""
-    from classification.data import list_person_images
-
-    root = Path(faces_root)
-    people = list_person_images(root)
-    files = [(person, path.relative_to(root).as_posix()) for person, paths in people.items() for path in paths]
-    vectors = embed_files(root, [f for _, f in files], backend, workers, cache, progress, **embed_options)
-    out = {}
-    for person in people:
-        rows = vectors[[k for k, (p, _) in enumerate(files) if p == person]] if files else np.zeros((0, 1))
-        out[person] = rows[valid_rows(rows)] if len(rows) else rows
-    return out
-
-
-def train_embedding_scorer(faces_root: str | Path, target: str, method: str = "linear", backend: str = "dlib",
-                           cache: str | Path | None = None, workers: int = 2, progress: bool = True,
-                           out_path: str | Path | None = None, **embed_options) -> IdentityScorer:
-    """Fit one scorer on ALL the target's crops vs all other people's (no held-out data; use
-    `evaluate_embedding_scorer` to measure and choose). Saved to `out_path` when given."""
-    people = person_embeddings(faces_root, backend, cache, workers, progress, **embed_options)
-    if target not in people:
-        raise InputError(f"target folder {Path(faces_root) / target} is missing (found: {', '.join(people)})")
-    others = [v for p, v in people.items() if p != target and len(v)]
-    scorer = fit_scorer(people[target], np.concatenate(others) if others else None, method, backend,
-                        embed_options.get("face_box"), embed_options.get("num_jitters", 0))
-    if out_path is not None:
-        scorer.save(out_path)
-    return scorer
-
-
-# ------------------------------------------------------------------------------------------------- scanning
-def scan_with_embeddings(scorer: IdentityScorer | str | Path, source: str | Path, out_dir: str | Path,
-                         cache: str | Path | None = None, workers: int = 2, progress: bool = True,
-                         rerank_scores: str | Path | None = None, rerank_top: int = 2000,
-                         truth_identity: int | None = None) -> dict:
-    """Embed and score every image of `source` (an image folder, recursive, or a CelebA root: its
-    `img_align_celeba/`) and write `<out_dir>/scores.csv` (rank, file, score; the classifier scan's format, so
-    `vae.identity.find_identity` reads it unchanged) and `<out_dir>/unembedded.csv` (files without an embedding,
-    with the reason; they are left out of scores.csv, as unreadable files are by the classifier scan).
-
-    Two-stage mode: with `rerank_scores` (a MobileNetV2 `scores.csv` over the same source) only its top
-    `rerank_top` files are embedded, and scores.csv holds just those, re-ranked. With `truth_identity` and a
-    CelebA `identity_CelebA.txt` in `source`, the summary gives the first stage's recall of that identity at
-    `rerank_top` (the ceiling of the second stage's recall).
-    Returns a summary: scanned, embedded, no_face, unreadable, cached, images_per_second, seconds, scores, top 5.
-    """
-    from classification.scan import list_scan_files, write_ranked_scores
-    from common.files import read_csv
-
-    scorer = scorer if isinstance(scorer, IdentityScorer) else IdentityScorer.load(scorer)
-    out = Path(out_dir)
-    root, files = list_scan_files(source)
-    summary: dict[str, Any] = {"command": "scan-embeddings", "method": scorer.method, "backend": scorer.backend}
-    if rerank_scores is not None:
-        first = read_csv(rerank_scores)
-        if not first or "file" not in first[0] or "score" not in first[0]:
-            raise InputError(f"{rerank_scores} is not a scores.csv (needs columns rank, file, score)")
-        ranked = [row["file"] for row in sorted(first, key=lambda r: -float(r["score"]))]
-        known = set(files)
-        files = [f for f in ranked[:rerank_top] if f in known]
-        summary.update(rerank_top=rerank_top, first_stage_scored=len(first), reranked=len(files))
-        if truth_identity is not None and (Path(source) / "identity_CelebA.txt").is_file():
-            from common.celeba_format import read_identities
-
-            identities = read_identities(source)
-            truth = {f for f, i in identities.items() if i == int(truth_identity)}
-            if truth:
-                top = {Path(f).name for f in ranked[:rerank_top]}
-                summary["first_stage_recall_at_n"] = len(truth & top) / len(truth)
-    stats: dict = {}
-    vectors = embed_files(root, files, workers=workers, cache=cache, progress=progress, stats=stats,
-                          **scorer.embed_options())
-    mask = valid_rows(vectors)
-    scores = scorer.score(vectors[mask]) if mask.any() else np.zeros(0)
-    kept = [f for f, ok in zip(files, mask) if ok]
-    rows = write_ranked_scores({f: float(s) for f, s in zip(kept, scores)}, out / "scores.csv")
-    missing = [{"file": f, "reason": "no face or unreadable"} for f, ok in zip(files, mask) if not ok]
-    write_csv_atomic(out / "unembedded.csv", missing, ["file", "reason"])
-    summary.update(source=str(root), scanned=len(files), embedded=int(mask.sum()), no_face=stats["no_face"],
-                   unreadable=stats["unreadable"], cached=stats["cached"], computed=stats["computed"],
-                   images_per_second=stats["images_per_second"], seconds=stats["seconds"],
-                   scores=str(out / "scores.csv"), threshold=scorer.threshold,
-                   above_threshold=None if scorer.threshold is None else int(np.sum(scores >= scorer.threshold)),
-                   top=[{"file": r["file"], "score": float(r["score"])} for r in rows[:5]])
-    write_record(out / "scan_embeddings.json", _json_ready(summary))
-    return _json_ready(summary)
-
-
-# --------------------------------------------------------------------------------------------- verification
 def _distances_to(centroid: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(vectors, np.float64) - centroid[None, :], axis=1)
 
@@ -806,7 +625,7 @@ def verify_identity(celeba_root: str | Path, identity: int, target_faces_folder:
     Returns {identity, verdict: "confirmed" | "uncertain", reason, median_distance, share_within, threshold,
     threshold_source, n_photos, n_target_crops, ...}.
     """
-    from classification.data import list_person_images
+    from common.files import list_person_images
     from common.celeba_format import read_identities
 
     celeba_root, folder = Path(celeba_root), Path(target_faces_folder)
@@ -954,37 +773,3 @@ def identity_preservation(original_images: Sequence, reconstructions: Sequence,
         "mean_distance_to_true_centroid": float(to_truth.mean()) if len(to_truth) else None,
         "n_identities": len(keys),
     }
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-def cli_add_arguments_embed_scorer(parser) -> None:
-    """`python -m classification embed-scorer`: fit and measure the embedding scorer on stage 1's folders."""
-    parser.add_argument("--src", dest="faces_root", required=True, help="face folders: <src>/<person>/*.jpg")
-    parser.add_argument("--target", required=True, help="the target person's folder name")
-    parser.add_argument("--out", required=True, help="folder for embedding_scorer.json and embedding_eval.json")
-    parser.add_argument("--split", default=None, help="a classifier run's split.csv, to use the same photos")
-    parser.add_argument("--backend", default="dlib", choices=BACKENDS)
-    parser.add_argument("--cache", default=None, help="SQLite embedding cache (reused across runs)")
-    parser.add_argument("--workers", type=int, default=2, help="embedding processes (one per core)")
-
-
-def cli_run_embed_scorer(args) -> dict:
-    row = evaluate_embedding_scorer(args.faces_root, args.target, split=args.split, backend=args.backend,
-                                    out_dir=args.out, cache=args.cache, workers=args.workers)
-    return {"command": "embed-scorer", **{k: v for k, v in row.items() if k != "candidates"}}
-
-
-def cli_add_arguments_embed_scan(parser) -> None:
-    """`python -m classification embed-scan`: rank a folder or CelebA root by the embedding scorer."""
-    parser.add_argument("--checkpoint", required=True, help="embedding_scorer.json from `embed-scorer`")
-    parser.add_argument("--src", dest="source", required=True, help="image folder (recursive) or CelebA root")
-    parser.add_argument("--out", required=True, help="folder for scores.csv (the `scan` format)")
-    parser.add_argument("--rerank", default=None, help="a MobileNetV2 scores.csv: embed only its top N")
-    parser.add_argument("--top-n", type=int, default=2000, help="with --rerank: how many to embed")
-    parser.add_argument("--cache", default=None, help="SQLite embedding cache (reused across runs)")
-    parser.add_argument("--workers", type=int, default=2, help="embedding processes (one per core)")
-
-
-def cli_run_embed_scan(args) -> dict:
-    return scan_with_embeddings(args.checkpoint, args.source, args.out, cache=args.cache, workers=args.workers,
-                                rerank_scores=args.rerank, rerank_top=args.top_n)

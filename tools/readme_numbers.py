@@ -4,8 +4,8 @@ A block is the text between `<!-- begin: NAME -->` and `<!-- end: NAME -->`; `re
 `results/demo/demo_summary.json` (and the files it names) and `results/benchmarks/*.json`. `fill_readme` rewrites
 the blocks and leaves every other line alone; a test checks that the committed README equals its filled version.
 
-    python readme_numbers.py            # rewrite README.md in place
-    python readme_numbers.py --check    # exit 1 when README.md is out of date
+    python -m tools.readme_numbers            # rewrite README.md in place
+    python -m tools.readme_numbers --check    # exit 1 when README.md is out of date
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "demo"
 BENCHMARKS = ROOT / "results" / "benchmarks"
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
@@ -238,7 +238,7 @@ def gan_vs_vae_block(benchmarks: Path = BENCHMARKS) -> str:
     record = _bench(benchmarks, "gan_vs_vae")
     if record is None:
         return "Not measured yet: `python benchmarks/bench_gan_vs_vae.py` (after `make demo`) writes it."
-    from vae.generative_metrics import results_table
+    from generative.metrics import results_table
 
     r = record["result"]
     load = r.get("load_average_1min") or {}
