@@ -1,11 +1,12 @@
-"""`make readme`: fill the README's generated blocks from the committed run outputs, so no number is typed by hand.
+"""`make readme`: fill the generated blocks of README.md and docs/*.md from the committed run outputs, so no number
+is typed by hand.
 
 A block is the text between `<!-- begin: NAME -->` and `<!-- end: NAME -->`; `readme_blocks` builds each from
 `results/demo/demo_summary.json` (and the files it names) and `results/benchmarks/*.json`. `fill_readme` rewrites
-the blocks and leaves every other line alone; a test checks that the committed README equals its filled version.
+the blocks and leaves every other line alone; a test checks that the committed documents equal their filled versions.
 
-    python -m tools.readme_numbers            # rewrite README.md in place
-    python -m tools.readme_numbers --check    # exit 1 when README.md is out of date
+    python -m tools.readme_numbers            # rewrite the documents in place
+    python -m tools.readme_numbers --check    # exit 1 when one is out of date
 """
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "demo"
 BENCHMARKS = ROOT / "results" / "benchmarks"
+DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/details.md")
+README_MAX_LINES = 250
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 
 
 def _pct(value) -> str:
     return "-" if value is None else f"{value:.0%}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
 
 
 def _num(value, digits: int = 3) -> str:
@@ -106,11 +113,15 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
         f"nearest identity is hers for {_pct(keep.get('before', {}).get('nearest_identity_accuracy'))} before and "
         f"{_pct(keep.get('after', {}).get('nearest_identity_accuracy'))} after (the photos themselves: "
         f"{_pct(vae.get('identity_preservation_originals'))}).")
+    blocks["notebooks"] = notebooks_block(results)
+    blocks["app_visitors"] = app_visitors_block(benchmarks)
     blocks["verdicts"] = "\n".join(f"- {'✓' if v['ok'] else '✗'} {v['text']}" for v in summary["verdicts"])
     blocks["benchmarks"] = benchmark_table(benchmarks)
     blocks["pretraining"] = pretraining_block(clf, benchmarks)
     blocks["app_latency"] = app_latency_block(benchmarks)
     blocks["gan_vs_vae"] = gan_vs_vae_block(benchmarks)
+    from latent.report import latent_beta_block, latent_transfer_block
+
     blocks["latent_beta"] = latent_beta_block(benchmarks)
     blocks["latent_transfer"] = latent_transfer_block(benchmarks)
     search = benchmarks / "identity_search.json"
@@ -145,7 +156,8 @@ def _row_scraper(r: dict) -> tuple[str, str, str]:
     return (f"scraper vs a sequential loop, loopback servers with {r['latency_s'] * 1000:.0f} ms latency, "
             f"{r['images']} images on {r['hosts']} hosts",
             f"**{r['speedup']:.1f}×** ({r['sequential_s']:.1f} s → {r['concurrent_s']:.1f} s); at most "
-            f"{r['max_concurrent_seen']} connections per host seen (cap {r['per_host_cap']})", "≥ 8×")
+            f"{r['max_concurrent_seen']} connections per host seen (cap {r['per_host_cap']})",
+            f"≥ 8×: {_met(r['speedup'] >= 8)}")
 
 
 def _row_mtcnn(r: dict) -> tuple[str, str, str]:
@@ -153,7 +165,7 @@ def _row_mtcnn(r: dict) -> tuple[str, str, str]:
             f"**{r['speedup']:.1f}×** ({r['per_image_s']:.1f} s → {r['batched_s']:.1f} s); faces found in "
             f"{r['face_found_share']:.1%} of photos ({r['face_found_share_per_image']:.1%} per-image). Detecting on a "
             f"≤ {r['max_side']} px view gives most of it; batching alone: {r['speedup_from_batching_alone']:.1f}×",
-            "≥ 2×")
+            f"≥ 2×: {_met(r['speedup'] >= 2)}")
 
 
 def _row_scan(r: dict) -> tuple[str, str, str]:
@@ -162,7 +174,7 @@ def _row_scan(r: dict) -> tuple[str, str, str]:
             f"start-up), {r['fast_image_size']} px, batch {r['fast_batch_size']}, {r['fast_workers']} workers, vs a "
             f"tutorial loop ({r['tutorial_image_size']} px, batch {r['tutorial_batch_size']}, workers "
             f"{r['tutorial_workers']}) at {r['tutorial_images_per_second']:.1f} img/s: {r['speedup']:.1f}×",
-            "≥ 150 img/s")
+            f"≥ 150 img/s: {_met(r['fast_images_per_second'] >= 150)}")
 
 
 def _row_vae_speed(r: dict) -> tuple[str, str, str]:
@@ -192,21 +204,59 @@ def _row_synthetic_identity(r: dict) -> tuple[str, str, str]:
     return ("synthetic identities: small CNN, one identity vs strangers, held-out photos",
             f"ROC-AUC ≥ {min(r['auc_aligned_min'], r['auc_wild_min']):.4f}; MTCNN finds a face in "
             f"{r['mtcnn_detection_rate']:.0%} of single portraits; haystack rendered at "
-            f"{r['haystack_images_per_s']:.0f} img/s", f"AUC ≥ {r['auc_target']}, detection ≥ {r['mtcnn_target']:.0%}")
+            f"{r['haystack_images_per_s']:.0f} img/s",
+            f"AUC ≥ {r['auc_target']}, detection ≥ {r['mtcnn_target']:.0%}: " + _met(
+                min(r["auc_aligned_min"], r["auc_wild_min"]) >= r["auc_target"]
+                and r["mtcnn_detection_rate"] >= r["mtcnn_target"]))
 
 
 def _row_vae_quality(r: dict) -> tuple[str, str, str]:
     parts = []
     for run in r["results"]:
         parts.append(f"**{run['data']}, {run['recipe'].replace('_', ' ')}**: {run['steps']} steps, SSIM "
-                     f"{run['heldout_ssim']:.3f}, face in {_pct(run['face_share_reconstructions'])} of reconstructions "
-                     f"/ {_pct(run['face_share_samples'])} of samples, identity kept {_pct(run['identity_kept_share'])}")
+                     f"{run['heldout_ssim']:.3f}, face in {_pct(run['face_share_reconstructions'])} of "
+                     f"reconstructions / {_pct(run['face_share_samples'])} of samples, identity kept "
+                     f"{_pct(run['identity_kept_share'])}")
     wild = {run["recipe"]: run for run in r["results"] if run["data"] == "wild"}.get("recipe")
     verdict = "-" if wild is None else (
         "met" if wild["face_share_reconstructions"] >= 0.95 and wild["identity_kept_share"] >= 0.5 else "**missed**")
     return (f"VAE pictures after {r['minutes_per_model']:g} min of CPU training per model, the recipe vs the "
             "previous defaults", "; ".join(parts),
             f"real crops: face ≥ 95 %, identity kept ≥ 50 %: {verdict}")
+
+
+def notebooks_block(results: Path = RESULTS) -> str:
+    """Each stage's wall-clock time in the committed demo run (`timings.json`)."""
+    timings = json.loads((results / "timings.json").read_text())
+    seconds, stages = timings["seconds"], timings.get("stages", {})
+    pretraining = stages.get("classification", {}).get("pretraining", {}).get("seconds")
+    names = {"world": "generating the world", "scraping": "01", "classification": "02", "vae": "03", "latent": "04",
+             "app_screenshot": "the app's screenshot"}
+    parts = [f"{names[k]} {seconds[k]:.0f} s" + (f" ({pretraining:.0f} s of it pretraining the backbone, cached)"
+                                                 if k == "classification" and pretraining else "")
+             for k in names if k in seconds]
+    return (f"Wall-clock time of each part in the committed demo run (2 CPU cores, `results/demo/timings.json`): "
+            f"{', '.join(parts)}; {seconds['total'] / 60:.1f} min in all.")
+
+
+def app_visitors_block(benchmarks: Path = BENCHMARKS) -> str:
+    """The web app under 1..N visitors at once (`bench_app.py --visitors`)."""
+    record = _bench(benchmarks, "app_visitors")
+    if record is None:
+        return "Not measured yet: `python benchmarks/bench_app.py --visitors 1,4,16` writes it."
+    r = record["result"]
+    lines = [f"`{record['command']}` ({r['models']}; {r['rounds_per_visitor']} photos of {r['photo_megapixels']} "
+             f"megapixels per visitor; {record['cpu_cores']} CPU cores; server memory idle {r['idle_rss_mb']} MB):", "",
+             "| visitors at once | answered | wait from upload to answer, median / 95th percentile | peak memory |",
+             "|---|---|---|---|"]
+    lines += [f"| {run['visitors']} | {run['answered']} of {run['answers']} | {run['p50_s']:.2f} / "
+              f"{run['p95_s']:.2f} s | {run['peak_rss_mb']:,} MB |" for run in r["runs"]]
+    edge = r.get("photo_at_the_limit")
+    if edge:
+        lines += ["", f"One photo at the {r['max_megapixels']:g}-megapixel limit ({edge['megapixels']} MP): answered "
+                      f"in {edge['answer_s']:.2f} s, peak memory {edge['peak_rss_mb']:,} MB. Each visitor ahead in "
+                      "the queue adds one answer's time to the wait."]
+    return "\n".join(lines)
 
 
 def app_latency_block(benchmarks: Path = BENCHMARKS) -> str:
@@ -249,100 +299,6 @@ def gan_vs_vae_block(benchmarks: Path = BENCHMARKS) -> str:
         f"{r['vgg_weights']}; 1-minute load average before the VAE / before the GAN / after: "
         + " / ".join(f"{load[k]:.1f}" for k in ("before_vae", "before_gan", "after_gan") if k in load) + ".",
         "", results_table(r["rows"]), "", f"![GAN vs VAE]({r['figure']})"])
-
-
-def _mean_range(stats: dict, digits: int = 3) -> str:
-    return f"{stats['mean']:.{digits}f} [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
-
-
-def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:
-    """The β-VAE disentanglement table (`bench_latent.py`, part beta): mean [min, max] over seeds per β."""
-    record = _bench(benchmarks, "latent_beta")
-    if record is None:
-        return "Not measured yet: `python benchmarks/bench_latent.py --parts beta` writes it."
-    r = record["result"]
-    lines = [f"`{record['command']}`: {len(r['seeds'])} seeds per β, {r['steps']} steps of batch {r['batch_size']}, "
-             f"{r['image_size']} px, {r['latent_dim']} latent dimensions, {r['train_images']:,} training portraits, "
-             f"scored on {r['pool_images']:,} others; mean [min, max] over seeds.", "",
-             "| β | MIG | FactorVAE score | DCI disentanglement | held-out MSE | held-out SSIM | active dims |",
-             "|---|---|---|---|---|---|---|"]
-    for beta, s in sorted(r["by_beta"].items(), key=lambda item: float(item[0])):
-        lines.append(f"| {beta} | {_mean_range(s['mig'])} | {_mean_range(s['factor_vae'])} | "
-                     + (f"{_mean_range(s['dci_disentanglement'])}" if "dci_disentanglement" in s else "-")
-                     + f" | {_mean_range(s['mse'], 4)} | {_mean_range(s['ssim'])} | {s['active_dims']['mean']:.1f} |")
-    per_factor = r.get("mig_per_factor_by_beta")
-    if per_factor:
-        betas = sorted(per_factor, key=float)
-        lines += ["", "MIG term of each factor (gap / entropy, mean over seeds): which factors some dimension carries alone.",
-                  "", "| factor | " + " | ".join(f"β = {b}" for b in betas) + " |", "|---|" + "---|" * len(betas)]
-        for k, name in enumerate(r["factors"]):
-            lines.append(f"| {name} | " + " | ".join(f"{per_factor[b][k]:.2f}" for b in betas) + " |")
-    gain = r["mig_gain_over_beta1"]
-    best = f"{r['best_beta_by_mig']:g}"
-    base = min(r["by_beta"], key=float)
-    cost = r["by_beta"][best]["mse"]["mean"] - r["by_beta"][base]["mse"]["mean"]
-    met = gain >= 0.1 and float(best) > float(base)
-    lines += ["", f"Target: some β > 1 beats β = 1 on mean MIG by ≥ 0.1 — **{'met' if met else 'missed'}**: best "
-                  f"β = {best}, MIG {gain:+.3f} over β = {base}, at a held-out MSE cost of {cost:+.4f}. Published "
-                  f"dSprites numbers for scale: MIG VAE ≈ 0.10, β-VAE ≈ 0.21, β-TCVAE ≈ 0.45; FactorVAE score "
-                  f"VAE ≈ 0.63, FactorVAE ≈ 0.82."]
-    return "\n".join(lines)
-
-
-def latent_transfer_block(benchmarks: Path = BENCHMARKS) -> str:
-    """The attribute-transfer table (`bench_latent.py`, part transfer): seen cells pooled, then the held-out cell."""
-    record = _bench(benchmarks, "latent_transfer")
-    if record is None:
-        return "Not measured yet: `python benchmarks/bench_latent.py --parts transfer` writes it."
-    r = record["result"]
-    held = ", ".join(f"{k} on" for k in r["held_out_cell"])
-    lines = [f"`{record['command']}`: {len(r['seeds'])} seeds, {r['steps']} steps per model, {r['image_size']} px, "
-             f"{r['train_images']:,} training portraits without the held-out cell ({held}), {r['test_images']} "
-             f"held-out people, smile and glasses each flipped; the attribute judge scores "
-             f"{min(r['judge_accuracy_renders']):.3f}–{max(r['judge_accuracy_renders']):.3f} on held-out renders. "
-             "Seen cells (source and target cell both in training), mean [min, max] over seeds:", "",
-             "| method | MSE to the re-render | MSE in the edit | SSIM to the re-render | transfer rate | ceiling | "
-             "other attribute kept | identity distance |", "|---|---|---|---|---|---|---|---|"]
-    order = ("none", "vector", "cvae", "trvae")
-    for method, s in sorted(r["by_method_seen"].items(), key=lambda item: order.index(item[0])):
-        ceiling = _mean_range(s["ceiling"], 2) if "ceiling" in s else "-"
-        edit = _mean_range(s["edit_mse"], 4) if "edit_mse" in s else "-"
-        lines.append(f"| {method} | {_mean_range(s['mse'], 4)} | {edit} | {_mean_range(s['ssim'])} | "
-                     f"{_mean_range(s['transfer_rate'], 2)} | {ceiling} | {_mean_range(s['other_kept'], 2)} | "
-                     + (_mean_range(s["identity_distance"]) if "identity_distance" in s else "-") + " |")
-    reference = r.get("identity_reference") or {}
-    if reference:
-        lines += ["", "Identity distance of the world's own re-render to the original (the floor a perfect transfer "
-                      "reaches): " + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()) + "."]
-    lines += ["", "Transfers into or out of the held-out cell (pooled over seeds):", "",
-              "| method | attribute | cells | n | MSE | MSE in the edit | transfer rate | ceiling | other kept |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for g in r["groups"]:
-        if "held-out" in g["group"] and g["method"] != "none":
-            ceiling = f"{g['ceiling']:.2f}" if "ceiling" in g else "-"
-            edit = f"{g['edit_mse']:.4f}" if "edit_mse" in g else "-"
-            lines.append(f"| {g['method']} | {g['attribute']} | {g['group']} | {g['n']} | {g['mse']:.4f} | {edit} | "
-                         f"{g['transfer_rate']:.2f} | {ceiling} | {g['other_kept']:.2f} |")
-    by_attribute = [g for g in r["groups"] if g["group"] == "seen -> seen" and "ceiling" in g]
-    if by_attribute:
-        lines += ["", "Seen cells by attribute (pooled over seeds): transfer rate / ceiling.", "",
-                  "| method | " + " | ".join(r.get("attributes", ["smile", "glasses"])) + " |",
-                  "|---|" + "---|" * len(r.get("attributes", ["smile", "glasses"]))]
-        for method in order:
-            cells = {g["attribute"]: g for g in by_attribute if g["method"] == method}
-            if cells:
-                lines.append(f"| {method} | " + " | ".join(
-                    f"{cells[a]['transfer_rate']:.2f} / {cells[a]['ceiling']:.2f}" if a in cells else "-"
-                    for a in r.get("attributes", ["smile", "glasses"])) + " |")
-    seen = r["by_method_seen"]
-    models = [m for m in seen if m != "none"]
-    lowest = min(models, key=lambda m: seen[m]["mse"]["mean"])
-    rate = seen.get("trvae", {}).get("transfer_rate", {}).get("mean", 0.0)
-    met = lowest == "trvae" and rate >= 0.9
-    lines += ["", f"Target: trVAE has the lowest counterfactual error and a transfer rate ≥ 0.9 on the seen cells — "
-                  f"**{'met' if met else 'missed'}**: lowest mean MSE {lowest} ({seen[lowest]['mse']['mean']:.4f}), "
-                  f"trVAE transfer rate {rate:.2f}."]
-    return "\n".join(lines)
 
 
 def _row_classifier_quality(r: dict) -> tuple[str, str, str]:
@@ -391,7 +347,8 @@ def _row_sweep(r: dict) -> tuple[str, str, str]:
     return (f"classifier hyperparameter sweep on the demo's crops, synthetic backbone: {r['trials']} Optuna trials "
             f"(TPE, median pruning), ≤ {r['epochs']} epochs each",
             f"{states}; best validation macro-F1 **{r['best_val_macro_f1']:.3f}** vs the default config's "
-            f"{r['default_val_macro_f1']:.3f} (best: {', '.join(f'{k} {v:.3g}' for k, v in r['best_params'].items())}); "
+            f"{r['default_val_macro_f1']:.3f} (best: "
+            f"{', '.join(f'{k} {v:.3g}' for k, v in r['best_params'].items())}); "
             f"the retrained best once on test: macro-F1 {r['test_macro_f1']:.3f}, ROC-AUC {r['test_roc_auc']:.3f} "
             f"([trials](results/benchmarks/sweep_trials.png))", "none")
 
@@ -416,25 +373,35 @@ def benchmark_table(benchmarks: Path = BENCHMARKS) -> str:
     return "\n".join(lines)
 
 
-def fill_readme(text: str, blocks: dict[str, str]) -> str:
-    """`text` with each `begin/end` block's body replaced by `blocks[name]`; unknown names raise KeyError."""
-    return BLOCK.sub(lambda m: f"{m.group(1)}{blocks[m.group('name')]}\n{m.group(4)}", text)
+def fill_readme(text: str, blocks: dict[str, str], document: str = "README.md") -> str:
+    """`text` with each `begin/end` block's body replaced by `blocks[name]`; unknown names raise KeyError.
+    In a document under docs/ the figure links point one folder up."""
+    up = "../" * (len(Path(document).parts) - 1)
+
+    def body(name: str) -> str:
+        return blocks[name].replace("](results/", f"]({up}results/")
+
+    return BLOCK.sub(lambda m: f"{m.group(1)}{body(m.group('name'))}\n{m.group(4)}", text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a document is out of date")
     args = parser.parse_args(argv)
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    filled = fill_readme(text, readme_blocks())
-    if args.check:
+    blocks = readme_blocks()
+    stale = []
+    for document in DOCUMENTS:
+        path = ROOT / document
+        text = path.read_text(encoding="utf-8")
+        filled = fill_readme(text, blocks, document)
         if filled != text:
-            print("README.md is out of date: run `make readme`", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(filled, encoding="utf-8")
-    print(f"README.md: {len(BLOCK.findall(filled))} blocks filled")
+            stale.append(document)
+            if not args.check:
+                path.write_text(filled, encoding="utf-8")
+    if args.check and stale:
+        print(f"{', '.join(stale)} out of date: run `make readme`", file=sys.stderr)
+        return 1
+    print(f"{len(DOCUMENTS)} documents checked, {len(stale)} {'stale' if args.check else 'rewritten'}")
     return 0
 
 
