@@ -1,9 +1,7 @@
 """Command line for the web app: `python -m app [serve] [--port 7860] ...` and `python -m app screenshot --out ...`.
 
-`serve` (the default when no command is given) serves the page on 127.0.0.1 with the last demo's models or the
-paths given by flags; Ctrl-C or SIGTERM stops it. `screenshot` starts the same page on a free port, uploads a
-photo in headless Chromium and saves a PNG of the answer (the README's figure). The dict a command returns is
-printed as the last stdout line, one line of JSON.
+`serve` (the default) serves the page with the last demo's models or the paths given by flags; `screenshot` starts
+it on a free port, uploads a photo in headless Chromium and saves a PNG of the answer (the README's figure).
 """
 from __future__ import annotations
 
@@ -11,9 +9,8 @@ import sys
 
 from common.command_line import run_commands
 
-# command -> (module holding it, one-line help)
-COMMANDS = {
-    "serve": ("app.serve", "serve the page on 127.0.0.1 (default command)"),
+COMMANDS = {  # command -> (module holding it, one-line help)
+    "serve": ("app.ui", "serve the page on 127.0.0.1 (default command)"),
     "screenshot": ("app.screenshot", "start the page, upload a photo in headless Chromium and save a screenshot"),
 }
 

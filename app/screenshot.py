@@ -1,10 +1,9 @@
 """Drive the page in headless Chromium (Playwright for Python): upload a photo, wait for the answer, save a PNG.
 
-`python -m app screenshot --out results/app/screenshot.png` starts the page with the demo's models on a free
-port and writes the README's figure; the browser test calls the same functions. Playwright's own browser
-download is not needed: Debian's Chromium is used (`/usr/bin/chromium`, or `$CHROMIUM_PATH`), started with the
-flags that keep it from calling home (background networking, component updates), so every request the page makes
-is its own and can be checked for a non-loopback host (`foreign_requests`).
+`python -m app screenshot --out results/app/screenshot.png` starts the page with the demo's models on a free port
+and writes the README's figure; the browser test calls the same functions. Debian's Chromium is used
+(`/usr/bin/chromium`, or `$CHROMIUM_PATH`), with the flags that keep it from calling home, so every request the
+page makes is its own and can be checked for a non-loopback host (`foreign_requests`).
 """
 from __future__ import annotations
 
@@ -29,9 +28,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 def chromium_path() -> str:
     """The Chromium binary: `$CHROMIUM_PATH`, else Debian's `/usr/bin/chromium`, else `chromium` on PATH."""
-    explicit = os.environ.get("CHROMIUM_PATH")
-    if explicit:
-        return explicit
+    if os.environ.get("CHROMIUM_PATH"):
+        return os.environ["CHROMIUM_PATH"]
     return DEFAULT_CHROMIUM if Path(DEFAULT_CHROMIUM).exists() else (shutil.which("chromium") or DEFAULT_CHROMIUM)
 
 
@@ -58,12 +56,8 @@ def record_requests(page) -> list[str]:
 
 def foreign_requests(urls) -> list[str]:
     """The requests that left this machine: any http(s)/ws URL whose host is not a loopback address."""
-    out = []
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in LOOPBACK:
-            out.append(url)
-    return out
+    parts = [(url, urlsplit(url)) for url in urls]
+    return [url for url, p in parts if p.scheme in ("http", "https", "ws", "wss") and p.hostname not in LOOPBACK]
 
 
 def upload_photo(page, photo: str | Path) -> None:
@@ -73,9 +67,8 @@ def upload_photo(page, photo: str | Path) -> None:
 
 def wait_for_answer(page, timeout_ms: int = ANSWER_TIMEOUT_MS) -> None:
     """Wait until the crop, the verdict and the morph GIF are on the page."""
-    page.wait_for_selector("#crop img", timeout=timeout_ms)
-    page.wait_for_selector("#verdict :text('Verdict')", timeout=timeout_ms)
-    page.wait_for_selector("#morph-gif", timeout=timeout_ms)
+    for selector in ("#crop img", "#verdict :text('Verdict')", "#morph-gif"):
+        page.wait_for_selector(selector, timeout=timeout_ms)
 
 
 def wait_for_message(page, text: str, timeout_ms: int = ANSWER_TIMEOUT_MS) -> str:
@@ -120,10 +113,8 @@ def screenshot_app(url: str, photo: str | Path, out: str | Path) -> dict:
             "verdict": " ".join(verdict.split()), "requests": len(urls), "foreign_requests": foreign_requests(urls)}
 
 
-# ----------------------------------------------------------------------------------------------------- CLI
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="results/app/screenshot.png", help="PNG to write "
-                        "(default results/app/screenshot.png)")
+    parser.add_argument("--out", default="results/app/screenshot.png", help="PNG to write (default %(default)s)")
     parser.add_argument("--src", dest="photo", default=None, help="the photo to upload (default: the first demo "
                         "photo of the target)")
     core.add_model_arguments(parser)
@@ -135,12 +126,11 @@ def cli_run(args: argparse.Namespace) -> dict:
     from .ui import start_server
 
     torch.set_num_threads(args.threads)
-
     paths = core.paths_from_args(args)
     photo = Path(args.photo) if args.photo else (paths.examples[0] if paths.examples else None)
     if photo is None or not photo.is_file():
         raise core.InputError(f"no photo to upload ({photo}): pass --src PHOTO")
-    server = start_server(core.load_models(paths, args.device), port=free_port())
+    server = start_server(core.load_models(paths), port=free_port())
     try:
         shot = screenshot_app(server.url, photo, args.out)
     finally:

@@ -1,8 +1,4 @@
-"""Command line for stage 1: `python -m scraping fetch|crop|sheet|reject ...`.
-
-Each command lives in the module that does the work (`cli_add_arguments(parser)` + `cli_run(args) -> dict`);
-the dict it returns is printed as the last stdout line, one line of JSON.
-"""
+"""Command line for stage 1: `python -m scraping fetch|crop|sheet|reject ...`; the last stdout line is JSON."""
 from __future__ import annotations
 
 import sys

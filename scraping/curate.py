@@ -1,14 +1,9 @@
 """Curate face crops by eye: labelled contact sheets with likely-wrong crops first, and reversible rejection.
 
-MTCNN finds *a* face, not *the* person's face: scraped photos bring co-stars, posters, drawings and misfires.
-`contact_sheet` ranks each crop by how far it sits from the folder's typical crop (a cheap appearance feature, no
-model needed) and lays the most unusual first, so a person scrolling the sheet sees the suspects at once.
-`reject` moves chosen crops to `<folder>/_rejected/` and marks them in crops.csv; nothing is deleted, and
-`restore` (or `reject --undo`) moves them back.
-
-For the synthetic world only, `judge_crops` grades every crop against the world's ground truth (`web_truth.json`:
-who is in each served photo, with face boxes), standing in for the person who would look at the sheet; the demo
-uses it to weed automatically and to measure how well the outlier ranking floats wrong crops to the top.
+MTCNN finds *a* face, not *the* person's face. `contact_sheet` ranks each crop by how far it sits from the folder's
+typical crop (a cheap appearance feature) and lays the most unusual first; `reject` moves crops to `_rejected/`
+and marks them in crops.csv, `restore` moves them back. For the synthetic world, `judge_crops` grades crops against
+the world's ground truth (`web_truth.json`), standing in for the person who would look at the sheet.
 """
 from __future__ import annotations
 
@@ -38,17 +33,9 @@ def crop_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-# ---------------------------------------------------------------------------------------------------- outliers
-
-
 def appearance_features(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Two cheap descriptors of a crop.
-
-    pattern: 16x16 greyscale, standardised (zero mean, unit std) so brightness and contrast do not matter but
-        layout does (eyes/mouth where a face has them; an inverted or non-face crop differs).
-    colour: 4x4x4 RGB histogram (fractions), square-rooted so that distances are Hellinger-like and a few
-        dominant bins cannot swamp the rest (a solid-colour or black-and-white crop stands out).
-    """
+    """Two cheap descriptors of a crop: a standardised 16x16 greyscale pattern (layout, not brightness) and a
+    square-rooted 4x4x4 RGB histogram (Hellinger-like colour distances)."""
     rgb = image.convert("RGB")
     pattern = np.asarray(rgb.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float64).ravel()
     pattern = (pattern - pattern.mean()) / (pattern.std() + 1e-6)
@@ -61,51 +48,31 @@ def appearance_features(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
 def outlier_scores(images: Sequence[Image.Image]) -> list[dict]:
     """Score each image by distance from the folder's typical crop; higher = more unusual.
 
-    For each descriptor, the distance to the element-wise median over the folder is divided by the median of
-    those distances (so 1.0 is typical for that descriptor, and the two descriptors weigh equally); the score is
-    their mean. Medians, not means, so that the outliers themselves do not drag the reference towards them.
-    Returns one dict per image (same order): score, pattern_distance, colour_distance (both normalised).
+    Per descriptor, the distance to the element-wise median is divided by the median distance (1.0 = typical;
+    medians, so outliers do not drag the reference); the score is the mean of the two. Returns one dict per image:
+    score, pattern_distance, colour_distance.
     """
     if not images:
         return []
     features = [appearance_features(image) for image in images]
-    out = [dict() for _ in images]
-    for key, block in (("pattern_distance", 0), ("colour_distance", 1)):
+    normalised = []
+    for block in (0, 1):
         matrix = np.stack([f[block] for f in features])
         distances = np.linalg.norm(matrix - np.median(matrix, axis=0), axis=1)
         typical = float(np.median(distances))
-        normalised = distances / typical if typical > 1e-9 else distances
-        for row, value in zip(out, normalised):
-            row[key] = float(value)
-    for row in out:
-        row["score"] = (row["pattern_distance"] + row["colour_distance"]) / 2
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------- sheet
-
-
-def sheet_page_paths(out_png: Path, pages: int) -> list[Path]:
-    """Page 1 is `out_png` itself; further pages are `<stem>_p2.png`, `<stem>_p3.png`, ... beside it."""
-    out_png = Path(out_png)
-    return [out_png] + [out_png.with_name(f"{out_png.stem}_p{k}{out_png.suffix}") for k in range(2, pages + 1)]
+        normalised.append((distances / typical if typical > 1e-9 else distances).tolist())
+    return [{"pattern_distance": p, "colour_distance": c, "score": (p + c) / 2} for p, c in zip(*normalised)]
 
 
 def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10, thumb: int = 96,
-                  sort_by_outlier: bool = True, include_rejected: bool = False) -> dict:
+                  include_rejected: bool = False) -> dict:
     """Write labelled contact sheet(s) of the crops in `folder`, most unusual first, plus an outliers CSV.
 
-    Args:
-        folder: a person's crop folder, e.g. `data/faces/<person>` (its crops.csv supplies the probabilities).
-        out_png: first page; more pages (when there are more than `columns * rows` crops) go beside it as
-            `<stem>_p2.png`, ...; the scores go to `<stem>_outliers.csv` beside it. Nothing else is written.
-        columns, rows: grid per page (cells).
-        thumb: thumbnail side, pixels; each cell also holds the file name and `p=<prob> s=<outlier score>`.
-        sort_by_outlier: False keeps file-name order (scores are still written).
-        include_rejected: also show the crops in `_rejected/`, framed in red and labelled, scored with the rest
-            (so a sheet drawn after weeding still shows what was weeded, and ranks do not shift).
-    Returns: dict with images, rejected (how many of them are in `_rejected/`), pages (paths), outliers_csv,
-        top (up to 5 most unusual file names).
+    folder: a person's crop folder (its crops.csv supplies the probabilities).
+    out_png: first page; further pages (over `columns * rows` crops) go beside it as `<stem>_p2.png`, ..., the
+        scores to `<stem>_outliers.csv`. thumb: thumbnail side in pixels.
+    include_rejected: also show the crops in `_rejected/`, framed in red and scored with the rest.
+    Returns: images, rejected, pages (paths), outliers_csv, top (up to 5 most unusual file names).
     """
     folder, out_png = Path(folder), Path(out_png)
     paths = crop_images(folder)
@@ -118,19 +85,18 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
         with Image.open(path) as handle:
             images.append(handle.convert("RGB"))
     scores = outlier_scores(images)
-    order = list(range(len(paths)))
-    if sort_by_outlier:
-        order.sort(key=lambda i: (-scores[i]["score"], paths[i].name))
+    order = sorted(range(len(paths)), key=lambda i: (-scores[i]["score"], paths[i].name))
 
     per_page = max(1, columns * rows)
     n_pages = max(1, math.ceil(len(order) / per_page))
-    page_paths = sheet_page_paths(out_png, n_pages)
+    page_paths = [out_png.with_name(f"{out_png.stem}_p{k}{out_png.suffix}") if k > 1 else out_png
+                  for k in range(1, n_pages + 1)]
     n_rejected = sum(p.parent.name == REJECTED_FOLDER for p in paths)
     outlier_rows = []
     for page in range(n_pages):
         members = order[page * per_page:(page + 1) * per_page]
         title = f"{folder.name}: {len(paths)} crops" + (f" ({n_rejected} rejected)" if n_rejected else "")
-        title += f", page {page + 1}/{n_pages}" + (", most unusual first" if sort_by_outlier else "")
+        title += f", page {page + 1}/{n_pages}, most unusual first"
         cells = []
         for slot, index in enumerate(members):
             name = paths[index].name
@@ -146,11 +112,8 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
     outliers_csv = out_png.with_name(f"{out_png.stem}_outliers.csv")
     write_csv_atomic(outliers_csv, outlier_rows, OUTLIER_FIELDS)
     return {"folder": str(folder), "images": len(paths),
-            "rejected": sum(p.parent.name == REJECTED_FOLDER for p in paths), "pages": [str(p) for p in page_paths],
+            "rejected": n_rejected, "pages": [str(p) for p in page_paths],
             "outliers_csv": str(outliers_csv), "top": [paths[i].name for i in order[:5]]}
-
-
-# ---------------------------------------------------------------------------------------------------- reject
 
 
 def _names(names_or_listfile: str | Path | Iterable[str]) -> list[str]:
@@ -164,28 +127,19 @@ def _names(names_or_listfile: str | Path | Iterable[str]) -> list[str]:
     return [Path(name).name for name in raw if name]
 
 
-def _mark(folder: Path, names: set[str], status: str, reason: str) -> int:
+def _mark(folder: Path, names: set[str], status: str, reason: str) -> None:
     crops_csv = folder / "crops.csv"
-    if not crops_csv.exists() or not names:
-        return 0
-    rows = read_csv(crops_csv)
-    changed = 0
-    for row in rows:
-        if row.get("file") in names:
-            row["status"], row["reason"] = status, reason
-            changed += 1
-    write_csv_atomic(crops_csv, rows, CROPS_FIELDS)
-    return changed
+    if crops_csv.exists() and names:
+        rows = read_csv(crops_csv)
+        for row in rows:
+            if row.get("file") in names:
+                row["status"], row["reason"] = status, reason
+        write_csv_atomic(crops_csv, rows, CROPS_FIELDS)
 
 
 def reject(folder: Path, names_or_listfile: str | Path | Iterable[str]) -> dict:
-    """Move crops to `<folder>/_rejected/` (never deletes) and mark them `status=rejected, reason=manual`.
-
-    Args:
-        folder: a person's crop folder.
-        names_or_listfile: crop file names, or a path to a text file with one name per line.
-    Returns: dict with moved, already_rejected and unknown name lists (unknown names are reported, not fatal).
-    """
+    """Move crops (file names, or a text file listing one per line) to `<folder>/_rejected/` and mark them
+    `status=rejected, reason=manual`; nothing is deleted. Returns the moved, already_rejected and unknown names."""
     folder = Path(folder)
     rejected_dir = folder / REJECTED_FOLDER
     moved, already, unknown = [], [], []
@@ -218,18 +172,9 @@ def restore(folder: Path, names_or_listfile: str | Path | Iterable[str]) -> dict
     return {"folder": str(folder), "restored": restored, "unknown": unknown}
 
 
-# ---------------------------------------------------------------------------------------------------- truth
-
-
 def truth_by_file(raw_folder: Path, truth: Mapping | str | Path) -> dict[str, dict]:
-    """Map each saved file of a scraped person folder to its photo record in the synthetic world's truth.
-
-    Args:
-        raw_folder: `data/raw/<person>/` with the scraper's manifest.csv (file and url columns).
-        truth: the parsed `web_truth.json` or its path; photo records have `path` relative to the site root.
-    Returns: {saved file name: truth photo record}; files whose URL path is no truth photo are left out.
-    The URL's path is matched against the record's path, so any server address (port) works.
-    """
+    """{saved file of `raw_folder`'s manifest: its photo record in the world's truth (`web_truth.json`, parsed or
+    a path)}, matched by URL path, so any server address works; files no truth photo matches are left out."""
     if not isinstance(truth, Mapping):
         truth = json.loads(Path(truth).read_text(encoding="utf-8"))
     by_path = {record["path"]: record for record in truth.get("photos", [])}
@@ -246,20 +191,10 @@ def truth_by_file(raw_folder: Path, truth: Mapping | str | Path) -> dict[str, di
 
 
 def judge_crops(faces_folder: Path, raw_folder: Path, truth: Mapping | str | Path, person: str) -> list[dict]:
-    """Grade each crop listed in `faces_folder/crops.csv` against the synthetic world's truth.
-
-    A crop is `right` when the centre of its detection box lies inside `person`'s true face box in the source
-    photo, `wrong_person` when it lies inside someone else's (a co-star in a group photo, a stranger),
-    `not_a_face` when it lies in no true face box (a misfire on the background), and `unknown` when the source
-    photo is not in the truth (not a synthetic-world scrape).
-
-    Args:
-        faces_folder: `data/faces/<person>/` (crops.csv; crops already in `_rejected/` are graded too).
-        raw_folder: `data/raw/<person>/` (manifest.csv links crops' sources to URLs).
-        truth: parsed `web_truth.json` or its path.
-        person: the person's display name as in the truth (e.g. "Ava Marlowe").
-    Returns: one dict per crop row (file, source, kind of source photo, status, verdict, who).
-    """
+    """Grade each crop of `faces_folder/crops.csv` against the world's truth: `right` when its box centre lies in
+    `person`'s (display name) true face box, `wrong_person` in someone else's, `not_a_face` in none, `unknown` when
+    the photo is not in the truth. `raw_folder`'s manifest links sources to URLs. Returns one dict per crop (file,
+    source, kind, status, verdict, who)."""
     records = truth_by_file(raw_folder, truth)
     out = []
     for row in read_csv(Path(faces_folder) / "crops.csv"):
@@ -279,25 +214,16 @@ def judge_crops(faces_folder: Path, raw_folder: Path, truth: Mapping | str | Pat
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
 def cli_add_arguments_sheet(parser: argparse.ArgumentParser) -> None:
     """Arguments of `python -m scraping sheet`."""
     parser.add_argument("--src", "--folder", dest="folder", type=Path, required=True,
                         help="crop folder, e.g. data/faces/<person>")
     parser.add_argument("--out", type=Path, required=True, help="first page PNG, e.g. results/scraping/sheet.png")
-    parser.add_argument("--columns", type=int, default=10)
-    parser.add_argument("--rows", type=int, default=10, help="rows per page (more crops -> more pages)")
     parser.add_argument("--thumb", type=int, default=96, help="thumbnail side in pixels")
-    parser.add_argument("--by-name", action="store_true", help="order by file name instead of outlier score")
-    parser.add_argument("--include-rejected", action="store_true",
-                        help="also show crops already moved to _rejected/ (framed in red)")
 
 
 def cli_run_sheet(args: argparse.Namespace) -> dict:
-    return contact_sheet(args.folder, args.out, columns=args.columns, rows=args.rows, thumb=args.thumb,
-                         sort_by_outlier=not args.by_name, include_rejected=args.include_rejected)
+    return contact_sheet(args.folder, args.out, thumb=args.thumb)
 
 
 def cli_add_arguments_reject(parser: argparse.ArgumentParser) -> None:
@@ -311,5 +237,4 @@ def cli_add_arguments_reject(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_run_reject(args: argparse.Namespace) -> dict:
-    names = args.list if args.list is not None else args.names
-    return restore(args.folder, names) if args.undo else reject(args.folder, names)
+    return (restore if args.undo else reject)(args.folder, args.list or args.names)

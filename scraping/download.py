@@ -1,25 +1,11 @@
 """The one polite downloader every source feeds: fetch candidate images, check them, dedupe, save, keep a manifest.
 
 `fetch_person` asks a source (`scraping.sources`) for candidates; `download_images` fetches them with a thread pool
-through a `PoliteClient`: per-host limits, retries with backoff honouring `Retry-After`, a descriptive User-Agent,
-pooled connections, http(s) only, redirects followed by hand, a byte cap while streaming, and a wall-clock deadline
-per request (`too_slow`). A read timeout limits each silence, not a response, so the body is streamed with the
-budget checked between chunks, and a timer shuts the socket down at the deadline: a read blocked on drip-fed
-headers or body returns at once. Ctrl-C shuts every request in flight down the same way: the run stops within
-about a second and writes the manifest of what finished; the same command resumes.
-
-Kept are bytes that Pillow decodes completely as a raster photo (bomb guard on, `min_size`), named
-`<first 16 hex of sha256><extension>` (nothing from the URL reaches the file system), written atomically; exact
-(sha256) and near (64-bit pHash) duplicates of anything the folder keeps are dropped, keeping the copy listed
-first whatever finished first (`Dedupe`). `<out>/<slugify(person)>/manifest.csv` lists every URL in candidate
-order, rewritten as results arrive and at the end. Reruns skip finished URLs (`saved`, `duplicate`,
-`near_duplicate`, `rejected`: permanent, e.g. HTTP 4xx, too large, not an image, truncated, bomb, too small,
-redirect loop) and retry `error` rows (transient: timeouts, too slow, connection errors, 5xx/429 after retries).
-A reason is a token, optionally followed by `: detail`. Start pages that cannot be used end the CLI with one line
-(exit 2 for a URL that is not http(s), 1 for an unreachable host or a 4xx/5xx start page); robots.txt follows
-RFC 9309 (`scraping.sources.RobotsPolicy`).
-
-CLI: `python -m scraping fetch --person "Julia Roberts" --source wikimedia --out data/raw`.
+through a `PoliteClient` (per-host limits, retries honouring `Retry-After`, a User-Agent, redirects checked by hand,
+a byte cap and a wall-clock deadline per request). Kept images are named `<first 16 hex of sha256><ext>` (nothing
+from the URL reaches the file system); exact and near (pHash) duplicates are dropped, the copy listed first wins.
+`<out>/<slugify(person)>/manifest.csv` lists every URL with a status; a rerun skips finished rows and retries
+`error` rows. CLI: `python -m scraping fetch --person "Julia Roberts" --source wikimedia --out data/raw`.
 """
 from __future__ import annotations
 
@@ -34,7 +20,7 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,8 +39,8 @@ from urllib3.exceptions import ReadTimeoutError
 from common.config import apply_overrides, parse_set_options, save_config
 from common.errors import InputError
 from common.files import atomic_write_bytes, read_csv, slugify, write_csv_atomic
-from .sources import (WIKIMEDIA_API, Candidate, PageFetchError, RobotsPolicy, check_start_url, gallery_candidates,
-                      is_http_url, search_candidates, wikimedia_candidates)
+from .sources import (WIKIMEDIA_API, Candidate, PageFetchError, RobotsPolicy, gallery_candidates, is_http_url,
+                      search_candidates, wikimedia_candidates)
 
 MANIFEST_NAME, CONFIG_NAME = "manifest.csv", "fetch_config.json"
 MANIFEST_FIELDS = ["url", "page", "title", "license", "author", "sha256", "phash", "width", "height", "file",
@@ -67,7 +53,6 @@ FORMAT_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".web
                      "TIFF": ".tif"}
 OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
 SAVED_NAME = re.compile(r"^[0-9a-f]{16}\.(jpg|png|webp|gif|bmp|tif)$")
-STREAM_CHUNK = 16 * 1024  # bytes per read of a body
 DEFAULT_USER_AGENT = ("faces-start-to-finish/0.1 (tutorial image scraper; please set FetchConfig.user_agent to name "
                       "your project and a contact address) python-requests/" + requests.__version__)
 
@@ -103,9 +88,6 @@ class FetchConfig:
     progress: bool = True  # show a tqdm progress bar
 
 
-# --------------------------------------------------------------------------------------------------------------
-# HTTP: per-host limits, a deadline per request, retries, redirects, byte caps
-# --------------------------------------------------------------------------------------------------------------
 class FetchFailure(PageFetchError):
     """A URL could not be fetched: `status` "rejected" (permanent) or "error" (transient), `reason` a token.
     `note` (e.g. "Connection refused") goes into the message only, not into `reason_text` (the manifest's)."""
@@ -116,7 +98,7 @@ class FetchFailure(PageFetchError):
 
 
 class FetchStopped(FetchFailure):
-    """The client was stopped (Ctrl-C, or a run that has what it needs) while this request waited or ran."""
+    """The client was stopped (Ctrl-C, or the run has what it needs) while this request waited or ran."""
 
     def __init__(self) -> None:
         super().__init__("error", "interrupted")
@@ -127,15 +109,15 @@ class _Truncated(Exception):
 
 
 class _Attempt:
-    """One request under watch: a timer cuts it at its deadline, `PoliteClient.stop` at once. Cutting shuts its
-    socket down, and a read blocked on that socket returns at once, whether it waits for headers or body bytes."""
+    """One request under watch. A read timeout limits each silence, not a response, so `cut` (by the deadline
+    timer or `PoliteClient.stop`) shuts its socket down: a read blocked on drip-fed headers or body returns."""
 
     def __init__(self, seconds: float):
         self.seconds, self.deadline = seconds, time.monotonic() + seconds
         self.lock, self.sock, self.why = threading.Lock(), None, ""
 
     def attach(self, sock) -> None:
-        """The socket the request uses; None once it is over (its connection may then serve another request)."""
+        """The socket the request uses; None once it is over (its connection may serve another request)."""
         with self.lock:
             self.sock = sock
             if sock is not None and self.why:
@@ -157,8 +139,8 @@ class _Attempt:
 
 def _shut(sock) -> None:
     sock = getattr(sock, "socket", sock)  # urllib3's SSLTransport (TLS in TLS) wraps the real socket
-    with suppress(OSError, TypeError):  # the plain socket's shutdown, also for an SSLSocket (whose own would drop
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TLS state under the reading thread)
+    with suppress(OSError, TypeError):  # the plain socket's shutdown: an SSLSocket's own would drop the TLS state
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _current = threading.local()  # .attempt: the `_Attempt` this thread runs
@@ -173,29 +155,15 @@ class _ReportsSocket:
         return super().getresponse(*args, **kwargs)
 
 
-class _HTTPPool(HTTPConnectionPool):  # `ConnectionCls`: urllib3's documented hook for a pool's connections
-    ConnectionCls = type("_HTTPConnection", (_ReportsSocket, HTTPConnection), {})
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = type("_HTTPSConnection", (_ReportsSocket, HTTPSConnection), {})
-
-
 class _Adapter(HTTPAdapter):
+    """Connection pools (`ConnectionCls`, urllib3's documented hook) whose connections report their socket."""
+
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-def make_session(config: FetchConfig) -> requests.Session:
-    """A session with the User-Agent and pools sized to the concurrency; retries are ours (urllib3's are off)."""
-    session = requests.Session()
-    session.headers["User-Agent"] = config.user_agent
-    adapter = _Adapter(pool_connections=max(10, config.max_workers), pool_maxsize=max(1, config.max_workers),
-                       max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+        pools = {"http": (HTTPConnectionPool, HTTPConnection), "https": (HTTPSConnectionPool, HTTPSConnection)}
+        self.poolmanager.pool_classes_by_scheme = {
+            scheme: type(pool.__name__, (pool,), {"ConnectionCls": type(conn.__name__, (_ReportsSocket, conn), {})})
+            for scheme, (pool, conn) in pools.items()}
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -232,12 +200,16 @@ def _check_scheme(url: str) -> None:
 
 
 class PoliteClient:
-    """HTTP GETs with the politeness rules of `FetchConfig` (per-host slots and start gaps, retries, redirects, byte
-    caps, deadlines), shared by page fetching and image downloads. `stop()` cuts every request in flight and makes
-    later requests and waits fail at once (`FetchStopped`) until `reset()`."""
+    """HTTP GETs with the politeness rules of `FetchConfig`, shared by page fetching and image downloads.
+    `stop()` cuts every request in flight and makes later requests and waits raise `FetchStopped` until `reset()`."""
 
-    def __init__(self, config: FetchConfig, session: requests.Session | None = None):
-        self.config, self.session = config, session or make_session(config)
+    def __init__(self, config: FetchConfig):
+        self.config, self.session = config, requests.Session()
+        self.session.headers["User-Agent"] = config.user_agent
+        adapter = _Adapter(pool_connections=max(10, config.max_workers), pool_maxsize=max(1, config.max_workers),
+                           max_retries=0)  # retries are ours
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.stop_event, self._lock, self._attempts = threading.Event(), threading.Lock(), set()
         self._slots: dict[str, threading.Semaphore] = {}  # per host: `per_host` requests in flight at most
         self._next_start: dict[str, float] = {}  # per host: the earliest next request start
@@ -246,12 +218,6 @@ class PoliteClient:
 
     def close(self) -> None:
         self.session.close()
-
-    def __enter__(self) -> PoliteClient:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -288,15 +254,13 @@ class PoliteClient:
         finally:
             slots.release()
 
-    def fetch(self, url: str, *, max_bytes: int | None = None) -> tuple[int, bytes, Mapping[str, str]]:
+    def fetch(self, url: str) -> tuple[int, bytes, Mapping[str, str]]:
         """GET `url`: (status, body, headers) of the final answer (body empty unless 2xx). Redirects are followed
-        by hand, each hop checked and rate-limited. Raises `FetchFailure`: unsupported scheme (also of a redirect),
-        redirect loop, too many redirects, too large, too slow, truncated, or a transient failure that outlived
-        the retries (`FetchStopped` once the client is stopped)."""
+        by hand, each hop checked and rate-limited. Raises `FetchFailure` (`FetchStopped` once stopped)."""
         _check_scheme(url)
-        visited, max_bytes = {url}, self.config.max_bytes if max_bytes is None else max_bytes
+        visited = {url}
         for _ in range(self.config.max_redirects + 1):
-            status, body, headers = self._get_with_retries(url, max_bytes)
+            status, body, headers = self._get_with_retries(url)
             if status not in REDIRECT_STATUSES or not headers.get("Location"):
                 return status, body, headers
             url = urldefrag(urljoin(url, headers["Location"].strip()))[0]
@@ -315,12 +279,12 @@ class PoliteClient:
         except LookupError:  # an unknown charset name
             return status, body.decode("utf-8", errors="replace")
 
-    def _get_with_retries(self, url: str, max_bytes: int) -> tuple[int, bytes, Mapping[str, str]]:
+    def _get_with_retries(self, url: str) -> tuple[int, bytes, Mapping[str, str]]:
         config, host = self.config, (urlsplit(url).hostname or "").lower()
         for attempt in range(config.retries + 1):
             wait_s, note, truncated = config.backoff_s * 2**attempt, "", ""
             try:
-                status, body, headers = self._request(url, host, max_bytes)
+                status, body, headers = self._request(url, host)
             except FetchFailure:
                 raise
             except _Truncated as exc:
@@ -345,33 +309,19 @@ class PoliteClient:
             raise FetchFailure("rejected", "truncated", f"{truncated} ({attempts})")
         raise FetchFailure("error", reason, attempts, note)
 
-    @contextmanager
-    def _watch(self, seconds: float) -> Iterator[_Attempt]:
-        """Watch one request: a timer cuts it at its deadline, `stop()` at once."""
-        attempt = _Attempt(seconds)
-        with self._lock:
-            self._attempts.add(attempt)
-        if self.stop_event.is_set():
-            attempt.cut("stopped")
-        timer = threading.Timer(seconds, attempt.cut, ("too_slow",))
-        timer.daemon = True
-        timer.start()
-        _current.attempt = attempt
-        try:
-            yield attempt
-        finally:
-            _current.attempt = None
-            timer.cancel()
-            attempt.attach(None)
-            with self._lock:
-                self._attempts.discard(attempt)
-
-    def _request(self, url: str, host: str, max_bytes: int) -> tuple[int, bytes, Mapping[str, str]]:
-        """One attempt, holding a host slot until the body is read (a slot is a connection in use), within
-        `max_seconds_per_request` from the first byte sent."""
-        config = self.config
+    def _request(self, url: str, host: str) -> tuple[int, bytes, Mapping[str, str]]:
+        """One attempt, holding a host slot until the body is read, cut at `max_seconds_per_request`."""
+        config, max_bytes = self.config, self.config.max_bytes
         timeout = (config.connect_timeout_s, min(config.read_timeout_s, config.max_seconds_per_request))
-        with self._host_slot(host), self._watch(config.max_seconds_per_request) as attempt:
+        with self._host_slot(host):
+            attempt = _current.attempt = _Attempt(config.max_seconds_per_request)
+            with self._lock:
+                self._attempts.add(attempt)
+            if self.stop_event.is_set():
+                attempt.cut("stopped")
+            timer = threading.Timer(attempt.seconds, attempt.cut, ("too_slow",))
+            timer.daemon = True
+            timer.start()
             try:
                 attempt.check()
                 with self.session.get(url, stream=True, allow_redirects=False, timeout=timeout) as response:
@@ -384,7 +334,7 @@ class PoliteClient:
                         raise FetchFailure("rejected", "too_large", f"Content-Length {declared} > {max_bytes}")
                     body = bytearray()
                     try:
-                        for chunk in response.iter_content(chunk_size=STREAM_CHUNK):
+                        for chunk in response.iter_content(chunk_size=16 * 1024):
                             body += chunk
                             if len(body) > max_bytes:
                                 raise FetchFailure("rejected", "too_large", f"more than {max_bytes} bytes streamed")
@@ -399,11 +349,14 @@ class PoliteClient:
             except (requests.RequestException, OSError):
                 attempt.check()  # a cut, not the network, may have ended it
                 raise
+            finally:
+                _current.attempt = None
+                timer.cancel()
+                attempt.attach(None)
+                with self._lock:
+                    self._attempts.discard(attempt)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Image checks and perceptual hashing
-# --------------------------------------------------------------------------------------------------------------
 class ImageRejected(Exception):
     """Bytes that are not a usable photo; `reason` is a manifest reason token."""
 
@@ -415,15 +368,13 @@ class ImageRejected(Exception):
 ImageCheck = NamedTuple("ImageCheck", [("format", str), ("extension", str), ("width", int), ("height", int),
                                         ("phash", int)])
 
-
 _K = np.arange(32)
 _DCT32 = np.sqrt(2 / 32) * np.cos(np.pi * (2 * _K[None, :] + 1) * _K[:, None] / 64)  # orthonormal DCT-II matrix
 _DCT32[0] /= np.sqrt(2)
 
 
 def perceptual_hash(image: Image.Image) -> int:
-    """64-bit DCT perceptual hash (pHash): grey 32x32, 2-D DCT, the 8x8 lowest frequencies above their median.
-    Resizing, recompression and mild colour changes flip few bits; different photos differ in about half."""
+    """64-bit DCT perceptual hash (pHash): grey 32x32, 2-D DCT, the 8x8 lowest frequencies above their median."""
     grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=3.0)
     low = (_DCT32 @ np.asarray(grey, dtype=np.float64) @ _DCT32.T)[:8, :8]
     return int(np.packbits((low > np.median(low)).ravel()).tobytes().hex(), 16)
@@ -437,8 +388,7 @@ def hamming_distance(a: int, b: int) -> int:
 def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_000) -> ImageCheck:
     """Check that `data` is a complete raster photo of at least `min_size` px per side; hash it.
 
-    The pixel count is checked from the header before decoding (a 20000x20000 PNG of zeros is never inflated);
-    Pillow's own guard stays on (`pillow_bomb_guard`). A bomb's reason quotes the limit in force. Raises
+    The pixel count is checked from the header before decoding, so a bomb is never inflated. Raises
     `ImageRejected`: `empty`, `not_an_image`, `decompression_bomb`, `too_small`, `truncated` or `corrupt`.
     """
     if not data:
@@ -467,9 +417,8 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
 
 @contextmanager
 def pillow_bomb_guard(max_pixels: int) -> Iterator[None]:
-    """Within the block Pillow's `MAX_IMAGE_PIXELS` is `max_pixels`, its DecompressionBombWarning an error (a
-    rejection quoting the limit, not a printed warning), truncated files never accepted. Process-wide settings
-    (worker threads must see them), restored on exit."""
+    """Within the block Pillow's `MAX_IMAGE_PIXELS` is `max_pixels`, its bomb warning an error, truncated files
+    refused. Process-wide settings (worker threads must see them), restored on exit."""
     old = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
     try:
@@ -480,13 +429,9 @@ def pillow_bomb_guard(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Downloading, deduping, the manifest
-# --------------------------------------------------------------------------------------------------------------
 def fetch_and_check(client: PoliteClient, candidate: Candidate, config: FetchConfig) -> tuple[dict, bytes, str]:
-    """Download one candidate and check it (in a worker thread; never raises). Returns its manifest row (status
-    "ok" for a usable image, which `Dedupe.add` then judges), the image bytes and the file name they would get:
-    from the content only, so nothing from the URL reaches the file system."""
+    """Download and check one candidate (in a worker thread; never raises): its manifest row (status "ok" for a
+    usable image, judged later by `Dedupe.add`), the bytes and the file name they would get."""
     row = dict(url=candidate.url, page=candidate.page, title=candidate.title, license=candidate.license,
                author=candidate.author, sha256="", phash="", width="", height="", file="", status="ok", reason="")
     try:
@@ -510,10 +455,9 @@ def _is_image(row: Mapping[str, str]) -> bool:
 
 
 class Dedupe:
-    """Which copy of each photo a folder keeps. `add` judges a download against what is kept so far, so its row
-    can be recorded at once; `settle` redoes every decision in the order the copies should win. An image is a
-    `duplicate` of a kept one with its sha256, else a `near_duplicate` of the nearest kept within `threshold`
-    bits (the first kept of equally near ones), else `saved`. Rows are updated in place."""
+    """Which copy of each photo a folder keeps: a `duplicate` (same sha256) or `near_duplicate` (pHash within
+    `threshold` bits of the nearest kept) of a kept image, else `saved`. `add` judges a download at once, so its
+    row can be recorded; `settle` redoes every decision in candidate order. Rows are updated in place."""
 
     def __init__(self, person_dir: Path, saved: Iterable[dict[str, str]], threshold: int = 6, overwrite=False):
         self.person_dir, self.threshold, self.overwrite = person_dir, threshold, overwrite
@@ -528,7 +472,7 @@ class Dedupe:
             self.hashes.append((int(row["phash"], 16), row["file"]))
 
     def _nearest(self, row: Mapping[str, str]) -> tuple[int, str] | None:
-        """(distance, file) of the kept image nearest to `row`'s pHash, at any distance."""
+        """(distance, file) of the kept image nearest to `row`'s pHash (the first kept of equally near ones)."""
         if not row.get("phash") or not self.hashes:
             return None
         phash = int(row["phash"], 16)
@@ -557,9 +501,8 @@ class Dedupe:
             self.spare.setdefault(row["sha256"], (name, data))
 
     def settle(self, ranked: Iterable[dict[str, str]]) -> None:
-        """Redo the decisions for manifest rows `ranked` as if their images came one at a time in that order. A row
-        that becomes kept needs its bytes: a saved row has its file, this run's others are in `spare` and written
-        now. An earlier run's duplicate row has none: it stays a near duplicate, of the nearest kept image."""
+        """Redo the decisions for manifest rows `ranked` as if they came one at a time in that order. A row that
+        becomes kept is written from `spare`; an earlier run's duplicate has no bytes and stays a near duplicate."""
         self.by_sha, self.hashes = {}, []
         for row in filter(_is_image, ranked):
             (status, reason), name = self._judge(row), row["file"]
@@ -576,8 +519,8 @@ class Dedupe:
                 self._keep(row)
 
     def remove_replaced(self, rows: Iterable[Mapping[str, str]]) -> None:
-        """Delete image files no saved row names whose bytes a (near) duplicate row carries: copies that one listed
-        earlier replaced. Call it once the manifest on disk says so (a run stopped before leaves them to the next)."""
+        """Delete image files that no saved row names and a (near) duplicate row carries: copies that one listed
+        earlier replaced. Call it once the manifest on disk says so."""
         rows = list(rows)
         named = {row["file"] for row in rows if row.get("status") == "saved"}
         demoted = {row["sha256"][:16] for row in filter(_is_image, rows) if row["status"] != "saved"}
@@ -586,28 +529,30 @@ class Dedupe:
                 path.unlink(missing_ok=True)
 
 
-def _reasons(rows: Iterable[Mapping[str, str]], status: str) -> dict[str, int]:
-    tokens = (row.get("reason", "").split(":", 1)[0].strip() or "unknown" for row in rows if row["status"] == status)
-    return dict(sorted(Counter(tokens).items()))
+def _counts(rows: list[Mapping[str, str]]) -> dict:
+    """saved, duplicates, near_duplicates, rejected(_by_reason), errors(_by_reason) over manifest rows."""
+    statuses = Counter(row.get("status", "") for row in rows)
+    counts = {"saved": statuses["saved"], "duplicates": statuses["duplicate"],
+              "near_duplicates": statuses["near_duplicate"]}
+    for status, key in (("rejected", "rejected"), ("error", "errors")):
+        tokens = (row["reason"].split(":", 1)[0].strip() or "unknown" for row in rows if row.get("status") == status)
+        counts.update({key: statuses[status], f"{key}_by_reason": dict(sorted(Counter(tokens).items()))})
+    return counts
 
 
 def download_images(records: Iterable[Candidate | Mapping], person_dir: str | Path, config: FetchConfig | None = None,
                     *, client: PoliteClient | None = None) -> dict:
     """Download candidates into `person_dir`, deduping against it, and keep `person_dir/manifest.csv` current.
 
-    Rows are recorded as downloads complete; once the pool is done the copy listed first of each photo is kept
-    (`Dedupe.settle`). On Ctrl-C or any other exception, requests in flight are cut, the manifest of what
-    finished is written and the exception propagates; a rerun resumes (a `client` passed in then stays stopped).
+    Rows are recorded as downloads complete; once the pool is done the copy listed first of each photo is kept.
+    On Ctrl-C or any other exception, requests in flight are cut, the manifest of what finished is written and
+    the exception propagates; a rerun resumes.
 
-    Args:
-        records: `Candidate`s (or dicts with url, page, title, license, author); repeated URLs count once.
-        person_dir: the person's folder (created if needed); everything this writes lives inside it.
-        config: a `FetchConfig`; its `max_images` counts every saved image in the folder, earlier runs included.
-        client: reuse an open `PoliteClient` (its per-host limits then span page and image requests).
-
-    Returns a summary: folder, manifest, candidates, skipped_finished, attempted, saved, duplicates,
-    near_duplicates, rejected, rejected_by_reason, errors, errors_by_reason, total_saved, max_in_flight_per_host,
-    elapsed_s.
+    records: `Candidate`s (or dicts with url, page, title, license, author); repeated URLs count once.
+    config: a `FetchConfig`; its `max_images` counts every saved image in the folder, earlier runs included.
+    client: reuse an open `PoliteClient` (its per-host limits then span page and image requests).
+    Returns a summary: candidates, skipped_finished, attempted, saved, duplicates, near_duplicates,
+    rejected(_by_reason), errors(_by_reason), total_saved, max_in_flight_per_host, elapsed_s, folder, manifest.
     """
     config, person_dir, started = config or FetchConfig(), Path(person_dir), time.monotonic()
     person_dir.mkdir(parents=True, exist_ok=True)
@@ -684,12 +629,8 @@ def download_images(records: Iterable[Candidate | Mapping], person_dir: str | Pa
             client.close()
 
     mine = [rows[url] for url in attempted]  # this run's rows as they ended
-    counts = Counter(row["status"] for row in mine)
     return {"folder": str(person_dir), "manifest": str(manifest), "candidates": len(candidates),
-            "skipped_finished": len(candidates) - len(todo), "attempted": len(mine), "saved": counts["saved"],
-            "duplicates": counts["duplicate"], "near_duplicates": counts["near_duplicate"],
-            "rejected": counts["rejected"], "rejected_by_reason": _reasons(mine, "rejected"), "errors": counts["error"],
-            "errors_by_reason": _reasons(mine, "error"),
+            "skipped_finished": len(candidates) - len(todo), "attempted": len(mine), **_counts(mine),
             "total_saved": sum(row["status"] == "saved" for row in rows.values()),
             "max_in_flight_per_host": dict(sorted(client.max_in_flight.items())),
             "elapsed_s": round(time.monotonic() - started, 3)}
@@ -699,11 +640,7 @@ def manifest_counts(person_dir: str | Path) -> dict:
     """Counts over a person's `manifest.csv` as it stands (every run so far), so a report reads the same after a
     resumed run: candidates, saved, duplicates, near_duplicates, rejected(_by_reason), errors(_by_reason)."""
     rows = read_csv(Path(person_dir) / MANIFEST_NAME)
-    statuses = Counter(row.get("status", "") for row in rows)
-    return {"candidates": len(rows), "saved": statuses["saved"], "duplicates": statuses["duplicate"],
-            "near_duplicates": statuses["near_duplicate"], "rejected": statuses["rejected"],
-            "rejected_by_reason": _reasons(rows, "rejected"), "errors": statuses["error"],
-            "errors_by_reason": _reasons(rows, "error")}
+    return {"candidates": len(rows), **_counts(rows)}
 
 
 def fetch_person(person: str, source: str, out: str | Path, config: FetchConfig | None = None, *,
@@ -711,28 +648,18 @@ def fetch_person(person: str, source: str, out: str | Path, config: FetchConfig 
                  api_url: str = WIKIMEDIA_API) -> dict:
     """Find candidate photos of `person` with one source and download them into `<out>/<slugify(person)>/`.
 
-    Args:
-        source: "wikimedia" (a Commons search for `query` or the name, or the files of `category`, through the
-            MediaWiki `api_url`), "page" (the gallery at `url` and its next pages) or "search" (an image-search
-            results page, best effort; `url` reads a given one instead of building one).
-        out: the root folder of raw images (e.g. `data/raw`); config: a `FetchConfig`.
-
-    Returns the `download_images` summary plus person, source and the source's counters (pages_fetched,
-    pages_blocked_by_robots, pages_robots_unreachable, page_errors, api_requests, api_errors).
-
-    Raises `InputError` (unknown source, missing or non-http(s) start URL, bad `robots_unreachable`; the CLI exits
-    2) or `RunFailed` (the start page or first API request failed, robots.txt unreachable; the CLI exits 1).
+    source: "wikimedia" (a Commons search for `query` or the name, or the files of `category`, via `api_url`),
+        "page" (the gallery at `url` and its next pages) or "search" (an image-search results page; `url` reads a
+        given one). Returns the `download_images` summary plus person, source and the source's counters.
+    Raises `InputError` (bad source or start URL; the CLI exits 2) or `RunFailed` (the start page or first API
+    request failed, robots.txt unreachable; the CLI exits 1).
     """
     config, stats = config or FetchConfig(), Counter()
     if source not in ("wikimedia", "page", "search"):
         raise InputError(f"unknown source {source!r}; choose wikimedia, page or search")
     if source == "page" and not url:
         raise InputError("source 'page' needs url= (the gallery page to start from)")
-    if source == "wikimedia":
-        check_start_url(api_url, "the Wikimedia API URL (api_url)")
-    elif url:
-        check_start_url(url)
-    with PoliteClient(config) as client:
+    with closing(PoliteClient(config)) as client:
         robots = None
         if config.respect_robots and source != "wikimedia":
             robots = RobotsPolicy(client.fetch_text, config.user_agent, unreachable=config.robots_unreachable)
@@ -757,9 +684,7 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="gallery page to start from (page) or a results page to read (search)")
     parser.add_argument("--query", help="search words instead of the person's name")
     parser.add_argument("--category", help="Wikimedia Commons category to list instead of searching")
-    parser.add_argument("--api-url", default=WIKIMEDIA_API, help="MediaWiki api.php endpoint")
     parser.add_argument("--out", default="data/raw", help="root folder; images go to <out>/<person slug>/")
-    parser.add_argument("--max-images", type=int, help="stop once the folder holds this many saved images")
     parser.add_argument("--overwrite", action="store_true", help="ignore the manifest and fetch everything again")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a FetchConfig field, e.g. --set per_host=2 --set user_agent='me (me@x.org)'")
@@ -768,9 +693,7 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_run(args: argparse.Namespace) -> dict:
     """Run `fetch` from parsed arguments; returns the summary printed as the last stdout line."""
     overrides = parse_set_options(args.set)
-    if args.max_images is not None:
-        overrides["max_images"] = args.max_images
     if args.overwrite:
         overrides["overwrite"] = True
     return fetch_person(args.person, args.source, Path(args.out), apply_overrides(FetchConfig(), overrides),
-                        url=args.url, query=args.query, category=args.category, api_url=args.api_url)
+                        url=args.url, query=args.query, category=args.category)

@@ -1,22 +1,10 @@
 """Detect faces with MTCNN (facenet-pytorch) and write square face crops plus a `crops.csv` per person.
 
-Input is `data/raw/<person>/` as the scraper leaves it (images + `manifest.csv`) or a whole `data/raw/` with one
-subfolder per person; output is `data/faces/<person>/<source-stem>_<k>.jpg` and `data/faces/<person>/crops.csv`
-(one row per crop, or one row per image that gave none, saying why). A flat folder of photos with a CelebA-style
-identity file (`identities=`, CLI `--identities`) is cropped into one output folder per identity instead, e.g.
-`python -m scraping crop --src <celeba_wild_dev>/images --identities <celeba_wild_dev>/identity_CelebA.txt
---out <temp dir>/bench_crops`.
-
-Speed: MTCNN's cost is a pyramid of small convolutions over every pixel, so the batched path first downscales
-huge photos to `max_side` (boxes are mapped back to the original), then pads images of similar size onto a
-shared canvas (sizes rounded up to `bucket` pixels) so they can go through `MTCNN.detect` together. Crops are cut
-from the original, full-resolution image, never from MTCNN's own (bilinear, aspect-distorting) `save_path` crops.
-
-facenet-pytorch 2.5.3 batch caveats handled here: images in one call must have equal size (it raises otherwise),
-a batch where some images have no face returns `None` for those (and depending on the NumPy version its ragged
-`np.array(..., dtype=object)` packing can raise), and an image whose short side is below `min_face_size` gives
-an empty scale pyramid and crashes. So: equal-size canvases, per-image parsing of `None`, tiny images skipped,
-and a per-image retry if a whole batch call fails.
+Input is `data/raw/<person>/` as the scraper leaves it (images + `manifest.csv`), a `data/raw/` of person folders,
+or a flat folder of photos with a CelebA-style identity file (`identities=`, CLI `--identities`). Output is
+`<out>/<person>/<source-stem>_<k>.jpg` and `<out>/<person>/crops.csv` (one row per crop, or per photo without one,
+saying why). Detection runs batched on downscaled, padded canvases (facenet-pytorch needs equal sizes per call);
+crops are cut from the full-resolution photo.
 """
 from __future__ import annotations
 
@@ -27,18 +15,18 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
-from common.config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
 from common.celeba_format import read_identity_file
+from common.config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
 from common.files import atomic_save_image, read_csv, write_csv_atomic
 from common.images import IMAGE_SUFFIXES, caption_font, to_uint8_arrays
 
 CROPS_FIELDS = ["source", "face_index", "file", "box", "prob", "landmarks", "status", "reason"]
-STATUSES = ("ok", "no_face", "low_prob", "unreadable", "error", "rejected")
+CHUNK_SIZE = 32  # photos held in memory, detected and saved per step (crops.csv rewritten after each)
 
 
 @dataclass
@@ -46,19 +34,16 @@ class CropConfig:
     """Settings for `crop_faces`; change them with `apply_overrides` / `--set key=value`."""
 
     image_size: int = 160  # side of the square output crop, pixels
-    # Context added around the detected box on EACH side, after the box is made square:
-    # a value < 1 is a fraction of the box side (0.15 -> 15 %), a value >= 1 is pixels of the original image.
+    # context added on each side of the squared box: < 1 is a fraction of its side, >= 1 original pixels
     margin: float = 0.15
     min_prob: float = 0.95  # MTCNN face probability below which a detection is not cropped (status low_prob)
     keep: str = "largest"  # "largest": one crop per photo (biggest face); "all": every face over min_prob
-    batch_size: int = 16  # images per MTCNN call; 8-16 is the sweet spot on CPU, larger on GPU
+    batch_size: int = 16  # images per MTCNN call
     max_side: int = 512  # photos whose longer side exceeds this are downscaled for detection (0 = never)
     bucket: int = 32  # detection canvases are rounded up to multiples of this so similar sizes batch together
     min_face_size: int = 20  # smallest face MTCNN searches for, in pixels of the (downscaled) detection image
     device: str = "auto"  # "auto" = CUDA, then MPS, then CPU
     overwrite: bool = False  # redo photos already listed in crops.csv (otherwise they are skipped: resume)
-    jpeg_quality: int = 95  # quality of the written JPEG crops
-    chunk_size: int = 32  # photos held in memory, detected and saved per step (crops.csv rewritten after each)
     seed: int = 0  # MTCNN is deterministic; kept so every stage's config records one
     progress: bool = True  # show a tqdm progress bar
 
@@ -82,127 +67,73 @@ class Face:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
 
 
-# ---------------------------------------------------------------------------------------------------- loading
-
-
-def _to_8bit(array: np.ndarray, full_scale: float) -> np.ndarray:
-    """Scale integer/float samples spanning [0, full_scale] to uint8 (scaling, not clipping at 255)."""
-    scaled = np.asarray(array, dtype=np.float64) * (255.0 / full_scale)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB.
-
-    Transparent pixels (RGBA, LA, P with transparency) are composited over `background`, since their stored
-    colour is arbitrary. 16-bit greyscale (`I;16*`) is scaled by 255/65535; 32-bit `I` and `F` images are scaled
-    by 255/65535 when their values exceed 255 (how 16-bit PNG/TIFF data usually arrives), else read as 8-bit
-    (`F` in [0, 1] is scaled by 255).
-    """
+    """Any PIL mode as 8-bit RGB: transparent pixels composited over `background`; 16-bit and 32-bit greyscale
+    scaled by 255/65535 (when its values exceed 255), float images in [0, 1] by 255."""
     mode = image.mode
-    if mode == "RGB":
-        return image
     if mode.startswith("I;16") or mode in ("I", "F"):
-        array = np.asarray(image)
-        if mode.startswith("I;16"):
-            full_scale = 65535.0
-        elif mode == "F" and array.size and float(np.nanmax(array)) <= 1.0:
-            full_scale = 1.0
-        else:
-            full_scale = 65535.0 if array.size and float(np.nanmax(array)) > 255 else 255.0
-        return Image.fromarray(_to_8bit(np.nan_to_num(array), full_scale), mode="L").convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
-    if has_alpha:
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        peak = float(array.max()) if array.size else 0.0
+        full_scale = 65535.0 if mode.startswith("I;16") or peak > 255 else 1.0 if mode == "F" and peak <= 1 else 255.0
+        return Image.fromarray(np.clip(np.rint(array * (255.0 / full_scale)), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, background + (255,))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    # L, 1, P, CMYK, YCbCr, LAB, HSV: Pillow's own conversion is right for these.
-    return image.convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, background + (255,)), rgba).convert("RGB")
+    return image if mode == "RGB" else image.convert("RGB")
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as an 8-bit RGB PIL image, upright.
-
-    Applies the EXIF orientation tag, takes the first frame of animated images (GIF/WebP/APNG) and converts
-    every mode with `to_rgb`. Raises `OSError`/`ValueError` (e.g. `UnidentifiedImageError`, truncated data,
-    decompression bombs) for files that cannot be read.
-    """
+    """Open an image file as upright 8-bit RGB (EXIF orientation applied, first frame of animations).
+    Raises `OSError`/`ValueError` for files that cannot be read (truncated, not an image, a bomb)."""
     with Image.open(path) as handle:
-        handle.seek(0)  # first frame of animated files
+        handle.seek(0)
         handle.load()
-        # exif_transpose returns a new, detached image (rotated when the Orientation tag asks for it).
         upright = ImageOps.exif_transpose(handle)
     return to_rgb(upright)
 
-
-# ---------------------------------------------------------------------------------------------------- detector
 
 _DETECTORS: dict[tuple, Any] = {}
 
 
 def build_detector(config: CropConfig = CropConfig()):
-    """Return a facenet-pytorch `MTCNN` for `config` (cached: the weights load once per device/settings).
-
-    `keep_all=True` and `select_largest=True` so `detect` returns every face, largest first; selection by
-    `min_prob`/`keep` happens in `select_faces`. The P/R/O-net weights ship inside the facenet-pytorch wheel.
-    """
+    """A frozen facenet-pytorch `MTCNN` returning every face, largest first (cached per device and min face size).
+    Selection by `min_prob`/`keep` happens in `select_faces`; the weights ship inside the wheel."""
     device = pick_device(config.device)
     key = (str(device), int(config.min_face_size))
     if key not in _DETECTORS:
-        with warnings.catch_warnings():
-            # facenet-pytorch imports tqdm.auto (for weight downloads we never make), which warns inside a
-            # notebook kernel without ipywidgets; that warning says nothing about face detection.
+        with warnings.catch_warnings():  # tqdm.auto warns inside a notebook kernel without ipywidgets
             warnings.filterwarnings("ignore", message="IProgress not found")
             from facenet_pytorch import MTCNN
-
-        detector = MTCNN(
-            image_size=config.image_size, margin=0, min_face_size=int(config.min_face_size),
-            keep_all=True, select_largest=True, post_process=False, device=device,
-        )
-        detector.eval().requires_grad_(False)  # inference only
-        _DETECTORS[key] = detector
+        detector = MTCNN(image_size=config.image_size, margin=0, min_face_size=int(config.min_face_size),
+                         keep_all=True, select_largest=True, post_process=False, device=device)
+        _DETECTORS[key] = detector.eval().requires_grad_(False)
     return _DETECTORS[key]
 
 
-# ---------------------------------------------------------------------------------------------------- detection
-
-
 def _faces_from_output(boxes, probs, points, scale_x: float, scale_y: float, width: int, height: int) -> list[Face]:
-    """Turn one image's `MTCNN.detect` output (None when no face) into `Face`s in original pixels.
-
-    `width`/`height` are the image's size in detection pixels: detections centred in canvas padding are dropped.
-    """
-    if boxes is None:
+    """One image's `MTCNN.detect` output (None when no face) as `Face`s in original pixels, largest first.
+    `width`/`height`: the image in detection pixels; detections centred in canvas padding are dropped."""
+    if boxes is None or len(boxes) == 0:
         return []
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) == 0:
-        return []
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
     faces = []
-    for box, prob, point in zip(boxes, probs, points):
-        centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        if not (0 <= centre_x < width and 0 <= centre_y < height):
-            continue
-        scaled_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
-        scaled_points = tuple(v for x, y in point for v in (x * scale_x, y * scale_y))
-        faces.append(Face(box=tuple(float(v) for v in scaled_box), prob=float(prob),
-                          landmarks=tuple(float(v) for v in scaled_points)))
-    faces.sort(key=lambda face: face.area, reverse=True)
-    return faces
+    for box, prob, point in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.ravel(probs),
+                                np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)):
+        if 0 <= (box[0] + box[2]) / 2 < width and 0 <= (box[1] + box[3]) / 2 < height:
+            scaled = (box * [scale_x, scale_y, scale_x, scale_y]).tolist()
+            landmarks = (point * [scale_x, scale_y]).ravel().tolist()
+            faces.append(Face(box=tuple(scaled), prob=float(prob), landmarks=tuple(landmarks)))
+    return sorted(faces, key=lambda face: face.area, reverse=True)
 
 
 def detection_view(image: Image.Image, max_side: int) -> tuple[Image.Image, float, float]:
-    """Downscale `image` so its longer side is at most `max_side` (0 = keep). Returns (view, scale_x, scale_y),
-    the factors that map view pixels back to original pixels."""
+    """`image` downscaled so its longer side is at most `max_side` (0 = keep), and the factors (x, y) that map
+    view pixels back to original pixels."""
     width, height = image.size
     if not max_side or max(width, height) <= max_side:
         return image, 1.0, 1.0
     factor = max_side / max(width, height)
-    new_size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    # reducing_gap lets Pillow shrink huge JPEGs by fast integer reduction first; the result is still antialiased.
-    view = image.resize(new_size, Image.BILINEAR, reducing_gap=3.0)
-    return view, width / new_size[0], height / new_size[1]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return image.resize(size, Image.BILINEAR, reducing_gap=3.0), width / size[0], height / size[1]
 
 
 def _too_small(width: int, height: int, config: CropConfig) -> bool:
@@ -212,15 +143,8 @@ def _too_small(width: int, height: int, config: CropConfig) -> bool:
 
 def detect_faces_single(image: Image.Image, detector, config: CropConfig = CropConfig(),
                         downscale: bool = False) -> list[Face]:
-    """Reference path: one `MTCNN.detect` call on one image, as facenet-pytorch's examples do.
-
-    Args:
-        image: RGB PIL image.
-        detector: from `build_detector`.
-        config: uses `min_face_size` (through the detector) and, with `downscale=True`, `max_side`.
-        downscale: detect on the `max_side` view as the batched path does (boxes still mapped to the original).
-    Returns: every face found, largest first, in original-image pixels (no `min_prob` filtering).
-    """
+    """Reference path: one `MTCNN.detect` call on one RGB image (on its `max_side` view with `downscale=True`).
+    Returns every face, largest first, in original-image pixels (no `min_prob` filtering)."""
     view, scale_x, scale_y = detection_view(image, config.max_side) if downscale else (image, 1.0, 1.0)
     if _too_small(*view.size, config):
         return []
@@ -228,88 +152,51 @@ def detect_faces_single(image: Image.Image, detector, config: CropConfig = CropC
     return _faces_from_output(boxes, probs, points, scale_x, scale_y, *view.size)
 
 
-def detect_faces(images: Sequence[Image.Image], detector, config: CropConfig = CropConfig()) -> list[list[Face]]:
-    """Batched detection: every face in each image, largest first, in original-image pixels.
-
-    Each image is downscaled to `config.max_side`, padded (black, bottom/right) onto a canvas whose sides are
-    rounded up to `config.bucket`, and images sharing a canvas size go through `MTCNN.detect` in batches of
-    `config.batch_size`. Detections centred in the padding are dropped. No `min_prob` filtering here.
-
-    Args:
-        images: RGB PIL images of any sizes.
-        detector: from `build_detector`.
-        config: `max_side`, `bucket`, `batch_size`, `min_face_size`.
-    """
-    results: list[list[Face]] = [[] for _ in images]
-    views: dict[int, tuple[np.ndarray, float, float]] = {}
-    groups: dict[tuple[int, int], list[int]] = {}
-    step = max(1, int(config.bucket))
-    for index, image in enumerate(images):
-        view, scale_x, scale_y = detection_view(image, config.max_side)
-        if _too_small(*view.size, config):
-            continue
-        views[index] = (np.array(view.convert("RGB")), scale_x, scale_y)  # writable copy for torch
-        width, height = view.size
-        canvas = (math.ceil(width / step) * step, math.ceil(height / step) * step)
-        groups.setdefault(canvas, []).append(index)
-
-    batch_size = max(1, int(config.batch_size))
-    for (canvas_w, canvas_h), members in groups.items():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
-            batch = _channels_first_batch([views[index][0] for index in chunk], canvas_h, canvas_w, detector)
-            try:
-                outputs = list(zip(*detector.detect(batch, landmarks=True)))
-            except (ValueError, IndexError, RuntimeError):
-                # A batch-level failure inside facenet-pytorch (ragged packing, a box outside every image):
-                # retry image by image so one odd photo cannot sink its batch-mates.
-                outputs = [_detect_one_canvas(detector, batch[slot]) for slot in range(len(chunk))]
-            for (boxes, probs, points), index in zip(outputs, chunk):
-                pixels, scale_x, scale_y = views[index]
-                if isinstance(boxes, Exception):
-                    raise boxes
-                results[index] = _faces_from_output(boxes, probs, points, scale_x, scale_y,
-                                                    pixels.shape[1], pixels.shape[0])
-    return results
-
-
-def mtcnn_face_share(images, min_prob: float = 0.95, device: str = "cpu") -> dict:
-    """Share of images in which stage 1's MTCNN finds a face with probability >= `min_prob`.
-
-    Images are detected at their own size (64 px at the defaults; MTCNN's smallest face is 20 px).
-    Returns {"share", "faces", "images"}.
-    """
-    config = CropConfig(device=device, progress=False, batch_size=32)
-    detector = build_detector(config)
-    pictures = [Image.fromarray(a) for a in to_uint8_arrays(images)]
-    found = detect_faces(pictures, detector, config)
-    faces = sum(1 for image_faces in found if any(face.prob >= min_prob for face in image_faces))
-    return {"share": faces / max(1, len(pictures)), "faces": int(faces), "images": len(pictures)}
-
-
 def _channels_first_batch(arrays: Sequence[np.ndarray], height: int, width: int, detector):
-    """Pad HxWx3 uint8 arrays onto one float tensor, returned as the N x H x W x 3 view MTCNN expects.
-
-    Why: `detect_face` permutes its NHWC input to NCHW without copying, then area-resamples the pyramid and every
-    candidate box from that strided (channels-last) tensor; on CPU one box resample measured ~1.5x slower than from
-    contiguous memory (a few percent of the total). Handing it a permuted view of a contiguous NCHW tensor makes
-    its permute land back on contiguous memory, and builds the batch in one pass without a NumPy copy.
-    """
+    """HxWx3 uint8 arrays padded onto one contiguous NCHW tensor, handed over as the NHWC view MTCNN expects
+    (its own permute then lands on contiguous memory, which resamples faster on CPU)."""
     import torch
 
-    dtype = next(detector.pnet.parameters()).dtype
-    batch = torch.zeros((len(arrays), 3, height, width), dtype=dtype)
+    batch = torch.zeros((len(arrays), 3, height, width), dtype=next(detector.pnet.parameters()).dtype)
     for slot, pixels in enumerate(arrays):
         batch[slot, :, :pixels.shape[0], :pixels.shape[1]] = torch.from_numpy(pixels).permute(2, 0, 1)
     return batch.to(detector.device).permute(0, 2, 3, 1)
 
 
-def _detect_one_canvas(detector, canvas):
-    try:
-        boxes, probs, points = detector.detect(canvas[None], landmarks=True)
-        return boxes[0], probs[0], points[0]
-    except (ValueError, IndexError, RuntimeError) as error:
-        return error, None, None
+def detect_faces(images: Sequence[Image.Image], detector, config: CropConfig = CropConfig()) -> list[list[Face]]:
+    """Batched detection: every face in each RGB image, largest first, in original-image pixels.
+
+    Each image is downscaled to `config.max_side` and padded onto a canvas with sides rounded up to `bucket`;
+    images sharing a canvas go through `MTCNN.detect` in batches of `batch_size`. No `min_prob` filtering.
+    """
+    results: list[list[Face]] = [[] for _ in images]
+    views, groups, step = {}, {}, max(1, int(config.bucket))
+    for index, image in enumerate(images):
+        view, scale_x, scale_y = detection_view(image, config.max_side)
+        if not _too_small(*view.size, config):
+            views[index] = (np.array(view.convert("RGB")), scale_x, scale_y)  # writable copy for torch
+            canvas = (math.ceil(view.height / step) * step, math.ceil(view.width / step) * step)
+            groups.setdefault(canvas, []).append(index)
+    batch_size = max(1, int(config.batch_size))
+    for (canvas_h, canvas_w), members in groups.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            batch = _channels_first_batch([views[index][0] for index in chunk], canvas_h, canvas_w, detector)
+            for index, (boxes, probs, points) in zip(chunk, zip(*detector.detect(batch, landmarks=True))):
+                pixels, scale_x, scale_y = views[index]
+                results[index] = _faces_from_output(boxes, probs, points, scale_x, scale_y, pixels.shape[1],
+                                                    pixels.shape[0])
+    return results
+
+
+def mtcnn_face_share(images, min_prob: float = 0.95, device: str = "cpu") -> dict:
+    """Share of images (uint8 arrays or tensors, at their own size) in which stage 1's MTCNN finds a face with
+    probability >= `min_prob`. Returns {"share", "faces", "images"}."""
+    config = CropConfig(device=device, progress=False, batch_size=32)
+    pictures = [Image.fromarray(a) for a in to_uint8_arrays(images)]
+    found = detect_faces(pictures, build_detector(config), config)
+    faces = sum(any(face.prob >= min_prob for face in image_faces) for image_faces in found)
+    return {"share": faces / max(1, len(pictures)), "faces": int(faces), "images": len(pictures)}
 
 
 def select_faces(faces: Sequence[Face], config: CropConfig) -> list[Face]:
@@ -319,17 +206,14 @@ def select_faces(faces: Sequence[Face], config: CropConfig) -> list[Face]:
 
 
 def crop_box(box: Sequence[float], image_size: tuple[int, int], margin: float) -> tuple[float, float, float, float]:
-    """The square region cut for a face: the box made square (its longer side), grown by `margin` on each side
-    (fraction of that side if < 1, else original pixels), shifted to lie inside the image when it fits, then
-    clipped to the image (a face larger than the photo gives a non-square region, stretched on resize)."""
+    """The region cut for a face: the box made square, grown by `margin` per side (fraction of the side if < 1,
+    else pixels), shifted inside the image when it fits, then clipped to it."""
     width, height = image_size
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1)
     side += 2 * (margin * side if margin < 1 else margin)
-    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = centre_x - side / 2, centre_y - side / 2
-    left = min(max(left, 0.0), max(width - side, 0.0))
-    top = min(max(top, 0.0), max(height - side, 0.0))
+    left = min(max((x1 + x2 - side) / 2, 0.0), max(width - side, 0.0))
+    top = min(max((y1 + y2 - side) / 2, 0.0), max(height - side, 0.0))
     return left, top, min(left + side, float(width)), min(top + side, float(height))
 
 
@@ -339,17 +223,9 @@ def crop_face(image: Image.Image, face: Face, config: CropConfig) -> Image.Image
     return image.resize((config.image_size, config.image_size), Image.LANCZOS, box=region)
 
 
-# ---------------------------------------------------------------------------------------------------- figures
-
-
 def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95, line: int = 3) -> Image.Image:
-    """A copy of `image` with each face's box, five landmarks and probability drawn on it.
-
-    Boxes of faces at or above `min_prob` (the ones `crop_faces` would cut) are green, the others orange; the
-    largest face (the one `keep="largest"` keeps) gets a thicker box. `line` is the box width in pixels.
-    """
-    from PIL import ImageDraw
-
+    """A copy of `image` with each face's box (green at or above `min_prob`, else orange; the largest thicker),
+    five landmarks and probability drawn on it. `line`: box width in pixels."""
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas)
     font_size = max(12, canvas.width // 30)
@@ -357,8 +233,7 @@ def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95
     largest = max(faces, key=lambda f: f.area) if faces else None
     for face in faces:
         colour = (40, 200, 60) if face.prob >= min_prob else (255, 150, 0)
-        width = line * 2 if face is largest else line
-        draw.rectangle([round(v) for v in face.box], outline=colour, width=width)
+        draw.rectangle([round(v) for v in face.box], outline=colour, width=line * 2 if face is largest else line)
         for x, y in zip(face.landmarks[0::2], face.landmarks[1::2]):
             draw.ellipse([x - line, y - line, x + line, y + line], fill=(255, 60, 60))
         draw.text((face.box[0], max(0.0, face.box[1] - font_size - 4)), f"{face.prob:.3f}", fill=colour, font=font)
@@ -367,17 +242,8 @@ def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95
 
 def detection_figure(panels: Sequence[tuple[Image.Image, Sequence[Face], str]], out_png: str | Path,
                      columns: int = 3, tile: int = 320, min_prob: float = 0.95) -> Path:
-    """Write a PNG grid of photos with their detections drawn (see `draw_faces`), one caption per photo.
-
-    Args:
-        panels: (RGB photo, its faces in that photo's pixels, caption) triples.
-        out_png: where the PNG goes (written atomically).
-        columns: photos per row.
-        tile: each photo is fitted into a `tile` x `tile` square, pixels.
-        min_prob: threshold that colours boxes green (kept) or orange (below it).
-    """
-    from PIL import ImageDraw
-
+    """Write a PNG grid of (photo, its faces, caption) panels with the detections drawn (`draw_faces`), each photo
+    fitted into a `tile`-pixel square, `columns` per row. Returns `out_png`."""
     caption_height = 18
     rows = max(1, math.ceil(len(panels) / columns))
     sheet = Image.new("RGB", (columns * tile, rows * (tile + caption_height)), "white")
@@ -392,15 +258,8 @@ def detection_figure(panels: Sequence[tuple[Image.Image, Sequence[Face], str]], 
     return Path(out_png)
 
 
-# ---------------------------------------------------------------------------------------------------- folders
-
-
-def _visible(path: Path) -> bool:
-    return not path.name.startswith((".", "_"))
-
-
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and _visible(path)
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith((".", "_"))
 
 
 def person_folders(src: Path) -> list[tuple[str, Path]]:
@@ -410,27 +269,15 @@ def person_folders(src: Path) -> list[tuple[str, Path]]:
         raise FileNotFoundError(f"source folder not found: {src}")
     if (src / "manifest.csv").exists() or any(_is_image(p) for p in src.iterdir()):
         return [(src.name, src)]
-    return [(p.name, p) for p in sorted(src.iterdir()) if p.is_dir() and _visible(p)]
-
-
-# columns a scraper manifest may use for the saved file's name (relative to the person folder)
-MANIFEST_FILE_COLUMNS = ("file", "filename", "path", "local_path", "saved_as")
+    return [(p.name, p) for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
 
 
 def source_images(folder: Path) -> list[str]:
-    """Image names (relative to `folder`) to crop: manifest rows with `status == saved` when `manifest.csv`
-    exists (file column: the first of MANIFEST_FILE_COLUMNS present), otherwise every visible image file."""
+    """Image names in `folder` to crop: the `saved` rows of its `manifest.csv`, else every visible image file."""
     folder = Path(folder)
-    manifest = folder / "manifest.csv"
-    if manifest.exists():
-        names = []
-        for row in read_csv(manifest):
-            if (row.get("status") or "").strip() != "saved":
-                continue
-            name = next((row[c] for c in MANIFEST_FILE_COLUMNS if row.get(c)), "")
-            if name and name not in names:
-                names.append(name)
-        return names
+    if (folder / "manifest.csv").exists():
+        rows = read_csv(folder / "manifest.csv")
+        return list(dict.fromkeys(row["file"] for row in rows if row.get("status") == "saved" and row.get("file")))
     return sorted(p.name for p in folder.iterdir() if _is_image(p))
 
 
@@ -442,7 +289,7 @@ def _output_stems(sources: Sequence[str]) -> dict[str, str]:
             for s, stem in zip(sources, stems)}
 
 
-def _numbers(values: Iterable[float]) -> str:
+def _numbers(values: Sequence[float]) -> str:
     return ",".join(f"{v:.1f}" for v in values)
 
 
@@ -451,17 +298,14 @@ def parse_numbers(cell: str) -> list[float]:
     return [float(v) for v in cell.split(",")] if cell else []
 
 
-# ---------------------------------------------------------------------------------------------------- crop_faces
-
-
 def _rows_for_image(source: str, stem: str, image: Image.Image, faces: list[Face], config: CropConfig,
                     person_out: Path) -> list[dict]:
     """Write this image's crops and return its crops.csv rows."""
+    if not faces and _too_small(*image.size, config):
+        return [dict(source=source, status="no_face",
+                     reason=f"image {image.width}x{image.height} is smaller than the smallest face searched "
+                            f"({max(12, int(config.min_face_size))} px); MTCNN was not run")]
     if not faces:
-        if _too_small(*image.size, config):  # detection never ran on it (see _too_small)
-            return [dict(source=source, status="no_face",
-                         reason=f"image {image.width}x{image.height} is smaller than the smallest face searched "
-                                f"({max(12, int(config.min_face_size))} px); MTCNN was not run")]
         return [dict(source=source, status="no_face", reason="MTCNN found no face")]
     chosen = select_faces(faces, config)
     if not chosen:
@@ -472,34 +316,23 @@ def _rows_for_image(source: str, stem: str, image: Image.Image, faces: list[Face
     rows = []
     for k, face in enumerate(chosen):
         name = f"{stem}_{k}.jpg"
-        atomic_save_image(crop_face(image, face, config), person_out / name, quality=int(config.jpeg_quality))
+        atomic_save_image(crop_face(image, face, config), person_out / name, quality=95)
         rows.append(dict(source=source, face_index=k, file=name, box=_numbers(face.box), prob=f"{face.prob:.6f}",
                          landmarks=_numbers(face.landmarks), status="ok", reason=""))
     return rows
 
 
-def _remove_old_crops(person_out: Path, rows: list[dict]) -> None:
-    # overwrite=True redoes a photo: its previous crops (ours, inside the output folder) must not linger.
-    for row in rows:
-        if row.get("file") and row.get("status") == "ok":
-            (person_out / row["file"]).unlink(missing_ok=True)
+COUNTED = ("no_face", "low_prob", "unreadable", "error", "rejected")  # statuses a summary counts besides "ok"
 
 
 def _count(rows: list[dict]) -> dict[str, int]:
-    sources = {r["source"] for r in rows}
-    counts = {"images": len(sources), "faces": sum(r["status"] == "ok" for r in rows)}
-    for status in ("no_face", "low_prob", "unreadable", "error"):
-        counts[status] = sum(r["status"] == status for r in rows)
-    counts["rejected"] = sum(r["status"] == "rejected" for r in rows)
-    return counts
+    return {"images": len({r["source"] for r in rows}), "faces": sum(r["status"] == "ok" for r in rows),
+            **{status: sum(r["status"] == status for r in rows) for status in COUNTED}}
 
 
 def identity_groups(folder: Path, identity_file: Path) -> list[tuple[str, Path, list[str]]]:
-    """Group a flat folder of photos by identity, from a CelebA-style `identity_CelebA.txt` (`<file> <id>` lines).
-
-    Returns (identity, folder, file names) triples in identity order (numeric ids sorted as numbers); files listed
-    but absent from `folder` are skipped, and identities left with no file are dropped.
-    """
+    """(identity, folder, file names) triples from a flat photo folder and a CelebA-style `<file> <id>` file, in
+    identity order (numeric ids as numbers); files absent from `folder` are skipped."""
     folder = Path(folder)
     present = {p.name for p in folder.iterdir() if _is_image(p)}
     groups: dict[str, list[str]] = {}
@@ -513,22 +346,16 @@ def identity_groups(folder: Path, identity_file: Path) -> list[tuple[str, Path, 
 def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig(), identities: Path | None = None) -> dict:
     """Detect and crop faces for one person folder or a root of person folders.
 
-    Args:
-        src: `data/raw/<person>/` or `data/raw/` (one visible subfolder per person; `_x`/`.x` folders ignored);
-            with `identities`, a flat folder of photos (e.g. CelebA's `img_celeba/`).
-        out: output root; crops go to `out/<person>/<source-stem>_<k>.jpg` with `out/<person>/crops.csv`,
-            and the config to `out/crop_config.json`. Nothing is written elsewhere.
-        config: `CropConfig`.
-        identities: a CelebA-style identity file (`<file> <identity>` per line); each identity then plays the
-            part of a person: its crops go to `out/<identity>/` (see `identity_groups`).
-    Returns: summary dict; counts are over each crops.csv after the run (`images`, `faces`, `no_face`,
-        `low_prob`, `unreadable`, `error`, `rejected`), plus `processed`/`skipped` for this run and `per_person`.
+    src: `data/raw/<person>/` or `data/raw/` (one visible subfolder per person); with `identities` (a CelebA-style
+        identity file) a flat photo folder, each identity then playing a person.
+    out: crops go to `out/<person>/<source-stem>_<k>.jpg` with `out/<person>/crops.csv`, the config to
+        `out/crop_config.json`. Photos already in a crops.csv are skipped unless `config.overwrite`.
+    Returns a summary: counts over each crops.csv after the run (images, faces, no_face, low_prob, unreadable,
+    error, rejected), `processed`/`skipped` for this run, `per_person`, out, seconds.
     """
-    # Plain tqdm, not tqdm.auto: the notebook widget needs ipywidgets, which the environment does not carry.
-    from tqdm import tqdm
+    from tqdm import tqdm  # plain tqdm: the notebook widget needs ipywidgets
 
-    src, out = Path(src), Path(out)
-    started = time.perf_counter()
+    src, out, started = Path(src), Path(out), time.perf_counter()
     seed_everything(config.seed)
     if identities is not None:
         groups = identity_groups(src, identities)
@@ -537,25 +364,25 @@ def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig(), identiti
     work = []
     for person, folder, sources in groups:
         rows = read_csv(out / person / "crops.csv")
-        if config.overwrite:
-            _remove_old_crops(out / person, [r for r in rows if r["source"] in set(sources)])
+        if config.overwrite:  # the redone photos' previous crops must not linger
+            for row in rows:
+                if row["source"] in sources and row.get("file") and row.get("status") == "ok":
+                    (out / person / row["file"]).unlink(missing_ok=True)
             rows = [r for r in rows if r["source"] not in set(sources)]
         done = {r["source"] for r in rows}
         work.append((person, folder, sources, rows, [s for s in sources if s not in done]))
 
     save_config(config, out / "crop_config.json")
     detector = build_detector(config) if any(todo for *_, todo in work) else None
-    total_todo = sum(len(todo) for *_, todo in work)
     summary: dict[str, Any] = {"processed": 0, "skipped": 0, "per_person": {}}
-    with tqdm(total=total_todo, desc="crop faces", unit="img", disable=not config.progress) as progress:
+    with tqdm(total=sum(len(todo) for *_, todo in work), desc="crop faces", unit="img",
+              disable=not config.progress) as progress:
         for person, folder, sources, rows, todo in work:
-            person_out = out / person
-            stems = _output_stems(sources)
+            person_out, stems = out / person, _output_stems(sources)
             summary["skipped"] += len(sources) - len(todo)
-            for start in range(0, len(todo), max(1, config.chunk_size)):
-                chunk = todo[start:start + config.chunk_size]
-                loaded: list[tuple[str, Image.Image]] = []
-                for source in chunk:
+            for start in range(0, len(todo), CHUNK_SIZE):
+                loaded = []
+                for source in todo[start:start + CHUNK_SIZE]:
                     try:
                         loaded.append((source, load_rgb(folder / source)))
                     except (OSError, ValueError, Image.DecompressionBombError) as error:
@@ -563,28 +390,23 @@ def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig(), identiti
                 try:
                     detections = detect_faces([image for _, image in loaded], detector, config)
                 except (ValueError, IndexError, RuntimeError):
-                    detections = None  # fall back to one call per image below, so errors are per image
+                    detections = None  # a batch-level failure inside facenet-pytorch: retry image by image
                 for position, (source, image) in enumerate(loaded):
                     try:
-                        faces = detections[position] if detections is not None else detect_faces(
-                            [image], detector, config)[0]
+                        faces = detections[position] if detections else detect_faces([image], detector, config)[0]
                         rows.extend(_rows_for_image(source, stems[source], image, faces, config, person_out))
                     except (ValueError, IndexError, RuntimeError, OSError) as error:
                         rows.append(dict(source=source, status="error", reason=f"{type(error).__name__}: {error}"))
                 write_csv_atomic(person_out / "crops.csv", rows, CROPS_FIELDS)
-                summary["processed"] += len(chunk)
-                progress.update(len(chunk))
-            if todo or not (person_out / "crops.csv").exists():
+                summary["processed"] += len(todo[start:start + CHUNK_SIZE])
+                progress.update(len(todo[start:start + CHUNK_SIZE]))
+            if not (person_out / "crops.csv").exists():
                 write_csv_atomic(person_out / "crops.csv", rows, CROPS_FIELDS)
             summary["per_person"][person] = _count(rows)
-
-    for key in ("images", "faces", "no_face", "low_prob", "unreadable", "error", "rejected"):
+    for key in ("images", "faces", *COUNTED):
         summary[key] = sum(counts[key] for counts in summary["per_person"].values())
     summary.update(out=str(out), seconds=round(time.perf_counter() - started, 2))
     return summary
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -604,5 +426,4 @@ def cli_run(args: argparse.Namespace) -> dict:
     overrides = parse_set_options(args.overrides)
     if args.overwrite:
         overrides["overwrite"] = True
-    config = apply_overrides(CropConfig(), overrides)
-    return crop_faces(args.src, args.out, config, identities=args.identities)
+    return crop_faces(args.src, args.out, apply_overrides(CropConfig(), overrides), identities=args.identities)

@@ -1,9 +1,5 @@
-"""What stage 1 reports once its steps ran: each person's way from candidate URLs to kept face crops (a bar chart)
-and the stage's `summary.json`, the record `make demo` and the README read.
-
-The counts come from the files on disk (`manifest.csv`, the crop folders), so a resumed run reports the same
-totals as the first one.
-"""
+"""Stage 1's report: a bar chart of each person's way from candidate URLs to kept crops, and `summary.json`.
+Counts come from the files on disk, so a resumed run reports the same totals as the first one."""
 from __future__ import annotations
 
 import io
@@ -27,9 +23,8 @@ def crop_counts(faces: str | Path, slugs: Sequence[str]) -> dict[str, dict[str, 
 
 
 def counts_figure(manifests: Mapping[str, dict], crops: Mapping[str, dict], out_png: str | Path, title: str) -> Path:
-    """Four bars per person, in the order of `manifests`: candidate URLs and photos saved (`manifest_counts`), face
-    crops MTCNN made (kept + rejected, counted on disk so a first run and a rerun agree) and crops kept
-    (`crop_counts`). Written to `out_png`, returned."""
+    """Four bars per person (candidate URLs, photos saved, face crops made, crops kept) from `manifest_counts` and
+    `crop_counts`, written to `out_png`, returned."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -56,12 +51,8 @@ def counts_figure(manifests: Mapping[str, dict], crops: Mapping[str, dict], out_
 def write_summary(path: str | Path, target: str, manifests: Mapping[str, dict], crop_summary: dict,
                   crops: Mapping[str, dict], target_wrong_crop_ranks: Sequence[int], fetch_seconds: float,
                   seconds: float) -> dict:
-    """Write stage 1's `summary.json` (people, candidates, saved, duplicates, rejected by reason, crops kept per
-    person, the sheet ranks of the target's wrong crops, timings) and return it.
-
-    manifests: `manifest_counts` per person slug (the target's first); crop_summary: what `crop_faces` returned;
-    crops: `crop_counts`; seconds: wall time of the fetch and of the whole notebook.
-    """
+    """Write stage 1's `summary.json` and return it. manifests: `manifest_counts` per person slug; crop_summary:
+    what `crop_faces` returned; crops: `crop_counts`; seconds: wall time of the fetch and of the whole notebook."""
     slugs = list(manifests)
     rejected_by_reason = Counter()
     for slug in slugs:

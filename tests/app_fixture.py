@@ -136,14 +136,6 @@ def make_tiny_models(root: str | Path, n_target: int = 5, n_other: int = 3) -> M
                       vae_finetuned=root / "vae_finetuned" / "checkpoint.pt").check()
 
 
-def save_attribute_model(path: str | Path, names=("Smiling", "Eyeglasses"), latent_dim: int = 16) -> Path:
-    """An attribute-transfer model file in the format `app.core.load_attribute_model` reads (random directions)."""
-    from common.checkpoints import save_checkpoint
-
-    directions = torch.randn(len(names), latent_dim, generator=torch.Generator().manual_seed(0))
-    return save_checkpoint(path, {"attributes": list(names), "directions": directions})
-
-
 def jpeg_bytes(picture: Image.Image, quality: int = 90) -> bytes:
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=quality)

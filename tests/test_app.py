@@ -1,6 +1,6 @@
-"""The web app without a browser: upload checks, the photo -> answer pipeline, model discovery, the attribute
-section, the command line, and the served page over HTTP (visitors at once, crafted requests, memory, the temporary
-folder's sweep and removal). Models are tiny and trained for the tests (tests/app_fixture.py)."""
+"""The web app without a browser: upload checks, the photo -> answer pipeline, model discovery, the command line,
+and the served page over HTTP (visitors at once, crafted requests, memory, the temporary folder's sweep and removal).
+Models are tiny and trained for the tests (tests/app_fixture.py)."""
 from __future__ import annotations
 
 import io
@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image
 
 from app import core
-from app_fixture import (call_api, file_data, jpeg_bytes, large_photo, no_face_photo, rss_mb, save_attribute_model,
-                         serve_in_subprocess, synthetic_photo, upload)
+from app_fixture import (call_api, file_data, jpeg_bytes, large_photo, no_face_photo, rss_mb, serve_in_subprocess,
+                         synthetic_photo, upload)
 from common.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,14 +109,44 @@ def test_several_faces_say_how_many_and_the_user_picks_one(tiny_app_models):
     photo = synthetic_photo(0, people=2)  # seed 0: MTCNN finds both faces
     first = core.answer_photo(tiny_app_models, photo, with_morph=False)
     assert first.n_faces == 2 and "2 faces found" in first.message and "largest" in first.message
-    assert [c.size for c in first.crops] == [(160, 160)] * 2  # what the page keeps to pick another face
-    second = core.answer_photo(tiny_app_models, None, face_index=1, crops=first.crops, with_morph=False)
+    # what the page keeps to pick another face: each face's crop and its frame at the VAE's size
+    assert [(c.size, f.size) for c, f in first.faces] == [((160, 160), (32, 32))] * 2
+    second = core.answer_photo(tiny_app_models, None, face_index=1, faces=first.faces, with_morph=False)
     assert second.face_index == 1 and "showing face 2" in second.message
     assert "detect" not in second.timings and second.boxes is None  # the earlier detection was reused
     assert np.abs(np.asarray(first.crop, float) - np.asarray(second.crop, float)).mean() > 10
     assert core.face_choices(2) == ["face 1 (largest)", "face 2"]
     # an index past the end falls back to the last face instead of failing
-    assert core.answer_photo(tiny_app_models, None, 9, crops=first.crops, with_morph=False).face_index == 1
+    assert core.answer_photo(tiny_app_models, None, 9, faces=first.faces, with_morph=False).face_index == 1
+
+
+def test_the_vae_sees_a_photo_framed_like_its_training_images():
+    """Fresh aligned portraits shown in bigger photos: `vae_frame` from MTCNN's eyes must give back nearly each
+    portrait's own training frame (its 148 px centre crop), much nearer than the stage-1 crop does."""
+    from scraping.faces import CropConfig, build_detector, crop_face, detect_faces
+    from world.portraits import random_identity, random_nuisance, render_portrait
+
+    rng = np.random.default_rng(11)
+    portraits = [render_portrait(random_identity(rng), random_nuisance(rng, aligned=True)) for _ in range(12)]
+    photos = []
+    for k, portrait in enumerate(portraits):  # each portrait at 1.5x, somewhere on a grey 600x500 photo
+        photo = Image.new("RGB", (600, 500), (128, 128, 128))
+        photo.paste(portrait.resize((267, 327), Image.BICUBIC), (40 + 25 * k, 60 + 8 * k))
+        photos.append(photo)
+    config = CropConfig(device="cpu", progress=False)
+    found = detect_faces(photos, build_detector(config), config)
+    errors = {"frame": [], "crop": []}
+    for portrait, photo, faces in zip(portraits, photos, found):
+        if not faces:
+            continue
+        face = max(faces, key=lambda f: f.prob)
+        truth = np.asarray(portrait.crop((15, 35, 163, 183)).resize((64, 64), Image.BILINEAR), float)
+        frame = np.asarray(core.vae_frame(photo, face, 64), float)
+        crop = np.asarray(crop_face(photo, face, config).resize((64, 64), Image.BILINEAR), float)
+        errors["frame"].append(np.abs(frame - truth).mean())
+        errors["crop"].append(np.abs(crop - truth).mean())
+    assert len(errors["frame"]) >= 10, "MTCNN missed the faces of too many portraits"
+    assert np.median(errors["frame"]) < 0.6 * np.median(errors["crop"]), errors
 
 
 def test_the_photo_with_its_boxes_comes_back_at_display_size(tiny_app_models):
@@ -127,39 +156,6 @@ def test_the_photo_with_its_boxes_comes_back_at_display_size(tiny_app_models):
     assert answer.crop.size == (160, 160)
     no_face = core.answer_photo(tiny_app_models, no_face_photo((2000, 1000)))
     assert no_face.boxes.size == (core.BOXES_SIDE, core.BOXES_SIDE // 2)
-
-
-# ------------------------------------------------------------------------------------------ attributes
-def test_attribute_sliders_move_the_face_and_zero_is_the_reconstruction(tiny_app_paths, tiny_app_models, tmp_path):
-    names, directions = core.load_attribute_model(save_attribute_model(tmp_path / "attr.pt"), 16)
-    assert names == ["Smiling", "Eyeglasses"] and directions.shape == (2, 16)
-    models = core.Models(**{**tiny_app_models.__dict__, "attributes": names, "directions": directions})
-    crop = core.answer_photo(models, synthetic_photo(0), with_morph=False).crop
-    unchanged = np.asarray(core.edit_attributes(models, crop, [0.0, 0.0]), float)
-    assert np.abs(unchanged - np.asarray(core.reconstruct(models, crop), float)).max() <= 1
-    moved = np.asarray(core.edit_attributes(models, crop, [3.0, 0.0]), float)
-    assert np.abs(moved - unchanged).mean() > 1
-    with pytest.raises(InputError, match="no attribute model"):
-        core.edit_attributes(tiny_app_models, crop, [1.0])
-
-
-def test_an_attribute_model_of_another_latent_size_is_refused(tmp_path):
-    with pytest.raises(InputError, match="8-d directions.*16 dimensions"):
-        core.load_attribute_model(save_attribute_model(tmp_path / "attr.pt", latent_dim=8), 16)
-
-
-def test_the_attribute_section_is_on_the_page_only_with_an_attribute_model(tiny_app_models, tmp_path):
-    from app.ui import build_page
-
-    def attribute_group_visible(models) -> bool:
-        config = build_page(models, tmp_path).blocks.get_config_file()
-        group = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "attributes")
-        return bool(group["props"].get("visible"))
-
-    assert not attribute_group_visible(tiny_app_models)
-    with_attributes = core.Models(**{**tiny_app_models.__dict__, "attributes": ["Smiling"],
-                                     "directions": torch.zeros(1, 16)})
-    assert attribute_group_visible(with_attributes)
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -279,7 +275,7 @@ def test_an_upload_named_dotdot_is_refused_in_one_line_and_swept(served):
     while any(served.gradio_folder.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(served.gradio_folder.iterdir()), sorted(served.gradio_folder.rglob("*"))
-    assert not any(served.page.blocks.temp_file_sets), "Gradio still lists swept files"
+    assert not any(served.blocks.temp_file_sets), "Gradio still lists swept files"
 
 
 def test_an_upload_from_another_web_page_is_refused_before_it_is_stored(served):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -247,13 +248,27 @@ def test_two_fresh_smoke_demos_tell_the_same_story(smoke_run, tmp_path):
     assert "Kernel is running" not in second.stderr and second.stderr.count("\r") < 50
 
 
-def test_readme_numbers_match_the_committed_results():
-    import readme_numbers
+def test_readme_and_docs_numbers_match_the_committed_results():
+    from tools import readme_numbers
+
+    blocks = readme_numbers.readme_blocks()
+    for document in readme_numbers.DOCUMENTS:
+        text = (ROOT / document).read_text(encoding="utf-8")
+        assert readme_numbers.BLOCK.findall(text), f"{document} has no generated blocks"
+        assert readme_numbers.fill_readme(text, blocks, document) == text, f"{document} is out of date: make readme"
+    assert set(blocks) == {m[1] for d in readme_numbers.DOCUMENTS
+                           for m in readme_numbers.BLOCK.findall((ROOT / d).read_text())}, "a block is never shown"
+
+
+def test_readme_is_a_short_guide_whose_links_resolve():
+    from tools import readme_numbers
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = readme_numbers.readme_blocks()
-    assert readme_numbers.BLOCK.findall(text), "README has no generated blocks"
-    assert readme_numbers.fill_readme(text, blocks) == text, "README is out of date: run `make readme`"
+    assert len(text.splitlines()) <= readme_numbers.README_MAX_LINES
+    for document in readme_numbers.DOCUMENTS:
+        folder = (ROOT / document).parent
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / document).read_text(encoding="utf-8")):
+            assert (folder / target).exists(), f"{document} links to missing {target}"
 
 
 def test_committed_notebooks_and_demo_results_stay_light():

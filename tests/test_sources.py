@@ -25,7 +25,6 @@ from scraping.sources import (
     parse_srcset,
     parse_wikimedia_response,
     search_candidates,
-    session_fetcher,
     strip_html,
     wikimedia_candidates,
 )
@@ -85,9 +84,18 @@ def site():
 
 @pytest.fixture
 def fetch_text():
+    """A plain `FetchText` over a `requests.Session` (no politeness: the sources alone are under test)."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
-    yield session_fetcher(session, timeout=(2.0, 5.0))
+
+    def fetch(url: str) -> tuple[int, str]:
+        try:
+            response = session.get(url, timeout=(2.0, 5.0))
+        except requests.RequestException as exc:
+            raise PageFetchError(f"{url}: {exc}") from exc
+        return response.status_code, response.text
+
+    yield fetch
     session.close()
 
 
