@@ -1,7 +1,6 @@
 """Command line for the GAN baseline and its metrics: `python -m generative gan|metrics ...`.
 
-Each command lives in the module that does the work (`cli_add_arguments(parser)` + `cli_run(args) -> dict`); the
-dict it returns is printed as the last stdout line, one line of JSON.
+Each command is `cli_add_arguments` + `cli_run` in the module that does the work.
 """
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import sys
 
 from common.command_line import run_commands
 
-# command -> (module holding it, one-line help)
 COMMANDS = {
     "gan": ("generative.gan", "train the DCGAN baseline on the same data as the VAE"),
     "metrics": ("generative.metrics", "score VAE/GAN samples: KID, FID, precision/recall, MTCNN, copies"),

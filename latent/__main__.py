@@ -1,7 +1,6 @@
 """Command line for the latent-space work: `python -m latent beta-sweep|transfer ...`.
 
-Each command lives in the module that does the work (`cli_add_arguments(parser)` + `cli_run(args) -> dict`); the
-dict it returns is printed as the last stdout line, one line of JSON.
+Each command is `cli_add_arguments` + `cli_run` in the module that does the work.
 """
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import sys
 
 from common.command_line import run_commands
 
-# command -> (module holding it, one-line help)
 COMMANDS = {
     "beta-sweep": ("latent.disentangle", "train β-VAEs on labelled synthetic portraits; score MIG, FactorVAE, DCI"),
     "transfer": ("latent.transfer", "conditional attribute transfer: smile vector vs CVAE vs trVAE, scored"),

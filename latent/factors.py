@@ -1,30 +1,11 @@
-"""Labelled portraits for measuring a latent space: every generative factor of every photo is known (issue 15).
+"""Labelled portraits for measuring a latent space: every generative factor of every photo is known.
 
-A disentanglement metric needs the ground-truth factors of each image, and a transfer model ("make this face
-smile") needs the image the world *would* have drawn with one factor changed. The world's renderer
-(`world.portraits.render_portrait`, no second face drawer) gives both: a photo is a row of discrete factor codes
-(one level index per factor in `FACTORS`), and changing one code re-renders the same face, in the same light,
-with only that factor changed (`render_codes(..., flip=...)`, `counterfactual`).
-
-Factors (levels in `FACTORS`): identity factors — hair colour, hair length, skin tone, glasses, beard — and photo
-factors — smile, mouth open, head turn (yaw), light direction. Everything else is fixed per photo:
-
-- `vary_identity=False` (the disentanglement data): everything else belongs to one fixed base person (face shape,
-  eyes, nose, ...) on a fixed backdrop, so the listed factors are the only things that change, as in dSprites-like
-  benchmarks.
-- `vary_identity=True` (the transfer data): everything else is a random person of the photo's own seed
-  (`random_identity`), so held-out faces are people the models never saw, and an identity embedding has
-  something to preserve.
-
-Photos are framed like stage 1's face crops (eye midpoint at 0.42 of the height, eyes a third of the width apart),
-drawn straight at `size` px with no blur, noise or JPEG: the factors are the signal. Codes are drawn uniformly and
-independently per factor (a factorial design; `exclude` removes cells, e.g. smiling faces with glasses, from a
-training set). Each photo's pixels depend only on its seed, its index and its codes, never on how rendering is
-split across processes.
+A photo is a row of discrete factor codes drawn by `world.portraits.render_portrait`; changing one code re-renders
+the same face, in the same light, with only that factor changed (`FactorData.counterfactual`). The person is one
+fixed base person (`vary_identity=False`) or a random one per photo (`vary_identity=True`, the transfer data).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import multiprocessing
 from dataclasses import dataclass
@@ -65,7 +46,6 @@ FACTORS: tuple[Factor, ...] = (
     Factor("yaw", (-0.6, -0.3, 0.0, 0.3, 0.6), "photo"),
     Factor("light", (0.0, 90.0, 180.0, 270.0), "photo"),  # direction the light comes from, degrees
 )
-FACTOR_NAMES = tuple(f.name for f in FACTORS)
 
 # The transfer experiment's factors (with `vary_identity=True`: everything else is a random person): two binary
 # attributes to transfer — smile (neutral / broad smile) and glasses (none / rectangular frames) — plus a head
@@ -111,14 +91,12 @@ def apply_codes(person: Identity, codes: Sequence[int], factors: Sequence[Factor
                 photo_seed: int = 0) -> tuple[Identity, Nuisance]:
     """The (identity, photo) the renderer draws for one row of factor codes; unlisted factors keep `person`'s value."""
     value = {f.name: f.levels[int(c)] for f, c in zip(factors, codes)}
-    changes: dict = {}
+    changes = {name: value[name] for name in ("hair_length", "beard") if name in value}
     if "hair_colour" in value:
         colour = value["hair_colour"]
         rgb = HAIR_COLOURS[colour]
         brow = np.array(rgb) * (0.55 if colour in ("blond", "gray") else 0.8)
         changes.update(hair_colour=colour, hair_rgb=rgb, brow_rgb=tuple(int(c) for c in brow))
-    if "hair_length" in value:
-        changes.update(hair_length=value["hair_length"])
     if "skin" in value:
         tone = float(value["skin"])
         skin = tuple(int(c) for c in PALE_SKIN + (DARK_SKIN - PALE_SKIN) * tone ** 1.3)
@@ -126,8 +104,6 @@ def apply_codes(person: Identity, codes: Sequence[int], factors: Sequence[Factor
         changes.update(skin=skin, lip_rgb=tuple(int(np.clip(c, 0, 255)) for c in lip))
     if "glasses" in value:
         changes.update(glasses=value["glasses"], glasses_rgb=GLASSES_RGB)
-    if "beard" in value:
-        changes.update(beard=value["beard"])
     identity = dataclasses.replace(person, **changes)
     light = value.get("light")
     nuisance = Nuisance(
@@ -142,11 +118,8 @@ def apply_codes(person: Identity, codes: Sequence[int], factors: Sequence[Factor
 
 def sample_codes(n: int, seed: int = 0, factors: Sequence[Factor] = FACTORS,
                  exclude: Sequence[Mapping[str, int]] = ()) -> np.ndarray:
-    """`n` rows of factor codes, each factor uniform and independent, deterministic for `seed`.
-
-    exclude: cells left out, each a {factor name: level index} mapping (a row matching every entry of one cell is
-        redrawn), e.g. `[{"smile": 3, "glasses": 2}]` for "no broadly smiling faces with rectangular glasses".
-    """
+    """`n` rows of factor codes, each factor uniform and independent, deterministic for `seed`; a row matching every
+    entry of one `exclude` cell ({factor name: level index}) is redrawn."""
     rng = np.random.default_rng([FACTOR_STREAM, seed, 2])
     sizes = np.array([f.n_levels for f in factors])
     cells = [[(factor_index(k, factors), int(v)) for k, v in cell.items()] for cell in exclude]
@@ -175,12 +148,8 @@ def _render_rows(job) -> np.ndarray:
 def render_codes(codes: np.ndarray, seed: int = 0, size: int = 64, vary_identity: bool = False,
                  factors: Sequence[Factor] = FACTORS, indices: Sequence[int] | None = None, workers: int = 1,
                  progress: bool = False) -> np.ndarray:
-    """Render one photo per row of `codes`: uint8 [N, size, size, 3].
-
-    indices: the photo index of each row (default 0..N-1); the person (`vary_identity`) and the drawing seed follow
-        the index, so rendering row i with one code changed gives its counterfactual.
-    workers: processes that render; the pixels do not depend on it.
-    """
+    """Render one photo per row of `codes`: uint8 [N, size, size, 3]. `indices` (default 0..N-1) fix each row's person
+    and drawing seed, so a changed code gives the counterfactual; the pixels do not depend on `workers`."""
     codes = np.asarray(codes, np.int64)
     indices = np.arange(len(codes)) if indices is None else np.asarray(indices, np.int64)
     if len(indices) != len(codes):
@@ -188,25 +157,14 @@ def render_codes(codes: np.ndarray, seed: int = 0, size: int = 64, vary_identity
     chunk = 32
     jobs = [(indices[s:s + chunk], codes[s:s + chunk], seed, size, vary_identity, tuple(factors))
             for s in range(0, len(codes), chunk)]
-    out = np.empty((len(codes), size, size, 3), np.uint8)
-    bar = tqdm(total=len(codes), desc="rendering factor portraits", disable=not progress, leave=False)
+    bar = dict(total=len(jobs), desc="rendering factor portraits", disable=not progress, leave=False)
     if workers <= 1 or len(jobs) < 4:
-        blocks = map(_render_rows, jobs)
-        pool = None
+        blocks = [_render_rows(job) for job in tqdm(jobs, **bar)]
     else:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
-        blocks = pool.map(_render_rows, jobs)
-    try:
-        for start, block in zip(range(0, len(codes), chunk), blocks):
-            out[start:start + len(block)] = block
-            bar.update(len(block))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        bar.close()
-    return out
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            blocks = list(tqdm(pool.imap(_render_rows, jobs), **bar))
+    return np.concatenate(blocks) if blocks else np.empty((0, size, size, 3), np.uint8)
 
 
 @dataclass
@@ -233,7 +191,7 @@ class FactorData:
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255.0)
 
     def counterfactual(self, rows: Sequence[int], factor: str, level: int, workers: int = 1) -> np.ndarray:
-        """Re-render photos `rows` with `factor` set to `level` (everything else identical): uint8 [len(rows), S, S, 3]."""
+        """Re-render photos `rows` with `factor` set to `level`, all else identical: uint8 [len(rows), S, S, 3]."""
         rows = np.asarray(rows, np.int64)
         codes = self.codes[rows].copy()
         codes[:, factor_index(factor, self.factors)] = int(level)

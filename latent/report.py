@@ -13,8 +13,17 @@ def _bench(benchmarks: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _mean_range(stats: dict, digits: int = 3) -> str:
+def _mean_range(stats: dict | None, digits: int = 3) -> str:
+    """"mean [min, max]" of a {mean, min, max} dict, "-" when it is missing."""
+    if stats is None:
+        return "-"
     return f"{stats['mean']:.{digits}f} [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
 def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:
@@ -25,20 +34,20 @@ def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:
     r = record["result"]
     lines = [f"`{record['command']}`: {len(r['seeds'])} seeds per β, {r['steps']} steps of batch {r['batch_size']}, "
              f"{r['image_size']} px, {r['latent_dim']} latent dimensions, {r['train_images']:,} training portraits, "
-             f"scored on {r['pool_images']:,} others; mean [min, max] over seeds.", "",
-             "| β | MIG | FactorVAE score | DCI disentanglement | held-out MSE | held-out SSIM | active dims |",
-             "|---|---|---|---|---|---|---|"]
-    for beta, s in sorted(r["by_beta"].items(), key=lambda item: float(item[0])):
-        lines.append(f"| {beta} | {_mean_range(s['mig'])} | {_mean_range(s['factor_vae'])} | "
-                     + (f"{_mean_range(s['dci_disentanglement'])}" if "dci_disentanglement" in s else "-")
-                     + f" | {_mean_range(s['mse'], 4)} | {_mean_range(s['ssim'])} | {s['active_dims']['mean']:.1f} |")
+             f"scored on {r['pool_images']:,} others; mean [min, max] over seeds.", ""]
+    lines += _table(["β", "MIG", "FactorVAE score", "DCI disentanglement", "held-out MSE", "held-out SSIM",
+                     "active dims"],
+                    [[beta, _mean_range(s["mig"]), _mean_range(s["factor_vae"]),
+                      _mean_range(s.get("dci_disentanglement")), _mean_range(s["mse"], 4), _mean_range(s["ssim"]),
+                      f"{s['active_dims']['mean']:.1f}"]
+                     for beta, s in sorted(r["by_beta"].items(), key=lambda item: float(item[0]))])
     per_factor = r.get("mig_per_factor_by_beta")
     if per_factor:
         betas = sorted(per_factor, key=float)
-        lines += ["", "MIG term of each factor (gap / entropy, mean over seeds): which factors some dimension carries alone.",
-                  "", "| factor | " + " | ".join(f"β = {b}" for b in betas) + " |", "|---|" + "---|" * len(betas)]
-        for k, name in enumerate(r["factors"]):
-            lines.append(f"| {name} | " + " | ".join(f"{per_factor[b][k]:.2f}" for b in betas) + " |")
+        lines += ["", "MIG term of each factor (gap / entropy, mean over seeds): which factors some dimension carries "
+                      "alone.", ""]
+        lines += _table(["factor"] + [f"β = {b}" for b in betas],
+                        [[name] + [f"{per_factor[b][k]:.2f}" for b in betas] for k, name in enumerate(r["factors"])])
     gain = r["mig_gain_over_beta1"]
     best = f"{r['best_beta_by_mig']:g}"
     base = min(r["by_beta"], key=float)
@@ -62,46 +71,38 @@ def latent_transfer_block(benchmarks: Path = BENCHMARKS) -> str:
              f"{r['train_images']:,} training portraits without the held-out cell ({held}), {r['test_images']} "
              f"held-out people, smile and glasses each flipped; the attribute judge scores "
              f"{min(r['judge_accuracy_renders']):.3f}–{max(r['judge_accuracy_renders']):.3f} on held-out renders. "
-             "Seen cells (source and target cell both in training), mean [min, max] over seeds:", "",
-             "| method | MSE to the re-render | MSE in the edit | SSIM to the re-render | transfer rate | ceiling | "
-             "other attribute kept | identity distance |", "|---|---|---|---|---|---|---|---|"]
+             "Seen cells (source and target cell both in training), mean [min, max] over seeds:", ""]
     order = ("none", "vector", "cvae", "trvae")
-    for method, s in sorted(r["by_method_seen"].items(), key=lambda item: order.index(item[0])):
-        ceiling = _mean_range(s["ceiling"], 2) if "ceiling" in s else "-"
-        edit = _mean_range(s["edit_mse"], 4) if "edit_mse" in s else "-"
-        lines.append(f"| {method} | {_mean_range(s['mse'], 4)} | {edit} | {_mean_range(s['ssim'])} | "
-                     f"{_mean_range(s['transfer_rate'], 2)} | {ceiling} | {_mean_range(s['other_kept'], 2)} | "
-                     + (_mean_range(s["identity_distance"]) if "identity_distance" in s else "-") + " |")
+    lines += _table(["method", "MSE to the re-render", "MSE in the edit", "SSIM to the re-render", "transfer rate",
+                     "ceiling", "other attribute kept", "identity distance"],
+                    [[method, _mean_range(s["mse"], 4), _mean_range(s.get("edit_mse"), 4), _mean_range(s["ssim"]),
+                      _mean_range(s["transfer_rate"], 2), _mean_range(s.get("ceiling"), 2),
+                      _mean_range(s["other_kept"], 2), _mean_range(s.get("identity_distance"))]
+                     for method, s in sorted(r["by_method_seen"].items(), key=lambda item: order.index(item[0]))])
     reference = r.get("identity_reference") or {}
     if reference:
         lines += ["", "Identity distance of the world's own re-render to the original (the floor a perfect transfer "
                       "reaches): " + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()) + "."]
-    lines += ["", "Transfers into or out of the held-out cell (pooled over seeds):", "",
-              "| method | attribute | cells | n | MSE | MSE in the edit | transfer rate | ceiling | other kept |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for g in r["groups"]:
-        if "held-out" in g["group"] and g["method"] != "none":
-            ceiling = f"{g['ceiling']:.2f}" if "ceiling" in g else "-"
-            edit = f"{g['edit_mse']:.4f}" if "edit_mse" in g else "-"
-            lines.append(f"| {g['method']} | {g['attribute']} | {g['group']} | {g['n']} | {g['mse']:.4f} | {edit} | "
-                         f"{g['transfer_rate']:.2f} | {ceiling} | {g['other_kept']:.2f} |")
+    lines += ["", "Transfers into or out of the held-out cell (pooled over seeds):", ""]
+    lines += _table(["method", "attribute", "cells", "n", "MSE", "MSE in the edit", "transfer rate", "ceiling",
+                     "other kept"],
+                    [[g["method"], g["attribute"], g["group"], g["n"], f"{g['mse']:.4f}",
+                      f"{g['edit_mse']:.4f}" if "edit_mse" in g else "-", f"{g['transfer_rate']:.2f}",
+                      f"{g['ceiling']:.2f}" if "ceiling" in g else "-", f"{g['other_kept']:.2f}"]
+                     for g in r["groups"] if "held-out" in g["group"] and g["method"] != "none"])
     by_attribute = [g for g in r["groups"] if g["group"] == "seen -> seen" and "ceiling" in g]
+    attributes = r.get("attributes", ["smile", "glasses"])
     if by_attribute:
-        lines += ["", "Seen cells by attribute (pooled over seeds): transfer rate / ceiling.", "",
-                  "| method | " + " | ".join(r.get("attributes", ["smile", "glasses"])) + " |",
-                  "|---|" + "---|" * len(r.get("attributes", ["smile", "glasses"]))]
-        for method in order:
-            cells = {g["attribute"]: g for g in by_attribute if g["method"] == method}
-            if cells:
-                lines.append(f"| {method} | " + " | ".join(
-                    f"{cells[a]['transfer_rate']:.2f} / {cells[a]['ceiling']:.2f}" if a in cells else "-"
-                    for a in r.get("attributes", ["smile", "glasses"])) + " |")
+        cells = {(g["method"], g["attribute"]): f"{g['transfer_rate']:.2f} / {g['ceiling']:.2f}" for g in by_attribute}
+        lines += ["", "Seen cells by attribute (pooled over seeds): transfer rate / ceiling.", ""]
+        lines += _table(["method"] + attributes, [[m] + [cells.get((m, a), "-") for a in attributes] for m in order
+                                                  if any(k[0] == m for k in cells)])
     seen = r["by_method_seen"]
     models = [m for m in seen if m != "none"]
     lowest = min(models, key=lambda m: seen[m]["mse"]["mean"])
     rate = seen.get("trvae", {}).get("transfer_rate", {}).get("mean", 0.0)
     met = lowest == "trvae" and rate >= 0.9
-    lines += ["", f"Target: trVAE has the lowest counterfactual error and a transfer rate ≥ 0.9 on the seen cells — "
+    lines += ["", "Target: trVAE has the lowest counterfactual error and a transfer rate ≥ 0.9 on the seen cells — "
                   f"**{'met' if met else 'missed'}**: lowest mean MSE {lowest} ({seen[lowest]['mse']['mean']:.4f}), "
                   f"trVAE transfer rate {rate:.2f}."]
     return "\n".join(lines)

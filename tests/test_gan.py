@@ -98,7 +98,7 @@ def test_cli_trains_and_prints_a_summary(celeba, tmp_path, capsys):
     from generative.__main__ import main
 
     code = main(["gan", "--src", str(celeba["root"]), "--out", str(tmp_path / "cli"), "--max-steps", "1",
-                 "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--set", "g_width=8",
+                 "--set", "image_size=32", "--set", "batch_size=4", "--set", "device=cpu", "--set", "g_width=8",
                  "--set", "d_width=8", "--set", "latent_dim=8"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
