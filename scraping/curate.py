@@ -1,9 +1,7 @@
-"""Curate face crops by eye: labelled contact sheets with likely-wrong crops first, and reversible rejection.
+"""Curate face crops by eye: contact sheets with the most unusual crops first, and reversible rejection.
 
-MTCNN finds *a* face, not *the* person's face. `contact_sheet` ranks each crop by how far it sits from the folder's
-typical crop (a cheap appearance feature) and lays the most unusual first; `reject` moves crops to `_rejected/`
-and marks them in crops.csv, `restore` moves them back. For the synthetic world, `judge_crops` grades crops against
-the world's ground truth (`web_truth.json`), standing in for the person who would look at the sheet.
+MTCNN finds *a* face, not *the* person's face. `reject` moves crops to `_rejected/`, `restore` moves them back;
+`judge_crops` grades crops against the synthetic world's ground truth, standing in for the person at the sheet.
 """
 from __future__ import annotations
 
@@ -46,12 +44,9 @@ def appearance_features(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
 
 
 def outlier_scores(images: Sequence[Image.Image]) -> list[dict]:
-    """Score each image by distance from the folder's typical crop; higher = more unusual.
-
-    Per descriptor, the distance to the element-wise median is divided by the median distance (1.0 = typical;
-    medians, so outliers do not drag the reference); the score is the mean of the two. Returns one dict per image:
-    score, pattern_distance, colour_distance.
-    """
+    """Score each image by distance from the folder's typical crop; higher = more unusual. Per descriptor, the
+    distance to the element-wise median over the median distance (1.0 = typical); score = the mean of the two.
+    Returns one dict per image: score, pattern_distance, colour_distance."""
     if not images:
         return []
     features = [appearance_features(image) for image in images]
@@ -68,7 +63,6 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
                   include_rejected: bool = False) -> dict:
     """Write labelled contact sheet(s) of the crops in `folder`, most unusual first, plus an outliers CSV.
 
-    folder: a person's crop folder (its crops.csv supplies the probabilities).
     out_png: first page; further pages (over `columns * rows` crops) go beside it as `<stem>_p2.png`, ..., the
         scores to `<stem>_outliers.csv`. thumb: thumbnail side in pixels.
     include_rejected: also show the crops in `_rejected/`, framed in red and scored with the rest.
@@ -80,10 +74,7 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
     if include_rejected and rejected_dir.is_dir():
         paths = sorted(paths + crop_images(rejected_dir), key=lambda p: p.name)
     probs = {r.get("file"): r.get("prob", "") for r in read_csv(folder / "crops.csv") if r.get("file")}
-    images = []
-    for path in paths:
-        with Image.open(path) as handle:
-            images.append(handle.convert("RGB"))
+    images = [Image.open(path).convert("RGB") for path in paths]
     scores = outlier_scores(images)
     order = sorted(range(len(paths)), key=lambda i: (-scores[i]["score"], paths[i].name))
 
@@ -92,23 +83,21 @@ def contact_sheet(folder: Path, out_png: Path, columns: int = 10, rows: int = 10
     page_paths = [out_png.with_name(f"{out_png.stem}_p{k}{out_png.suffix}") if k > 1 else out_png
                   for k in range(1, n_pages + 1)]
     n_rejected = sum(p.parent.name == REJECTED_FOLDER for p in paths)
+    title = f"{folder.name}: {len(paths)} crops" + (f" ({n_rejected} rejected)" if n_rejected else "")
     outlier_rows = []
     for page in range(n_pages):
-        members = order[page * per_page:(page + 1) * per_page]
-        title = f"{folder.name}: {len(paths)} crops" + (f" ({n_rejected} rejected)" if n_rejected else "")
-        title += f", page {page + 1}/{n_pages}, most unusual first"
         cells = []
-        for slot, index in enumerate(members):
-            name = paths[index].name
-            prob = probs.get(name, "")
-            prob_text = f"p={float(prob):.3f}" if prob else "p=?"
+        for rank, index in enumerate(order[page * per_page:(page + 1) * per_page], page * per_page + 1):
+            name, prob = paths[index].name, probs.get(paths[index].name, "")
             is_rejected = paths[index].parent.name == REJECTED_FOLDER
             cells.append(SheetCell(images[index], (("REJECTED " if is_rejected else "") + name,
-                                                   f"{prob_text} s={scores[index]['score']:.2f}"),
+                                                   (f"p={float(prob):.3f}" if prob else "p=?")
+                                                   + f" s={scores[index]['score']:.2f}"),
                                    frame=REJECTED_COLOUR if is_rejected else None))
-            outlier_rows.append(dict(rank=page * per_page + slot + 1, file=name, prob=prob, page=page + 1,
-                                     rejected=int(is_rejected), **{k: f"{v:.4f}" for k, v in scores[index].items()}))
-        save_sheet(thumbnail_sheet(cells, columns, thumb, title=title), page_paths[page])
+            outlier_rows.append(dict(rank=rank, file=name, prob=prob, page=page + 1, rejected=int(is_rejected),
+                                     **{k: f"{v:.4f}" for k, v in scores[index].items()}))
+        page_title = f"{title}, page {page + 1}/{n_pages}, most unusual first"
+        save_sheet(thumbnail_sheet(cells, columns, thumb, title=page_title), page_paths[page])
     outliers_csv = out_png.with_name(f"{out_png.stem}_outliers.csv")
     write_csv_atomic(outliers_csv, outlier_rows, OUTLIER_FIELDS)
     return {"folder": str(folder), "images": len(paths),

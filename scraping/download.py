@@ -1,11 +1,7 @@
-"""The one polite downloader every source feeds: fetch candidate images, check them, dedupe, save, keep a manifest.
+"""The polite downloader every source feeds: fetch candidate images, check them, dedupe, save, keep a manifest.
 
-`fetch_person` asks a source (`scraping.sources`) for candidates; `download_images` fetches them with a thread pool
-through a `PoliteClient` (per-host limits, retries honouring `Retry-After`, a User-Agent, redirects checked by hand,
-a byte cap and a wall-clock deadline per request). Kept images are named `<first 16 hex of sha256><ext>` (nothing
-from the URL reaches the file system); exact and near (pHash) duplicates are dropped, the copy listed first wins.
-`<out>/<slugify(person)>/manifest.csv` lists every URL with a status; a rerun skips finished rows and retries
-`error` rows. CLI: `python -m scraping fetch --person "Julia Roberts" --source wikimedia --out data/raw`.
+Kept images are named `<first 16 hex of sha256><ext>`; of exact and near (pHash) duplicates the copy listed first
+wins. `<out>/<person slug>/manifest.csv` lists every URL with a status; a rerun skips finished rows, retries `error`.
 """
 from __future__ import annotations
 
@@ -51,7 +47,7 @@ REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 # Formats kept and their extensions; Pillow tries only these parsers on untrusted bytes (MPO: multi-picture JPEG).
 FORMAT_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
                      "TIFF": ".tif"}
-OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+OPEN_FORMATS = [name for name in FORMAT_EXTENSIONS if name != "MPO"]
 SAVED_NAME = re.compile(r"^[0-9a-f]{16}\.(jpg|png|webp|gif|bmp|tif)$")
 DEFAULT_USER_AGENT = ("faces-start-to-finish/0.1 (tutorial image scraper; please set FetchConfig.user_agent to name "
                       "your project and a contact address) python-requests/" + requests.__version__)
@@ -89,8 +85,8 @@ class FetchConfig:
 
 
 class FetchFailure(PageFetchError):
-    """A URL could not be fetched: `status` "rejected" (permanent) or "error" (transient), `reason` a token.
-    `note` (e.g. "Connection refused") goes into the message only, not into `reason_text` (the manifest's)."""
+    """A URL could not be fetched: `status` "rejected" or "error" (retried next run), `reason` a token;
+    `note` (e.g. "Connection refused") goes into the message, not into `reason_text` (the manifest's)."""
 
     def __init__(self, status: str, reason: str, detail: str = "", note: str = ""):
         self.status, self.reason, self.reason_text = status, reason, f"{reason}: {detail}" if detail else reason
@@ -105,7 +101,7 @@ class FetchStopped(FetchFailure):
 
 
 class _Truncated(Exception):
-    """The body ended before its Content-Length; retried like a dropped connection."""
+    """The body ended before its Content-Length."""
 
 
 class _Attempt:
@@ -117,7 +113,6 @@ class _Attempt:
         self.lock, self.sock, self.why = threading.Lock(), None, ""
 
     def attach(self, sock) -> None:
-        """The socket the request uses; None once it is over (its connection may serve another request)."""
         with self.lock:
             self.sock = sock
             if sock is not None and self.why:
@@ -180,7 +175,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
-    """A timeout; requests reports one while streaming a body as a ConnectionError wrapping urllib3's error."""
+    # requests reports a timeout while streaming a body as a ConnectionError wrapping urllib3's error
     return isinstance(exc, requests.Timeout) or bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
 
 
@@ -200,8 +195,8 @@ def _check_scheme(url: str) -> None:
 
 
 class PoliteClient:
-    """HTTP GETs with the politeness rules of `FetchConfig`, shared by page fetching and image downloads.
-    `stop()` cuts every request in flight and makes later requests and waits raise `FetchStopped` until `reset()`."""
+    """HTTP GETs with the politeness rules of `FetchConfig`. `stop()` cuts every request in flight and makes later
+    requests and waits raise `FetchStopped` until `reset()`."""
 
     def __init__(self, config: FetchConfig):
         self.config, self.session = config, requests.Session()
@@ -255,8 +250,7 @@ class PoliteClient:
             slots.release()
 
     def fetch(self, url: str) -> tuple[int, bytes, Mapping[str, str]]:
-        """GET `url`: (status, body, headers) of the final answer (body empty unless 2xx). Redirects are followed
-        by hand, each hop checked and rate-limited. Raises `FetchFailure` (`FetchStopped` once stopped)."""
+        """GET `url` following redirects by hand: (status, body (empty unless 2xx), headers). Raises `FetchFailure`."""
         _check_scheme(url)
         visited = {url}
         for _ in range(self.config.max_redirects + 1):
@@ -271,7 +265,7 @@ class PoliteClient:
         raise FetchFailure("rejected", "too_many_redirects", f"more than {self.config.max_redirects}")
 
     def fetch_text(self, url: str) -> tuple[int, str]:
-        """`FetchText` for `scraping.sources`: (HTTP status, body decoded as text; empty for non-2xx)."""
+        """`FetchText` for `scraping.sources`: (HTTP status, body text)."""
         status, body, headers = self.fetch(url)
         charset = re.search(r"charset=([\w.:-]+)", headers.get("Content-Type", ""), re.I)
         try:
@@ -285,9 +279,8 @@ class PoliteClient:
             wait_s, note, truncated = config.backoff_s * 2**attempt, "", ""
             try:
                 status, body, headers = self._request(url, host)
-            except FetchFailure:
-                raise
             except _Truncated as exc:
+
                 reason, truncated = "truncated", str(exc)
             except ValueError as exc:  # requests' InvalidURL and its kin
                 raise FetchFailure("rejected", "invalid_url", str(exc)[:200]) from exc
@@ -362,7 +355,7 @@ class ImageRejected(Exception):
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
+        self.reason = reason
 
 
 ImageCheck = NamedTuple("ImageCheck", [("format", str), ("extension", str), ("width", int), ("height", int),
@@ -386,11 +379,9 @@ def hamming_distance(a: int, b: int) -> int:
 
 
 def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_000) -> ImageCheck:
-    """Check that `data` is a complete raster photo of at least `min_size` px per side; hash it.
-
-    The pixel count is checked from the header before decoding, so a bomb is never inflated. Raises
-    `ImageRejected`: `empty`, `not_an_image`, `decompression_bomb`, `too_small`, `truncated` or `corrupt`.
-    """
+    """Check that `data` is a complete raster photo of at least `min_size` px per side (pixel count checked before
+    decoding) and hash it. Raises `ImageRejected` (empty, not_an_image, decompression_bomb, too_small, truncated,
+    corrupt)."""
     if not data:
         raise ImageRejected("empty")
     try:
@@ -418,7 +409,7 @@ def inspect_image(data: bytes, *, min_size: int = 64, max_pixels: int = 50_000_0
 @contextmanager
 def pillow_bomb_guard(max_pixels: int) -> Iterator[None]:
     """Within the block Pillow's `MAX_IMAGE_PIXELS` is `max_pixels`, its bomb warning an error, truncated files
-    refused. Process-wide settings (worker threads must see them), restored on exit."""
+    refused (process-wide, so worker threads see it)."""
     old = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
     try:
@@ -430,8 +421,8 @@ def pillow_bomb_guard(max_pixels: int) -> Iterator[None]:
 
 
 def fetch_and_check(client: PoliteClient, candidate: Candidate, config: FetchConfig) -> tuple[dict, bytes, str]:
-    """Download and check one candidate (in a worker thread; never raises): its manifest row (status "ok" for a
-    usable image, judged later by `Dedupe.add`), the bytes and the file name they would get."""
+    """Download and check one candidate (never raises): its manifest row (status "ok" for a usable image), the
+    bytes and the file name they would get."""
     row = dict(url=candidate.url, page=candidate.page, title=candidate.title, license=candidate.license,
                author=candidate.author, sha256="", phash="", width="", height="", file="", status="ok", reason="")
     try:
@@ -456,8 +447,8 @@ def _is_image(row: Mapping[str, str]) -> bool:
 
 class Dedupe:
     """Which copy of each photo a folder keeps: a `duplicate` (same sha256) or `near_duplicate` (pHash within
-    `threshold` bits of the nearest kept) of a kept image, else `saved`. `add` judges a download at once, so its
-    row can be recorded; `settle` redoes every decision in candidate order. Rows are updated in place."""
+    `threshold` bits of the nearest kept) of a kept image, else `saved`. `add` judges a download at once; `settle`
+    redoes every decision in candidate order. Rows are updated in place."""
 
     def __init__(self, person_dir: Path, saved: Iterable[dict[str, str]], threshold: int = 6, overwrite=False):
         self.person_dir, self.threshold, self.overwrite = person_dir, threshold, overwrite
@@ -501,8 +492,8 @@ class Dedupe:
             self.spare.setdefault(row["sha256"], (name, data))
 
     def settle(self, ranked: Iterable[dict[str, str]]) -> None:
-        """Redo the decisions for manifest rows `ranked` as if they came one at a time in that order. A row that
-        becomes kept is written from `spare`; an earlier run's duplicate has no bytes and stays a near duplicate."""
+        """Redo the decisions for manifest rows `ranked` in that order; an earlier run's duplicate has no bytes
+        and stays a near duplicate."""
         self.by_sha, self.hashes = {}, []
         for row in filter(_is_image, ranked):
             (status, reason), name = self._judge(row), row["file"]
@@ -519,8 +510,7 @@ class Dedupe:
                 self._keep(row)
 
     def remove_replaced(self, rows: Iterable[Mapping[str, str]]) -> None:
-        """Delete image files that no saved row names and a (near) duplicate row carries: copies that one listed
-        earlier replaced. Call it once the manifest on disk says so."""
+        """Delete the files of copies that one listed earlier replaced, once the manifest on disk says so."""
         rows = list(rows)
         named = {row["file"] for row in rows if row.get("status") == "saved"}
         demoted = {row["sha256"][:16] for row in filter(_is_image, rows) if row["status"] != "saved"}
@@ -543,13 +533,9 @@ def _counts(rows: list[Mapping[str, str]]) -> dict:
 def download_images(records: Iterable[Candidate | Mapping], person_dir: str | Path, config: FetchConfig | None = None,
                     *, client: PoliteClient | None = None) -> dict:
     """Download candidates into `person_dir`, deduping against it, and keep `person_dir/manifest.csv` current.
-
-    Rows are recorded as downloads complete; once the pool is done the copy listed first of each photo is kept.
-    On Ctrl-C or any other exception, requests in flight are cut, the manifest of what finished is written and
-    the exception propagates; a rerun resumes.
+    On Ctrl-C or any other exception the manifest of what finished is written and the exception propagates.
 
     records: `Candidate`s (or dicts with url, page, title, license, author); repeated URLs count once.
-    config: a `FetchConfig`; its `max_images` counts every saved image in the folder, earlier runs included.
     client: reuse an open `PoliteClient` (its per-host limits then span page and image requests).
     Returns a summary: candidates, skipped_finished, attempted, saved, duplicates, near_duplicates,
     rejected(_by_reason), errors(_by_reason), total_saved, max_in_flight_per_host, elapsed_s, folder, manifest.
@@ -637,8 +623,8 @@ def download_images(records: Iterable[Candidate | Mapping], person_dir: str | Pa
 
 
 def manifest_counts(person_dir: str | Path) -> dict:
-    """Counts over a person's `manifest.csv` as it stands (every run so far), so a report reads the same after a
-    resumed run: candidates, saved, duplicates, near_duplicates, rejected(_by_reason), errors(_by_reason)."""
+    """Counts over a person's `manifest.csv` (every run so far): candidates, saved, duplicates, near_duplicates,
+    rejected(_by_reason), errors(_by_reason)."""
     rows = read_csv(Path(person_dir) / MANIFEST_NAME)
     return {"candidates": len(rows), **_counts(rows)}
 
@@ -648,12 +634,11 @@ def fetch_person(person: str, source: str, out: str | Path, config: FetchConfig 
                  api_url: str = WIKIMEDIA_API) -> dict:
     """Find candidate photos of `person` with one source and download them into `<out>/<slugify(person)>/`.
 
-    source: "wikimedia" (a Commons search for `query` or the name, or the files of `category`, via `api_url`),
-        "page" (the gallery at `url` and its next pages) or "search" (an image-search results page; `url` reads a
-        given one). Returns the `download_images` summary plus person, source and the source's counters.
-    Raises `InputError` (bad source or start URL; the CLI exits 2) or `RunFailed` (the start page or first API
-    request failed, robots.txt unreachable; the CLI exits 1).
+    source: "wikimedia" (Commons search for `query` or the name, or `category`), "page" (the gallery at `url`) or
+        "search" (image-search results; `url` reads a given page). Returns the `download_images` summary plus
+        person, source and the source's counters. Raises `InputError` (exit 2) or `RunFailed` (exit 1).
     """
+
     config, stats = config or FetchConfig(), Counter()
     if source not in ("wikimedia", "page", "search"):
         raise InputError(f"unknown source {source!r}; choose wikimedia, page or search")

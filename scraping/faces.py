@@ -1,10 +1,7 @@
 """Detect faces with MTCNN (facenet-pytorch) and write square face crops plus a `crops.csv` per person.
 
-Input is `data/raw/<person>/` as the scraper leaves it (images + `manifest.csv`), a `data/raw/` of person folders,
-or a flat folder of photos with a CelebA-style identity file (`identities=`, CLI `--identities`). Output is
-`<out>/<person>/<source-stem>_<k>.jpg` and `<out>/<person>/crops.csv` (one row per crop, or per photo without one,
-saying why). Detection runs batched on downscaled, padded canvases (facenet-pytorch needs equal sizes per call);
-crops are cut from the full-resolution photo.
+Detection runs batched on downscaled, padded canvases (facenet-pytorch needs equal sizes per call); crops are cut
+from the full-resolution photo.
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ from PIL import Image, ImageDraw, ImageOps
 from common.celeba_format import read_identity_file
 from common.config import apply_overrides, parse_set_options, pick_device, save_config, seed_everything
 from common.files import atomic_save_image, read_csv, write_csv_atomic
-from common.images import IMAGE_SUFFIXES, caption_font, to_uint8_arrays
+from common.images import SheetCell, caption_font, is_image_file, thumbnail_sheet, to_uint8_arrays
 
 CROPS_FIELDS = ["source", "face_index", "file", "box", "prob", "landmarks", "status", "reason"]
 CHUNK_SIZE = 32  # photos held in memory, detected and saved per step (crops.csv rewritten after each)
@@ -83,8 +80,7 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as upright 8-bit RGB (EXIF orientation applied, first frame of animations).
-    Raises `OSError`/`ValueError` for files that cannot be read (truncated, not an image, a bomb)."""
+    """Open an image file as upright 8-bit RGB (EXIF orientation applied, first frame of animations)."""
     with Image.open(path) as handle:
         handle.seek(0)
         handle.load()
@@ -96,8 +92,7 @@ _DETECTORS: dict[tuple, Any] = {}
 
 
 def build_detector(config: CropConfig = CropConfig()):
-    """A frozen facenet-pytorch `MTCNN` returning every face, largest first (cached per device and min face size).
-    Selection by `min_prob`/`keep` happens in `select_faces`; the weights ship inside the wheel."""
+    """A frozen facenet-pytorch `MTCNN` returning every face, largest first (cached per device and min face size)."""
     device = pick_device(config.device)
     key = (str(device), int(config.min_face_size))
     if key not in _DETECTORS:
@@ -111,8 +106,8 @@ def build_detector(config: CropConfig = CropConfig()):
 
 
 def _faces_from_output(boxes, probs, points, scale_x: float, scale_y: float, width: int, height: int) -> list[Face]:
-    """One image's `MTCNN.detect` output (None when no face) as `Face`s in original pixels, largest first.
-    `width`/`height`: the image in detection pixels; detections centred in canvas padding are dropped."""
+    """One image's `MTCNN.detect` output as `Face`s in original pixels, largest first; detections centred in the
+    canvas padding (outside `width` x `height` detection pixels) are dropped."""
     if boxes is None or len(boxes) == 0:
         return []
     faces = []
@@ -126,8 +121,7 @@ def _faces_from_output(boxes, probs, points, scale_x: float, scale_y: float, wid
 
 
 def detection_view(image: Image.Image, max_side: int) -> tuple[Image.Image, float, float]:
-    """`image` downscaled so its longer side is at most `max_side` (0 = keep), and the factors (x, y) that map
-    view pixels back to original pixels."""
+    """`image` downscaled to at most `max_side` a side (0 = keep) and the x, y factors back to original pixels."""
     width, height = image.size
     if not max_side or max(width, height) <= max_side:
         return image, 1.0, 1.0
@@ -164,11 +158,8 @@ def _channels_first_batch(arrays: Sequence[np.ndarray], height: int, width: int,
 
 
 def detect_faces(images: Sequence[Image.Image], detector, config: CropConfig = CropConfig()) -> list[list[Face]]:
-    """Batched detection: every face in each RGB image, largest first, in original-image pixels.
-
-    Each image is downscaled to `config.max_side` and padded onto a canvas with sides rounded up to `bucket`;
-    images sharing a canvas go through `MTCNN.detect` in batches of `batch_size`. No `min_prob` filtering.
-    """
+    """Batched detection: every face in each RGB image, largest first, in original-image pixels. Images sharing a
+    `bucket`-rounded canvas of their `max_side` view go through `MTCNN.detect` together."""
     results: list[list[Face]] = [[] for _ in images]
     views, groups, step = {}, {}, max(1, int(config.bucket))
     for index, image in enumerate(images):
@@ -225,7 +216,8 @@ def crop_face(image: Image.Image, face: Face, config: CropConfig) -> Image.Image
 
 def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95, line: int = 3) -> Image.Image:
     """A copy of `image` with each face's box (green at or above `min_prob`, else orange; the largest thicker),
-    five landmarks and probability drawn on it. `line`: box width in pixels."""
+    landmarks and probability drawn; `line`: box width in pixels."""
+
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas)
     font_size = max(12, canvas.width // 30)
@@ -242,24 +234,11 @@ def draw_faces(image: Image.Image, faces: Sequence[Face], min_prob: float = 0.95
 
 def detection_figure(panels: Sequence[tuple[Image.Image, Sequence[Face], str]], out_png: str | Path,
                      columns: int = 3, tile: int = 320, min_prob: float = 0.95) -> Path:
-    """Write a PNG grid of (photo, its faces, caption) panels with the detections drawn (`draw_faces`), each photo
-    fitted into a `tile`-pixel square, `columns` per row. Returns `out_png`."""
-    caption_height = 18
-    rows = max(1, math.ceil(len(panels) / columns))
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + caption_height)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for slot, (image, faces, caption) in enumerate(panels):
-        drawn = ImageOps.contain(draw_faces(image, faces, min_prob, line=max(2, max(image.size) // 200)),
-                                 (tile - 8, tile - 8), Image.LANCZOS)
-        left, top = (slot % columns) * tile, (slot // columns) * (tile + caption_height)
-        sheet.paste(drawn, (left + (tile - drawn.width) // 2, top + (tile - drawn.height) // 2))
-        draw.text((left + 4, top + tile + 2), caption[: tile // 6], fill="black")
-    atomic_save_image(sheet, Path(out_png), format="PNG")
-    return Path(out_png)
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith((".", "_"))
+    """Write a PNG grid (`columns` per row, `tile` px thumbnails) of (photo, its faces, caption) panels with the
+    detections drawn by `draw_faces`. Returns `out_png`."""
+    cells = [SheetCell(draw_faces(image, faces, min_prob, line=max(2, max(image.size) // 200)), (caption,))
+             for image, faces, caption in panels]
+    return atomic_save_image(thumbnail_sheet(cells, columns, tile), out_png, format="PNG")
 
 
 def person_folders(src: Path) -> list[tuple[str, Path]]:
@@ -267,7 +246,7 @@ def person_folders(src: Path) -> list[tuple[str, Path]]:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
-    if (src / "manifest.csv").exists() or any(_is_image(p) for p in src.iterdir()):
+    if (src / "manifest.csv").exists() or any(is_image_file(p) for p in src.iterdir()):
         return [(src.name, src)]
     return [(p.name, p) for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
 
@@ -278,7 +257,7 @@ def source_images(folder: Path) -> list[str]:
     if (folder / "manifest.csv").exists():
         rows = read_csv(folder / "manifest.csv")
         return list(dict.fromkeys(row["file"] for row in rows if row.get("status") == "saved" and row.get("file")))
-    return sorted(p.name for p in folder.iterdir() if _is_image(p))
+    return sorted(p.name for p in folder.iterdir() if is_image_file(p))
 
 
 def _output_stems(sources: Sequence[str]) -> dict[str, str]:
@@ -334,7 +313,7 @@ def identity_groups(folder: Path, identity_file: Path) -> list[tuple[str, Path, 
     """(identity, folder, file names) triples from a flat photo folder and a CelebA-style `<file> <id>` file, in
     identity order (numeric ids as numbers); files absent from `folder` are skipped."""
     folder = Path(folder)
-    present = {p.name for p in folder.iterdir() if _is_image(p)}
+    present = {p.name for p in folder.iterdir() if is_image_file(p)}
     groups: dict[str, list[str]] = {}
     for name, identity in read_identity_file(identity_file).items():
         if name in present:
@@ -344,13 +323,10 @@ def identity_groups(folder: Path, identity_file: Path) -> list[tuple[str, Path, 
 
 
 def crop_faces(src: Path, out: Path, config: CropConfig = CropConfig(), identities: Path | None = None) -> dict:
-    """Detect and crop faces for one person folder or a root of person folders.
-
-    src: `data/raw/<person>/` or `data/raw/` (one visible subfolder per person); with `identities` (a CelebA-style
-        identity file) a flat photo folder, each identity then playing a person.
-    out: crops go to `out/<person>/<source-stem>_<k>.jpg` with `out/<person>/crops.csv`, the config to
-        `out/crop_config.json`. Photos already in a crops.csv are skipped unless `config.overwrite`.
-    Returns a summary: counts over each crops.csv after the run (images, faces, no_face, low_prob, unreadable,
+    """Detect and crop faces for one person folder, a root of person folders, or (with a CelebA-style
+    `identities` file) a flat photo folder. Crops go to `out/<person>/<source-stem>_<k>.jpg` with one
+    `crops.csv` row per crop (or per photo without one, saying why); photos already listed are skipped unless
+    `config.overwrite`. Returns counts over the crops.csv files (images, faces, no_face, low_prob, unreadable,
     error, rejected), `processed`/`skipped` for this run, `per_person`, out, seconds.
     """
     from tqdm import tqdm  # plain tqdm: the notebook widget needs ipywidgets

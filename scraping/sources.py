@@ -1,9 +1,7 @@
 """Where candidate photos come from: the Wikimedia Commons API, any HTML gallery page, an image-search page.
 
-Every source yields `Candidate` records (image URL, page, title, and license and author where known) and fetches
-its pages through a `FetchText` callable (`url -> (status, text)`), so the downloader's politeness applies to page
-and API requests too. Wikimedia asks for a descriptive User-Agent (https://meta.wikimedia.org/wiki/User-Agent_policy).
-The image-search source reads Bing's undocumented result markup: best effort, tested only against a fixture page.
+Every source yields `Candidate` records and fetches its pages through a `FetchText` callable, so the downloader's
+politeness applies to page and API requests too. The image-search source reads Bing's undocumented result markup.
 """
 from __future__ import annotations
 
@@ -72,11 +70,14 @@ def check_start_url(url: str, what: str = "the start page") -> None:
         raise InputError(f"{what} must be an absolute http:// or https:// URL, got {url!r}")
 
 
+def _site(url: str) -> str:
+    return "{}://{}".format(*urlsplit(url)[:2])
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-# ---------------------------------------------------------------------------------------------------- Wikimedia
 def parse_wikimedia_response(data: dict) -> list[Candidate]:
     """Candidates from one API answer (`formatversion=1` dict of pages or `=2` list), in search-rank order;
     the thumbnail URL when present, license and author from `extmetadata` with their HTML stripped."""
@@ -100,12 +101,9 @@ def parse_wikimedia_response(data: dict) -> list[Candidate]:
 def wikimedia_candidates(fetch_text: FetchText, *, query: str | None = None, category: str | None = None,
                          api_url: str = WIKIMEDIA_API, thumb_width: int = 960, max_requests: int = 5,
                          batch: int = 50, stats: Counter | None = None) -> Iterator[Candidate]:
-    """Yield Commons files matching `query` (File-namespace search, bitmaps only) or in `category`, following
-    API continuation for up to `max_requests` requests of `batch` files.
-
-    thumb_width: download thumbnails this wide (a standard Commons width); 0 = original files.
-    stats: gets `api_requests` and `api_errors`. Raises `InputError` for a bad `api_url`, `PageFetchError` when
-    the first request fails or the API answers with an error (later failures end the paging).
+    """Yield Commons files matching `query` (bitmaps only) or in `category`, following API continuation for up to
+    `max_requests` requests of `batch` files. thumb_width: thumbnails this wide (0 = original files). stats: gets
+    api_requests and api_errors. Raises `PageFetchError` when the first request fails (later failures end paging).
     """
     if (query is None) == (category is None):
         raise ValueError("give exactly one of query= or category=")
@@ -144,7 +142,6 @@ def wikimedia_candidates(fetch_text: FetchText, *, query: str | None = None, cat
         continuation = {key: str(value) for key, value in data["continue"].items()}  # sent back unchanged
 
 
-# ---------------------------------------------------------------------------------------------------- galleries
 def parse_srcset(value: str | None) -> list[tuple[str, float, str]]:
     """Parse a `srcset` attribute into (url, size, kind) entries; kind is "w" (width), "x" (density) or "h".
     As in the HTML spec, a URL ends at whitespace (it may hold commas) and no descriptor means `1x`."""
@@ -229,35 +226,27 @@ def parse_gallery_html(html_text: str, page_url: str) -> tuple[list[Candidate], 
 
 
 class RobotsPolicy:
-    """robots.txt checks for HTML pages, one parsed file per site, fetched through the same `FetchText`.
-
-    RFC 9309: 2xx is parsed; 4xx allows everything except 401/403, which disallow the site; a robots.txt that
-    cannot be read (5xx, 429, no answer) is "unreachable" and disallows the site unless `unreachable="allow"`.
-    """
+    """robots.txt checks for HTML pages, one parsed file per site (RFC 9309: 4xx but 401/403 allows everything;
+    5xx, 429 or no answer is "unreachable" and disallows the site unless `unreachable="allow"`)."""
 
     def __init__(self, fetch_text: FetchText, user_agent: str, *, unreachable: str = "disallow"):
         if unreachable not in ("disallow", "allow"):
             raise InputError(f"robots_unreachable must be 'disallow' or 'allow', got {unreachable!r}")
         self.fetch_text, self.user_agent, self.unreachable = fetch_text, user_agent, unreachable
         self._parsers: dict[str, RobotFileParser] = {}
-        self._unreachable: dict[str, str] = {}  # site -> what went wrong reading its robots.txt
-
-    @staticmethod
-    def _site(url: str) -> str:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}"
+        self.why: dict[str, str] = {}  # site -> what went wrong reading its unreachable robots.txt
 
     def verdict(self, url: str) -> str:
         """"allowed", "disallowed" (by the rules, or 401/403), or "unreachable" (robots.txt could not be read)."""
-        site = self._site(url)
-        if site not in self._parsers and site not in self._unreachable:
+        site = _site(url)
+        if site not in self._parsers and site not in self.why:
             parser = RobotFileParser(f"{site}/robots.txt")
             try:
                 status, text = self.fetch_text(f"{site}/robots.txt")
             except PageFetchError as exc:
                 status, text = 0, _first_line(exc)
             if status >= 500 or status in (0, 429):
-                self._unreachable[site] = text if status == 0 else f"HTTP {status}"
+                self.why[site] = text if status == 0 else f"HTTP {status}"
             else:
                 if 200 <= status < 300:
                     parser.parse(text.splitlines())
@@ -265,13 +254,9 @@ class RobotsPolicy:
                     parser.disallow_all = status in (401, 403)
                     parser.allow_all = not parser.disallow_all
                 self._parsers[site] = parser
-        if site in self._unreachable:
+        if site in self.why:
             return "unreachable"
         return "allowed" if self._parsers[site].can_fetch(self.user_agent, url) else "disallowed"
-
-    def unreachable_why(self, url: str) -> str:
-        """What went wrong reading the robots.txt of `url`'s site ("" if it was read)."""
-        return self._unreachable.get(self._site(url), "")
 
     def allowed(self, url: str) -> bool:
         verdict = self.verdict(url)
@@ -283,8 +268,7 @@ def gallery_candidates(fetch_text: FetchText, start_url: str, *, max_pages: int 
                        parse: Callable[[str, str], tuple] = parse_gallery_html) -> Iterator[Candidate]:
     """Fetch the gallery page `start_url`, yield what `parse(html, url)` finds, follow its next-page URL on the
     same site up to `max_pages`. `stats` gets pages_fetched, pages_blocked_by_robots, pages_robots_unreachable,
-    page_errors. A start page robots.txt forbids yields nothing; one that fails raises `PageFetchError`
-    (`RobotsUnreachable` when robots.txt cannot be read), a bad start URL `InputError`; later failures end quietly.
+    page_errors. A failing start page raises `PageFetchError`; later failures end quietly.
     """
     check_start_url(start_url)
     stats = stats if stats is not None else Counter()
@@ -297,10 +281,11 @@ def gallery_candidates(fetch_text: FetchText, start_url: str, *, max_pages: int 
             stats["pages_robots_unreachable"] += 1
             if robots.unreachable != "allow":
                 if first:
+                    site = _site(url)
                     raise RobotsUnreachable(
-                        f"robots.txt unreachable at {RobotsPolicy._site(url)}/robots.txt: "
-                        f"{robots.unreachable_why(url)}; the start page {url} was not fetched (RFC 9309: an "
-                        "unreachable robots.txt disallows the site; robots_unreachable=allow fetches anyway)")
+                        f"robots.txt unreachable at {site}/robots.txt: {robots.why[site]}; the start page {url} was "
+                        "not fetched (RFC 9309: an unreachable robots.txt disallows the site; robots_unreachable=allow "
+                        "fetches anyway)")
                 return
         elif verdict == "disallowed":
             stats["pages_blocked_by_robots"] += 1
@@ -325,7 +310,6 @@ def gallery_candidates(fetch_text: FetchText, start_url: str, *, max_pages: int 
                 yield candidate
 
 
-# ---------------------------------------------------------------------------------------------------- image search
 def parse_search_html(html_text: str, page_url: str) -> tuple[list[Candidate], str | None]:
     """Candidates from a Bing image-results page: `a.iusc` anchors with JSON in `m` (`murl`, `purl`, `t`);
     anchors without valid JSON or an http(s) `murl` are skipped. No next-page URL (pages go by offset)."""

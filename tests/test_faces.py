@@ -294,7 +294,7 @@ def test_detection_drawing_colours_kept_and_weak_faces(tmp_path):
     out = detection_figure([(photo, [kept, weak], "two"), (photo, [], "none")], tmp_path / "figs" / "d.png",
                            columns=2, tile=100)
     with Image.open(out) as figure:
-        assert figure.size == (200, 118)
+        assert figure.size == (216, 122)  # two 100 px tiles, 4 px padding, one caption line
 
 
 def test_cli_crop_by_celeba_identity_file(tmp_path, astronaut_256, capsys):

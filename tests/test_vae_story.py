@@ -17,8 +17,9 @@ from PIL import Image
 
 from common.files import write_csv_atomic
 from common.images import SHEET_PADDING, caption_band
+from identity import find as identity
 from tests.celeba_fixture import write_celeba_fixture
-from vae import figures, identity, morph
+from vae import figures, morph
 from vae.celeba import CelebA
 from vae.model import ConvVAE
 
@@ -102,8 +103,7 @@ def test_morph_gif_frame_count_and_loop(faces, tmp_path):
 
 def test_side_by_side_gif_uses_both_models(faces, tmp_path):
     before, after = tiny_model(0), tiny_model(1)
-    info = morph.side_by_side_morph_gif(before, after, faces[:2], tmp_path / "sbs.gif", steps_between=1, size=32,
-                                        path_from="before")
+    info = morph.side_by_side_morph_gif(before, after, faces[:2], tmp_path / "sbs.gif", steps_between=1, size=32)
     with Image.open(info["path"]) as gif:
         assert gif.n_frames == 4 and gif.info["loop"] == 0
         frame = np.asarray(gif.convert("RGB"))

@@ -1,8 +1,6 @@
 """Command line for stage 3: `python -m vae train|sample|morph|find-identity|finetune ...`.
 
-Each command lives in the module that does the work (`cli_add_arguments(parser)` + `cli_run(args) -> dict`, or
-`cli_add_arguments_<command>`/`cli_run_<command>`); the dict it returns is printed as the last stdout line, one
-line of JSON. `train` and `finetune` take `--set key=value` for any other `TrainConfig` field.
+Each command lives in the module that does the work; its summary dict is printed as the last stdout line (JSON).
 """
 from __future__ import annotations
 

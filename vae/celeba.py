@@ -1,25 +1,14 @@
 """Read CelebA from its official on-disk layout (and plain folders of face crops) as PyTorch datasets.
 
-CelebA (Liu et al., "Deep Learning Face Attributes in the Wild", ICCV 2015) is distributed for non-commercial
-research at https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive / Baidu links there). Unpack it so that
-one folder holds:
+CelebA (Liu et al., ICCV 2015; https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html) unpacked into one folder:
+`img_align_celeba/` (178×218 aligned crops), `identity_CelebA.txt`, `list_attr_celeba.txt`,
+`list_eval_partition.txt`, and optionally `img_celeba/` (in-the-wild originals) with `list_bbox_celeba.txt`.
+This module reads the layout directly (torchvision's `datasets.CelebA` md5-checks and downloads from a
+rate-limited Google Drive) and names a missing or malformed file with its path and line.
 
-    img_align_celeba/            000001.jpg ... 202599.jpg (aligned and cropped, 178×218)
-    identity_CelebA.txt          "000001.jpg 2880" per line
-    list_attr_celeba.txt         line 1: image count, line 2: the 40 attribute names, then "000001.jpg -1 1 ..."
-    list_eval_partition.txt      "000001.jpg 0" per line (0 train, 1 valid, 2 test)
-    img_celeba/                  optional: the in-the-wild originals
-    list_bbox_celeba.txt         optional: line 1 count, line 2 "image_id x_1 y_1 width height", then rows
-
-torchvision's `datasets.CelebA` md5-checks these files and downloads from a rate-limited Google Drive, so this
-module reads the layout directly and reports a missing or malformed file with its path and line number.
-
-Crop box. Aligned images (178×218, eyes at a fixed height) are centre-cropped to a square of `crop` = 148 px
-(scaled with the image width for other sizes) — the crop used by most CelebA VAE code (e.g. PyTorch-VAE), which
-keeps the face and hair and drops most background — then resized to `image_size`. In-the-wild images are cropped
-to the square of side max(width, height) centred on the face box of `list_bbox_celeba.txt`. JPEGs are decoded in
-draft mode (libjpeg's DCT scaling by 1/2, 1/4 or 1/8) at the smallest scale that still leaves at least
-`image_size` pixels across the crop, which makes decoding several times faster than a full decode + resize.
+Aligned images are centre-cropped to a 148 px square (PyTorch-VAE's crop: face and hair, little background) and
+resized; in-the-wild images are cropped to the square around the face box. JPEGs are decoded in draft mode
+(libjpeg's DCT scaling) at the smallest scale that keeps `image_size` pixels across the crop: several times faster.
 """
 from __future__ import annotations
 
@@ -36,71 +25,52 @@ from common.celeba_format import (LAYOUT_HELP, SPLITS, CelebAFormatError, is_cel
                                   read_attributes, read_bboxes, read_identities, read_partitions, require_file)
 from common.images import IMAGE_SUFFIXES
 
-ALIGNED_CROP = 148  # side of the centre crop in the 178×218 aligned frame (see the module docstring)
+ALIGNED_CROP = 148  # side of the centre crop in the 178-px-wide aligned frame
 ALIGNED_WIDTH = 178
 
 
 def load_face_image(path: str | Path, image_size: int, box: tuple[float, float, float, float] | None) -> torch.Tensor:
-    """Decode `path`, crop `box` (left, top, right, bottom; None = centred square) and resize to a float tensor.
-
-    JPEGs are decoded in draft mode at the smallest DCT scale that keeps `image_size` pixels across the box.
-    Returns a [3, image_size, image_size] float32 tensor in [0, 1].
-    """
+    """Decode `path`, crop `box` (left, top, right, bottom; None = centred square) and resize: a
+    [3, image_size, image_size] float32 tensor in [0, 1]. A box past the border is padded with black."""
     with Image.open(path) as image:
         full_w, full_h = image.size
         if box is None:
             side = min(full_w, full_h)
             box = ((full_w - side) / 2, (full_h - side) / 2, (full_w + side) / 2, (full_h + side) / 2)
-        box_side = max(box[2] - box[0], box[3] - box[1], 1.0)
         if image.format == "JPEG":
-            scale = image_size / box_side
+            scale = image_size / max(box[2] - box[0], box[3] - box[1], 1.0)
             image.draft("RGB", (max(1, int(full_w * scale)), max(1, int(full_h * scale))))
         sx, sy = image.size[0] / full_w, image.size[1] / full_h
         scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         image = image.convert("RGB")
         w, h = image.size
         if scaled[0] < 0 or scaled[1] < 0 or scaled[2] > w or scaled[3] > h:
-            # A box reaching past the border (in-the-wild faces near an edge): pad with black, as `crop` does.
             image = image.crop(tuple(int(round(v)) for v in scaled))
             scaled = (0, 0, image.size[0], image.size[1])
         face = image.resize((image_size, image_size), Image.BILINEAR, box=scaled, reducing_gap=None)
-    array = np.asarray(face, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(face, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+
+
+def _check_split(split: str) -> None:
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
 
 
 class CelebA(Dataset):
-    """CelebA images of one split as float tensors [3, S, S] in [0, 1] (crop box: module docstring).
+    """CelebA images of one split ("train", "valid", "test" or "all") as float tensors [3, S, S] in [0, 1].
 
-    Args:
-        root: folder with the official CelebA layout (module docstring).
-        split: "train", "valid", "test" (from `list_eval_partition.txt`) or "all".
-        image_size: output side in pixels.
-        identities: keep only images of these CelebA identity ids.
-        files: keep only these image ids (intersected with the split).
-        in_the_wild: read `img_celeba/` and crop with `list_bbox_celeba.txt` instead of `img_align_celeba/`.
-        crop: side of the aligned centre crop in pixels of the 178-px-wide aligned frame (scaled for other widths);
-            None resizes the largest centred square. Ignored when `in_the_wild`.
-
-    Attributes: `files` (image ids, sorted), `attributes` (the 40 names), `attribute_matrix` (np.int8 [N, 40] of
-    ±1, rows follow `files`; all zeros when `list_attr_celeba.txt` is absent), `identities` ({image id: identity}).
+    `identities` keeps only those CelebA identity ids; `in_the_wild` reads `img_celeba/` cropped with
+    `list_bbox_celeba.txt`. Attributes: `files` (image ids, sorted), `identities` ({image id: identity}),
+    `attributes` (the 40 names) and `attribute_matrix` (np.int8 [N, 40] of ±1, rows follow `files`).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        image_size: int = 64,
-        identities: Iterable[int] | None = None,
-        files: Iterable[str] | None = None,
-        in_the_wild: bool = False,
-        crop: int | None = ALIGNED_CROP,
-    ):
+    def __init__(self, root: str | Path, split: str = "train", image_size: int = 64,
+                 identities: Iterable[int] | None = None, in_the_wild: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
             raise CelebAFormatError(f"CelebA folder {self.root} does not exist. {LAYOUT_HELP}")
-        if split not in (*SPLITS, "all"):
-            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
-        self.split, self.image_size, self.in_the_wild, self.crop = split, int(image_size), in_the_wild, crop
+        _check_split(split)
+        self.split, self.image_size, self.in_the_wild = split, int(image_size), in_the_wild
         self.image_dir = require_file(self.root / ("img_celeba" if in_the_wild else "img_align_celeba"))
         if not self.image_dir.is_dir():
             raise CelebAFormatError(f"{self.image_dir} is not a folder. {LAYOUT_HELP}")
@@ -112,25 +82,17 @@ class CelebA(Dataset):
         if identities is not None:
             wanted = {int(i) for i in identities}
             names = [name for name in names if self.identities[name] in wanted]
-        if files is not None:
-            wanted_files = set(files)
-            names = [name for name in names if name in wanted_files]
         self.bboxes = read_bboxes(self.root) if in_the_wild else {}
-        if in_the_wild:
-            missing = [name for name in names if name not in self.bboxes]
-            if missing:
-                raise CelebAFormatError(f"list_bbox_celeba.txt has no box for {len(missing)} image(s), e.g. {missing[0]}")
+        missing = [name for name in names if in_the_wild and name not in self.bboxes]
+        if missing:
+            raise CelebAFormatError(f"list_bbox_celeba.txt has no box for {len(missing)} image(s), e.g. {missing[0]}")
         self.files: list[str] = names
+        self.attributes, self.attribute_matrix = [], np.zeros((len(names), 0), dtype=np.int8)
         if (self.root / "list_attr_celeba.txt").exists():
             self.attributes, rows = read_attributes(self.root)
             zeros = np.zeros(len(self.attributes), dtype=np.int8)
-            self.attribute_matrix = np.stack([rows.get(n, zeros) for n in names]) if names else np.zeros(
-                (0, len(self.attributes)), dtype=np.int8)
-        else:
-            self.attributes, self.attribute_matrix = [], np.zeros((len(names), 0), dtype=np.int8)
-        self._by_identity: dict[int, list[str]] = {}
-        for name in names:
-            self._by_identity.setdefault(self.identities[name], []).append(name)
+            matrix = np.array([rows.get(n, zeros) for n in names], dtype=np.int8)
+            self.attribute_matrix = matrix.reshape(len(names), len(self.attributes))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -141,7 +103,7 @@ class CelebA(Dataset):
 
     def files_of_identity(self, identity: int) -> list[str]:
         """Image ids of `identity` in this dataset (after the split and filters)."""
-        return list(self._by_identity.get(int(identity), []))
+        return [name for name in self.files if self.identities[name] == int(identity)]
 
     def path_of(self, file: str) -> Path:
         """Path of image `file` on disk."""
@@ -153,15 +115,14 @@ class CelebA(Dataset):
             x, y, w, h = self.bboxes[file]
             side, cx, cy = max(w, h), x + w / 2, y + h / 2
             return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-        side = min(width, height) if self.crop is None else min(self.crop * width / ALIGNED_WIDTH, width, height)
+        side = min(ALIGNED_CROP * width / ALIGNED_WIDTH, width, height)
         return ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        file = self.files[index]
-        path = self.path_of(file)
+        path = self.path_of(self.files[index])
         with Image.open(path) as probe:
             width, height = probe.size
-        return load_face_image(path, self.image_size, self.crop_box(file, width, height))
+        return load_face_image(path, self.image_size, self.crop_box(self.files[index], width, height))
 
 
 def _split_of(relative: str) -> str:
@@ -171,18 +132,10 @@ def _split_of(relative: str) -> str:
 
 
 class ImageFolderFlat(Dataset):
-    """Every image under a folder (searched recursively, e.g. `data/faces/<person>/*.jpg`) as [3, S, S] in [0, 1].
+    """Every image under a folder (searched recursively) as [3, S, S] in [0, 1], centre-cropped and resized.
 
-    Images are centre-cropped to a square and resized. Splits are a stable 80/10/10 hash of each relative path,
-    so adding files never moves existing ones between splits.
-
-    Args:
-        root: the folder.
-        split: "train", "valid", "test" or "all".
-        image_size: output side in pixels.
-        identities: ignored unless the images sit in sub-folders named by integers (then: keep those folders).
-
-    Attributes: `files` (relative POSIX paths, sorted); `identity_of(file)` is the integer sub-folder name, or -1.
+    Splits are a stable 80/10/10 hash of each relative path; `identities` keeps the sub-folders named by those
+    integers.
     """
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int = 64,
@@ -190,15 +143,11 @@ class ImageFolderFlat(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist")
-        if split not in (*SPLITS, "all"):
-            raise ValueError(f"split must be one of {[*SPLITS, 'all']}, got {split!r}")
+        _check_split(split)
         self.split, self.image_size = split, int(image_size)
-        files = sorted(
-            p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(s.startswith((".", "_")) for s in
-                                                                               p.relative_to(self.root).parts)
-        )
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and not any(s.startswith((".", "_")) for s in p.relative_to(self.root).parts))
         if split != "all":
             files = [f for f in files if _split_of(f) == split]
         if identities is not None:
@@ -216,14 +165,6 @@ class ImageFolderFlat(Dataset):
         parent = Path(file).parent.name
         return int(parent) if parent.isdigit() else -1
 
-    def files_of_identity(self, identity: int) -> list[str]:
-        """Files in the sub-folder named `identity`."""
-        return [f for f in self.files if self.identity_of(f) == int(identity)]
-
-    def path_of(self, file: str) -> Path:
-        """Path of `file` on disk."""
-        return self.root / file
-
     def __getitem__(self, index: int) -> torch.Tensor:
         return load_face_image(self.root / self.files[index], self.image_size, None)
 
@@ -237,11 +178,6 @@ def open_image_dataset(root: str | Path, split: str = "train", image_size: int =
     return ImageFolderFlat(root, split=split, image_size=image_size, identities=identities)
 
 
-def first_tensor(item):
-    """Datasets may return an image or (image, label); keep the image."""
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
 def load_roster(root: str | Path, split: str = "test", image_size: int = 64, n: int = 8, seed: int = 0,
                 identities: Sequence[int] | None = None) -> torch.Tensor:
     """`n` faces [n,3,S,S] from a CelebA split (or a plain image folder), chosen by a seeded draw so every run
@@ -249,6 +185,5 @@ def load_roster(root: str | Path, split: str = "test", image_size: int = 64, n: 
     dataset = open_image_dataset(root, split, image_size, identities=list(identities) if identities else None)
     if len(dataset) == 0:
         raise ValueError(f"no images in {root} (split={split!r}, identities={identities})")
-    count = min(n, len(dataset))
-    picks = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
-    return torch.stack([first_tensor(dataset[int(i)]) for i in picks])
+    picks = np.random.default_rng(seed).choice(len(dataset), size=min(n, len(dataset)), replace=False)
+    return torch.stack([dataset[int(i)] for i in picks])

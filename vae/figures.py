@@ -1,15 +1,8 @@
 """Figures of a trained VAE, each written to a PNG by one function (the notebook and the CLI only display them).
 
-- `sample_grid`: an n×n grid decoded from fixed N(0, I) latents.
-- `samples_figure`: samples from the latent density fitted on training faces (vae.quality) beside N(0, I) ones.
-- `reconstruction_figure`: originals over their reconstructions.
-- `loss_comparison_figure`: pixel-loss-only vs perceptual-loss models on the same faces and latents — the lesson
-  that a plain pixel loss averages plausible details away and gives blurry faces (Hou et al. 2017, DFC-VAE).
-- `latent_traversal_figure`: sweep the highest-variance latent dimensions of one face.
-- `attribute_vector` + `attribute_figure`: "smile vector" arithmetic from CelebA's attribute labels
-  (mean latent of faces with the attribute minus mean latent of faces without it; White 2016).
-
-Latents and rosters come from fixed seeds, so re-running a figure on the same checkpoint redraws it identically.
+Sample grids, samples from the fitted latent density, reconstructions, pixel-loss vs perceptual-loss comparisons
+(DFC-VAE's lesson: a pixel loss gives blurry faces), latent traversals and attribute vectors ("smile vector",
+White 2016). Latents and rosters come from fixed seeds, so a figure redraws identically.
 """
 from __future__ import annotations
 
@@ -25,7 +18,7 @@ from PIL import Image, ImageDraw
 from common.files import atomic_save_image
 from common.images import BACKGROUND, LABEL_HEIGHT, caption_font, to_pil
 
-from .celeba import first_tensor, load_roster
+from .celeba import load_roster
 from .metrics import ssim
 from .morph import as_image_batch, decode_latents, encode_means
 
@@ -36,10 +29,8 @@ PADDING = 2  # pixels between grid cells
 def labelled_grid(cells: Sequence[Sequence], row_labels: Sequence[str] | None = None,
                   col_labels: Sequence[str] | None = None, cell_size: int | None = None,
                   padding: int = PADDING, label_width: int = 96) -> Image.Image:
-    """A grid of images (rows of [3,S,S] tensors / arrays / PIL images) with optional row and column captions.
-
-    `cell_size` resizes every cell to that many pixels square (None keeps the first cell's size).
-    """
+    """A grid of images (rows of [3,S,S] tensors / arrays / PIL images) with optional row and column captions;
+    `cell_size` resizes every cell to that many pixels square (None keeps the first cell's size)."""
     rows = [[to_pil(c) for c in row] for row in cells]
     size = cell_size or rows[0][0].width
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
@@ -81,23 +72,18 @@ def fixed_latents(n: int, latent_dim: int, seed: int = 0) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------------- figures
-def faces_figure(images, out_png: str | Path, columns: int = 8, cell_size: int | None = None) -> dict:
-    """A plain grid of faces ([N,3,S,S] in [0,1]), `columns` per row, e.g. to look at the training data.
-
-    Returns {"path", "n_images"}.
-    """
+def faces_figure(images, out_png: str | Path, columns: int = 8) -> dict:
+    """A plain grid of faces ([N,3,S,S] in [0,1]), `columns` per row. Returns {"path", "n_images"}."""
     batch = as_image_batch(images)
-    grid = labelled_grid([list(batch[i : i + columns]) for i in range(0, len(batch), columns)], cell_size=cell_size)
+    grid = labelled_grid([list(batch[i:i + columns]) for i in range(0, len(batch), columns)])
     return {"path": str(atomic_save_image(grid, out_png)), "n_images": len(batch)}
 
 
-def sample_grid(model, out_png: str | Path, n: int = 10, seed: int = 0, padding: int = PADDING) -> dict:
-    """An n×n grid of faces decoded from fixed latents z ~ N(0, I) (seeded), saved as PNG.
-
-    Returns {"path", "n", "n_images", "width", "height", "seed"}; width/height in pixels.
-    """
+def sample_grid(model, out_png: str | Path, n: int = 10, seed: int = 0) -> dict:
+    """An n×n grid of faces decoded from seeded latents z ~ N(0, I).
+    Returns {"path", "n", "n_images", "width", "height", "seed"}; width/height in pixels."""
     images = decode_latents(model, fixed_latents(n * n, model.latent_dim, seed))
-    grid = labelled_grid([list(images[r * n : (r + 1) * n]) for r in range(n)], padding=padding)
+    grid = labelled_grid([list(images[r * n:(r + 1) * n]) for r in range(n)])
     path = atomic_save_image(grid, out_png)
     return {"path": str(path), "n": n, "n_images": n * n, "width": grid.width, "height": grid.height, "seed": seed}
 
@@ -110,56 +96,38 @@ def samples_figure(model, density, out_png: str | Path, n: int = 8, rows: int = 
     fitted, prior = density_samples(model, density, n * rows, seed), prior_samples(model, n * rows, seed)
     cells = [list(images[r * n:(r + 1) * n]) for images in (fitted, prior) for r in range(rows)]
     labels = ["fitted density"] + [""] * (rows - 1) + ["N(0, I)"] + [""] * (rows - 1)
-    grid = labelled_grid(cells, row_labels=labels)
-    return {"path": str(atomic_save_image(grid, out_png)), "n_images": 2 * n * rows}
+    return {"path": str(atomic_save_image(labelled_grid(cells, row_labels=labels), out_png)), "n_images": 2 * n * rows}
 
 
-def reconstruction_figure(model, images, out_png: str | Path, cell_size: int | None = None) -> dict:
-    """Originals (top row) over their reconstructions (bottom row). `images`: [N,3,S,S] in [0,1].
-
-    Returns {"path", "n_images", "mse", "ssim"}: mean squared pixel error (pixels in [0,1]) and mean SSIM.
-    """
+def reconstruction_figure(model, images, out_png: str | Path) -> dict:
+    """Originals ([N,3,S,S] in [0,1]) over their reconstructions.
+    Returns {"path", "n_images", "mse", "ssim"}: mean squared pixel error (pixels in [0,1]) and mean SSIM."""
     batch = as_image_batch(images)
     recon = reconstruct(model, batch)
-    grid = labelled_grid([list(batch), list(recon)], row_labels=["original", "reconstruction"], cell_size=cell_size)
-    path = atomic_save_image(grid, out_png)
+    path = atomic_save_image(labelled_grid([list(batch), list(recon)], row_labels=["original", "reconstruction"]),
+                             out_png)
     return {"path": str(path), "n_images": len(batch), "mse": float(F.mse_loss(recon, batch)),
             "ssim": float(ssim(recon, batch).mean())}
 
 
 def loss_comparison_figure(model_pixel, model_perceptual, images, out_png: str | Path, seed: int = 0,
-                           labels: Sequence[str] = ("pixel loss", "perceptual"), with_samples: bool = True,
-                           cell_size: int | None = None, samples: Sequence[torch.Tensor] | None = None) -> dict:
-    """Reconstructions (and samples from the same fixed latents) of a pixel-loss-only model vs a model trained
-    with the perceptual loss, under the original faces.
-
-    Args:
-        model_pixel, model_perceptual: two trained VAEs (the caller trains both; same image size).
-        images: [N,3,S,S] faces in [0,1], one column each.
-        seed: seed of the fixed latents for the sample rows (used when both models share a latent size).
-        labels: row captions for the two models.
-        samples: the two models' sample rows ([N,3,S,S] each) instead of decoding shared N(0, I) latents.
-    Returns {"path", "mse": {label: ...}, "ssim": {label: ...}, "sharpness": {"original": ..., label: ...}} — sharpness is
-    `sharpness()` of the reconstructions (higher = crisper), the number behind the "blurry" lesson.
-    """
+                           labels: Sequence[str] = ("pixel loss", "perceptual"),
+                           samples: Sequence[torch.Tensor] | None = None) -> dict:
+    """Two models' reconstructions of `images` ([N,3,S,S] in [0,1]) under the originals, then a sample row each:
+    `samples` ([N,3,S,S] per model) or, when both share a latent size, decodes of the same seeded N(0, I) latents.
+    Returns {"path", "mse": {label: ...}, "ssim": {label: ...}, "sharpness": {"original": ..., label: ...}}."""
     batch = as_image_batch(images)
     models = {labels[0]: model_pixel, labels[1]: model_perceptual}
     recons = {label: reconstruct(model, batch) for label, model in models.items()}
-    rows, row_labels = [list(batch)], ["original"]
-    for label, recon in recons.items():
-        rows.append(list(recon))
-        row_labels.append(f"{label}: recon")
-    if samples is not None:
-        for label, images_of_model in zip(labels, samples):
-            rows.append(list(images_of_model))
-            row_labels.append(f"{label}: sample")
-    elif with_samples and model_pixel.latent_dim == model_perceptual.latent_dim:
+    rows = [list(batch), *[list(r) for r in recons.values()]]
+    row_labels = ["original", *[f"{label}: recon" for label in labels]]
+    if samples is None and model_pixel.latent_dim == model_perceptual.latent_dim:
         z = fixed_latents(len(batch), model_pixel.latent_dim, seed)
-        for label, model in models.items():
-            rows.append(list(decode_latents(model, z)))
-            row_labels.append(f"{label}: sample")
-    grid = labelled_grid(rows, row_labels=row_labels, cell_size=cell_size, label_width=110)
-    path = atomic_save_image(grid, out_png)
+        samples = [decode_latents(model, z) for model in models.values()]
+    for label, images_of_model in zip(labels, samples or []):
+        rows.append(list(images_of_model))
+        row_labels.append(f"{label}: sample")
+    path = atomic_save_image(labelled_grid(rows, row_labels=row_labels, label_width=110), out_png)
     return {
         "path": str(path),
         "mse": {label: float(F.mse_loss(recon, batch)) for label, recon in recons.items()},
@@ -170,12 +138,9 @@ def loss_comparison_figure(model_pixel, model_perceptual, images, out_png: str |
 
 def latent_traversal_figure(model, images, out_png: str | Path, n_dims: int = 6, n_steps: int = 7,
                             span: float = 2.5, face_index: int = 0) -> dict:
-    """Sweep the `n_dims` latent dimensions whose posterior mean varies most over `images`.
-
-    Each row starts from face `face_index`'s mean and moves one dimension from -span to +span standard
-    deviations (of that dimension's means over `images`) around its value, in `n_steps` columns.
-    Returns {"path", "dims", "variances"} (dims sorted by variance, largest first).
-    """
+    """Sweep the `n_dims` latent dimensions whose posterior mean varies most over `images`: each row moves one of
+    them in face `face_index`'s mean from -span to +span standard deviations, in `n_steps` columns.
+    Returns {"path", "dims", "variances"} (dims sorted by variance, largest first)."""
     batch = as_image_batch(images)
     if len(batch) < 2:
         raise ValueError("need at least two images to measure latent variance")
@@ -196,15 +161,9 @@ def latent_traversal_figure(model, images, out_png: str | Path, n_dims: int = 6,
 
 def attribute_vector(model, dataset, attribute: str, max_images: int = 2000, batch_size: int = 64,
                      seed: int = 0) -> torch.Tensor:
-    """Latent direction of a CelebA attribute: mean mu of faces with it minus mean mu of faces without it.
-
-    Args:
-        model: a trained VAE.
-        dataset: a `vae.celeba.CelebA` (needs `.attributes` and `.attribute_matrix` with ±1 entries).
-        attribute: an attribute name, e.g. "Smiling", "Eyeglasses".
-        max_images: encode at most this many images (a seeded random subset when the dataset is larger).
-    Returns z_delta, a [latent_dim] tensor.
-    """
+    """Latent direction [latent_dim] of a CelebA attribute (e.g. "Smiling"): mean posterior mean of the faces of
+    `dataset` (a `vae.celeba.CelebA`) with it minus that of the faces without it, over at most `max_images`
+    images (a seeded subset)."""
     names = list(dataset.attributes)
     if attribute not in names:
         raise ValueError(f"unknown attribute {attribute!r}; known: {', '.join(names)}")
@@ -220,7 +179,7 @@ def attribute_vector(model, dataset, attribute: str, max_images: int = 2000, bat
     def mean_latent(idx: np.ndarray) -> torch.Tensor:
         total = torch.zeros(model.latent_dim)
         for start in range(0, len(idx), batch_size):
-            batch = torch.stack([first_tensor(dataset[int(i)]) for i in idx[start : start + batch_size]])
+            batch = torch.stack([dataset[int(i)] for i in idx[start:start + batch_size]])
             total += encode_means(model, batch, batch_size).sum(dim=0)
         return total / len(idx)
 
@@ -230,9 +189,7 @@ def attribute_vector(model, dataset, attribute: str, max_images: int = 2000, bat
 def attribute_figure(model, images, z_delta: torch.Tensor, out_png: str | Path,
                      alphas: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0), attribute: str = "attribute") -> dict:
     """Faces (rows) with α·z_delta added to their latent mean for each α (columns), after the original.
-
-    Returns {"path", "alphas", "n_faces"}.
-    """
+    Returns {"path", "alphas", "n_faces"}."""
     batch = as_image_batch(images)
     mu = encode_means(model, batch)
     rows = []
@@ -253,8 +210,6 @@ def cli_add_arguments_sample(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fixed latents")
     parser.add_argument("--src", "--data-root", dest="data_root", default=None,
                         help="CelebA root: also draw reconstructions and a traversal")
-    parser.add_argument("--split", default="test", help="split the reconstructed faces come from")
-    parser.add_argument("--n-faces", type=int, default=8, help="faces in the reconstruction figure")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
 
 
@@ -265,7 +220,7 @@ def cli_run_sample(args: argparse.Namespace) -> dict:
     out_dir = Path(args.out_dir)
     summary = {"command": "sample", "samples": sample_grid(model, out_dir / "samples.png", n=args.n, seed=args.seed)}
     if args.data_root:
-        faces = load_roster(args.data_root, args.split, model.image_size, args.n_faces, args.seed)
+        faces = load_roster(args.data_root, "test", model.image_size, n=8, seed=args.seed)
         summary["reconstructions"] = reconstruction_figure(model, faces, out_dir / "reconstructions.png")
         if len(faces) >= 2:
             summary["traversal"] = latent_traversal_figure(model, faces, out_dir / "traversal.png")

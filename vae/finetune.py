@@ -1,11 +1,8 @@
 """Fine-tune the CelebA VAE on one identity's photos, and show the identity's morph before vs after.
 
-An identity has a few dozen photos at most, so fine-tuning continues from the general face model (its weights,
-`TrainConfig.init_from`) on all of that identity's images (`split="all"`; `train_vae` still holds a tenth out for
-its metrics), with the KL weight lowered (β × `kl_scale`, 0.02 by default), lr 3e-3 and the face weighted 16×.
-A weaker KL pull lets the encoder spread the few photos apart in latent space instead of squeezing them towards
-the prior's centre, so the decoder can spend its capacity on this one face's details. The run gets its own folder
-and checkpoint; the base checkpoint is only read.
+Fine-tuning continues from the general face model (`TrainConfig.init_from`) on all of the identity's few dozen
+photos (`split="all"`; `train_vae` still holds a tenth out), in its own folder, with the KL weight lowered
+(β × `kl_scale`) so the encoder can spread her photos apart instead of squeezing them towards the prior's centre.
 """
 from __future__ import annotations
 
@@ -28,24 +25,20 @@ from .morph import DEFAULT_GIF_SIZE, side_by_side_morph_gif
 from .quality import density_samples, fit_latent_density
 from .train import TrainConfig, evaluate, load_vae, train_vae
 
-FINETUNE_SUMMARY = "finetune.json"
 # One face, a few dozen photos: a faster learning rate and a pixel loss that counts her face 16x (the base run: 4x)
 # made her reconstructions recognisable as her in 1,000 steps (README, stage 3).
 FINETUNE_LR = 3e-3
 FINETUNE_CENTRE_WEIGHT = 16.0
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """`path` itself, or `path/checkpoint.pt` when `path` is a run folder."""
-    path = Path(path)
-    return path / "checkpoint.pt" if path.is_dir() else path
-
-
 def finetune_config(base_checkpoint: str | Path, data_root: str | Path, identity: int, out_dir: str | Path,
-                    kl_scale: float = 0.02, max_steps: int = 200, overrides: dict[str, Any] | None = None) -> TrainConfig:
+                    kl_scale: float = 0.02, max_steps: int = 200,
+                    overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The `TrainConfig` of a fine-tuning run: the base run's config with the identity, data, folder, weights
     source and β × kl_scale swapped in, then `overrides` (unknown keys raise `ValueError`)."""
-    base_path = checkpoint_file(base_checkpoint)
+    base_path = Path(base_checkpoint)
+    if base_path.is_dir():
+        base_path = base_path / "checkpoint.pt"
     if not base_path.is_file():
         raise FileNotFoundError(f"no base checkpoint at {base_path}; train the VAE first (`python -m vae train`)")
     if Path(out_dir).resolve() == base_path.parent.resolve():
@@ -55,19 +48,11 @@ def finetune_config(base_checkpoint: str | Path, data_root: str | Path, identity
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = apply_overrides(TrainConfig(), {k: v for k, v in saved.items() if k in fields})
     config = apply_overrides(config, {
-        "data_root": str(data_root),
-        "out_dir": str(out_dir),
-        "identities": [int(identity)],
+        "data_root": str(data_root), "out_dir": str(out_dir), "identities": [int(identity)],
         "split": "all",  # an identity's few photos sit in every partition; use them all
-        "beta": saved["beta"] * kl_scale,
-        "lr": FINETUNE_LR,
-        "centre_weight": FINETUNE_CENTRE_WEIGHT,
-        "init_from": str(base_path),
-        "max_steps": max_steps,
-        "resume": False,
-        "overwrite": False,
-        "monitor_every": max(1, max_steps // 10),
-        "eval_every": max(1, max_steps // 2),
+        "beta": saved["beta"] * kl_scale, "lr": FINETUNE_LR, "centre_weight": FINETUNE_CENTRE_WEIGHT,
+        "init_from": str(base_path), "max_steps": max_steps, "resume": False, "overwrite": False,
+        "monitor_every": max(1, max_steps // 10), "eval_every": max(1, max_steps // 2),
     })
     return apply_overrides(config, overrides or {})
 
@@ -76,26 +61,14 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
                          kl_scale: float = 0.02, max_steps: int = 200, resume: bool = False, overwrite: bool = False,
                          device: str = "auto", out_gif: str | Path | None = None,
                          comparison_png: str | Path | None = None, n_morph: int = 8, steps_between: int = 8,
-                         fps: float = 12.0, gif_size: int = DEFAULT_GIF_SIZE,
-                         overrides: dict[str, Any] | None = None) -> dict:
-    """Continue training the base VAE on one CelebA identity with a lower KL weight; compare before and after.
+                         gif_size: int = DEFAULT_GIF_SIZE, overrides: dict[str, Any] | None = None) -> dict:
+    """Continue training the base VAE (checkpoint or run folder, only read) on CelebA identity `identity` in its
+    own `out_dir` with β × `kl_scale`; then compare the models before and after.
 
-    Args:
-        base_checkpoint: the general CelebA VAE (checkpoint.pt or its run folder); only read.
-        data_root: CelebA root holding the identity's images.
-        identity: CelebA identity id (e.g. from `identity.find.pick_identity`).
-        out_dir: the fine-tuning run's own folder (must differ from the base run's).
-        kl_scale: multiplies the base run's β (KL weight); 0.02 by default.
-        max_steps: optimizer steps of fine-tuning.
-        resume, overwrite: as in `TrainConfig` (a finished run with resume=True is reused, not redone).
-        device: "auto", "cpu", "cuda", "mps".
-        out_gif: before/after morph GIF path (default `<out_dir>/before_after_morph.gif`).
-        comparison_png: reconstructions/samples of both models (default `<out_dir>/before_after.png`).
-        n_morph, steps_between, fps, gif_size: the morph roster size (photos of the identity) and GIF settings.
-        overrides: further `TrainConfig` fields (e.g. {"batch_size": 16, "lr": 5e-4}).
-    Returns {"checkpoint", "base_checkpoint", "out_dir", "identity", "n_images", "kl_scale", "base_beta", "beta",
-    "steps", "metrics" (held-out, from training), "compare" ({"before", "after"}: mse/psnr/ssim on the morph
-    roster, photos the fine-tuned model mostly trained on), "morph_gif" (info dict), "comparison_png"}.
+    Writes a before/after morph GIF through `n_morph` of her photos (`out_gif`), reconstructions and samples of both
+    (`comparison_png`) and `finetune.json` in `out_dir`. Returns the run's checkpoint, identity, n_images, betas,
+    steps, held-out metrics, "compare" (mse/psnr/ssim before and after on the morph photos), morph_gif and
+    comparison_png.
     """
     config = finetune_config(base_checkpoint, data_root, identity, out_dir, kl_scale, max_steps,
                              {"resume": resume, "overwrite": overwrite, "device": device, **(overrides or {})})
@@ -105,36 +78,28 @@ def finetune_on_identity(base_checkpoint: str | Path, data_root: str | Path, ide
     out_dir = Path(out_dir)
     roster = load_roster(data_root, split="all", image_size=config.image_size, n=n_morph, seed=config.seed,
                          identities=[identity])
-    compare = {name: evaluate(model, roster.to(next(model.parameters()).device))
-               for name, model in (("before", before), ("after", after))}
+    dataset = open_image_dataset(data_root, "all", config.image_size, [identity])
     summary: dict[str, Any] = {
-        "checkpoint": result["checkpoint"],
-        "base_checkpoint": config.init_from,
-        "out_dir": str(out_dir),
-        "identity": int(identity),
-        "n_images": len(open_image_dataset(data_root, "all", config.image_size, [identity])),
-        "kl_scale": kl_scale,
-        "base_beta": base["config"]["beta"],
-        "beta": config.beta,
-        "steps": result["steps"],
+        "checkpoint": result["checkpoint"], "base_checkpoint": config.init_from, "out_dir": str(out_dir),
+        "identity": int(identity), "n_images": len(dataset), "kl_scale": kl_scale,
+        "base_beta": base["config"]["beta"], "beta": config.beta, "steps": result["steps"],
         "metrics": result["metrics"],
-        "compare": compare,
+        "compare": {name: evaluate(model, roster.to(next(model.parameters()).device))
+                    for name, model in (("before", before), ("after", after))},
+        "morph_gif": None,  # a morph needs two photos
     }
     if len(roster) >= 2:
         summary["morph_gif"] = side_by_side_morph_gif(
-            before, after, roster, out_gif or out_dir / "before_after_morph.gif", steps_between, fps, gif_size,
+            before, after, roster, out_gif or out_dir / "before_after_morph.gif", steps_between, size=gif_size,
             labels=("before", "after fine-tuning"))
-    else:
-        summary["morph_gif"] = None  # a morph needs two photos; the identity has one
     # samples of her: each model decodes draws from the density of its own latents of her photos
-    photos = torch.stack([open_image_dataset(data_root, "all", config.image_size, [identity])[i]
-                          for i in range(summary["n_images"])])
+    photos = torch.stack([dataset[i] for i in range(len(dataset))])
     samples = [density_samples(m, fit_latent_density(m, photos, seed=config.seed), len(roster), config.seed)
                for m in (before, after)]
     summary["comparison_png"] = loss_comparison_figure(
         before, after, roster, comparison_png or out_dir / "before_after.png", seed=config.seed,
         labels=("before", "after"), samples=samples)["path"]
-    atomic_write_text(out_dir / FINETUNE_SUMMARY, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out_dir / "finetune.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return summary
 
 
@@ -142,39 +107,34 @@ def identity_preservation_before_after(models: dict, celeba_root: str | Path, id
                                        gallery_identities: list[int], n_photos: int = 16,
                                        gallery_photos: int = 8, extra_identities: int = 10,
                                        cache: str | Path | None = None, seed: int = 0) -> dict:
-    """Does each model's reconstruction of the identity's photos still look like that person?
+    """Does each model's ({name: ConvVAE}) reconstruction of `n_photos` of the identity's photos still look like her?
 
-    `models`: {name: ConvVAE}, e.g. {"before": base, "after": fine-tuned}. The gallery is the centroid of up to
-    `gallery_photos` photos of each identity in `gallery_identities` (plus `identity`, plus `extra_identities`
-    others drawn with `seed`, so the gallery is never just the look-alikes), embedded with the face network
-    (`identity.embed`, dlib). Returns {name: identity_preservation(...)} — mean embedding distance
-    between photo and reconstruction, and the share of reconstructions whose nearest identity is the right one —
-    plus "originals_nearest_identity_accuracy" (the ceiling: the photos themselves).
+    The dlib gallery holds up to `gallery_photos` photos of her, of `gallery_identities` and of `extra_identities`
+    others drawn with `seed`. Returns {name: identity.embed.identity_preservation(...)}, "gallery_identities" and
+    "originals_nearest_identity_accuracy" (the ceiling: the photos themselves).
     """
-    from identity.embed import embed_files, identity_preservation
     from common.celeba_format import read_identities
     from common.images import to_pil
+    from identity.embed import embed_files, identity_preservation
 
     from .figures import reconstruct
 
     identities = read_identities(celeba_root)
-    image_dir = Path(celeba_root) / "img_align_celeba"
     people = [int(identity), *[int(i) for i in gallery_identities]]
     rest = sorted(set(identities.values()) - set(people))
     rng = np.random.default_rng(seed)
     people += [int(i) for i in rng.choice(rest, size=min(extra_identities, len(rest)), replace=False)]
-    # every gallery photo in one call: one pool of embedding processes, not one per person
     files = {person: sorted(f for f, i in identities.items() if i == person)[:gallery_photos]
              for person in dict.fromkeys(people)}
-    vectors = embed_files(image_dir, [f for person_files in files.values() for f in person_files], cache=cache,
-                          progress=False)
+    # every gallery photo in one call: one pool of embedding processes, not one per person
+    vectors = embed_files(Path(celeba_root) / "img_align_celeba", [f for fs in files.values() for f in fs],
+                          cache=cache, progress=False)
     gallery, start = {}, 0
     for person, person_files in files.items():
         gallery[person] = vectors[start:start + len(person_files)]
         start += len(person_files)
-    first = next(iter(models.values()))
-    photos = load_roster(celeba_root, split="all", image_size=first.image_size, n=n_photos, seed=seed,
-                         identities=[identity])
+    photos = load_roster(celeba_root, split="all", image_size=next(iter(models.values())).image_size, n=n_photos,
+                         seed=seed, identities=[identity])
     report = {}
     for name, model in models.items():
         recon = reconstruct(model, photos.to(next(model.parameters()).device)).cpu()

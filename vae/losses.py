@@ -1,17 +1,8 @@
-"""VAE training losses: pixel reconstruction, KL divergence, and a frozen-VGG19 perceptual (feature) loss.
+"""VAE losses: pixel reconstruction, KL divergence and a frozen-VGG19 perceptual loss (DFC-VAE, Hou et al. 2017).
 
-Reduction convention (used by every term, so that the weights `beta` and `gamma` are comparable):
-every term is a per-image SUM, then AVERAGED OVER THE BATCH — the negative ELBO in nats per image.
-
-* reconstruction: summed over the 3·S·S pixel values of an image, averaged over the batch. With `kind="mse"`
-  this is the Gaussian log-likelihood with variance 1/2 up to a constant, so `beta = 1` is the plain ELBO.
-* KL(q(z|x) || N(0, I)): summed over the latent dimensions, averaged over the batch — DFC-VAE.
-* perceptual: for each VGG19 layer (relu1_1, relu2_1, relu3_1 — DFC-VAE's choice) the squared feature error is
-  averaged over that layer's elements (DFC-VAE's 1/(C·H·W) per layer) and multiplied by 3·S·S, the number of
-  pixel values, so that one unit of feature error weighs like one unit of per-pixel error in the pixel sum;
-  the layers are summed, and the result averaged over the batch.
-
-total = recon + beta · KL + gamma · perceptual. `gamma = 0` never builds VGG.
+Every term is a per-image sum averaged over the batch, so total = recon + beta·KL + gamma·perceptual weighs them
+comparably (squared error = Gaussian likelihood with σ² = 1/2, so beta = 1 is the ELBO). Each VGG layer's mean
+squared feature error is scaled by the 3·S·S pixel values, so it weighs like the per-pixel error.
 """
 from __future__ import annotations
 
@@ -44,39 +35,20 @@ def centre_weight_map(size: int, centre_weight: float, sigma: float = 0.3) -> to
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse",
                         weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixel reconstruction loss, summed over the pixels of each image and averaged over the batch.
-
-    Args:
-        x_hat: reconstructions in [0, 1], [B, 3, S, S].
-        x: targets in [0, 1], same shape.
-        kind: "mse" (squared error), "l1" (absolute error) or "bce" (binary cross-entropy, for [0, 1] targets).
-    """
+    """Pixel loss of reconstructions `x_hat` against targets `x` ([B, 3, S, S] in [0, 1]), summed per image and
+    averaged over the batch. `kind`: "mse" (squared error, optionally times per-pixel `weights`) or "bce"."""
     x_hat, x = x_hat.float(), x.float()  # sums of 12k terms are kept in float32 even under autocast
-    if weights is not None:  # per-pixel weights w: sum w·(x̂ − x)² = sum (√w·x̂ − √w·x)² (same for |·| with w)
-        if kind == "mse":
-            x_hat, x = x_hat * weights.sqrt(), x * weights.sqrt()
-        elif kind == "l1":
-            x_hat, x = x_hat * weights, x * weights
-        else:
-            raise ValueError("per-pixel weights work with 'mse' or 'l1'")
-    # Fused reductions (one kernel forward and backward, any memory layout): the batch sum / B equals the
-    # per-image sum averaged over the batch.
     if kind == "mse":
-        total = F.mse_loss(x_hat, x, reduction="sum")
-    elif kind == "l1":
-        total = F.l1_loss(x_hat, x, reduction="sum")
-    elif kind == "bce":
-        total = F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="sum")
-    else:
-        raise ValueError(f"unknown reconstruction loss {kind!r}; use 'mse', 'l1' or 'bce'")
-    return total / x.shape[0]
+        if weights is not None:  # sum w·(x̂ − x)² = sum (√w·x̂ − √w·x)²: still one fused kernel
+            x_hat, x = x_hat * weights.sqrt(), x * weights.sqrt()
+        return F.mse_loss(x_hat, x, reduction="sum") / x.shape[0]
+    if kind == "bce" and weights is None:
+        return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="sum") / x.shape[0]
+    raise ValueError(f"unknown reconstruction loss {kind!r} (with weights={weights is not None}); use 'mse' or 'bce'")
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims, averaged over the batch — DFC-VAE.
-
-    Closed form per dimension: 0.5 · (mu² + exp(logvar) − 1 − logvar); e.g. mu = 1, logvar = 0 gives 0.5.
-    """
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims, averaged over the batch — DFC-VAE."""
     mu, logvar = mu.float(), logvar.float()
     return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum(1).mean()
 
@@ -85,18 +57,12 @@ def vgg19_weights_cached() -> Path | None:
     """Path of torchvision's VGG19 ImageNet weights in the `$TORCH_HOME` hub cache, or None if not there."""
     from torchvision.models import VGG19_Weights
 
-    filename = Path(VGG19_Weights.IMAGENET1K_V1.url).name
-    path = torch_hub_file(filename)
+    path = torch_hub_file(Path(VGG19_Weights.IMAGENET1K_V1.url).name)
     return path if path.is_file() else None
 
 
 class _FeatureMSE(torch.autograd.Function):
-    """mean((a − b)²) with its gradient 2(a − b)/N kept from the forward pass: one read-one-write pass backward.
-
-    F.mse_loss's backward recomputes the difference and, on channels-last feature maps, runs ~10 % of a CPU
-    training step here; this is the same value (a dot product instead of a sum of squares) and gradient.
-    Only `a` gets a gradient (the target features come from a no-grad pass).
-    """
+    """mean((a − b)²) that keeps a − b for its backward pass (F.mse_loss recomputes it: ~9 % of a CPU step)."""
 
     @staticmethod
     def forward(ctx, a, b):
@@ -114,72 +80,45 @@ class _FeatureMSE(torch.autograd.Function):
 
 
 def feature_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of two feature maps, as `F.mse_loss(a, b)` (float32), differentiable in `a`."""
+    """`F.mse_loss(a, b)` in float32, differentiable in `a` only (`b` comes from a no-grad pass)."""
     if b.requires_grad:
         raise ValueError("feature_mse gives no gradient to its target `b`; compute it under torch.no_grad()")
     return _FeatureMSE.apply(a, b)
 
 
 class VGGPerceptualLoss(nn.Module):
-    """Frozen VGG19 feature extractor whose one job is to score how different two image batches look.
+    """Frozen VGG19 (truncated after the deepest of `layers`, fed ImageNet-normalised inputs) whose one job is to
+    score how different two image batches look.
 
-    It compares ReLU activations (default relu1_1, relu2_1, relu3_1, as in DFC-VAE) of reconstructions and
-    targets; the network is truncated after the deepest requested layer (relu3_1 → 12 of VGG19's 37 feature
-    modules), never trained (`requires_grad_(False)`, `.eval()`), and fed the ImageNet mean/std normalisation it
-    was trained with.
-
-    Args:
-        layers: names of the VGG19 ReLUs to compare (keys of `VGG19_RELU_INDEX`).
-        allow_download: fetch the ImageNet weights when they are not in the `$TORCH_HOME` cache. When False (the
-            default, and always in tests) and the weights are missing, a seeded random-init VGG19 is used instead
-            and a warning says so; `self.pretrained` records which one it is.
-        seed: seed of that random initialisation (the global RNG is left untouched).
-        chunk_size: on CPU, run VGG on this many images at a time when a gradient is needed (see
-            `_ChunkedPerceptual`): the same loss and gradient, 1.1-1.3× faster training steps on a 2-core CPU
-            (smaller activations stay in cache and skip fresh page mappings) and a quarter of the activation
-            memory at batch 64. None (or a GPU tensor) runs the whole batch at once.
-
-    Attributes:
-        pretrained: True when the ImageNet weights were loaded.
+    Without ImageNet weights in `$TORCH_HOME` (and no `allow_download`) it warns and uses a random VGG19 seeded by
+    `seed`; `self.pretrained` says which. On CPU, with a gradient, it runs `chunk_size` images at a time
+    (`_ChunkedPerceptual`: same loss and gradient, 1.1-1.3× faster steps); None runs the whole batch at once.
     """
 
     def __init__(self, layers=DFC_VAE_LAYERS, allow_download: bool = False, seed: int = 0,
                  chunk_size: int | None = 16):
         super().__init__()
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive number of images or None, got {chunk_size}")
-        self.chunk_size = chunk_size
         from torchvision.models import VGG19_Weights
         from torchvision.models import vgg as tv_vgg
 
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of images or None, got {chunk_size}")
         unknown = [name for name in layers if name not in VGG19_RELU_INDEX]
         if unknown:
             raise ValueError(f"unknown VGG19 layer(s) {unknown}; choose from {sorted(VGG19_RELU_INDEX)}")
-        self.layers = tuple(layers)
+        self.chunk_size, self.layers = chunk_size, tuple(layers)
         self.layer_indices = tuple(VGG19_RELU_INDEX[name] for name in self.layers)
-        last = max(self.layer_indices)
-        # torchvision's own VGG19 layer list (config "E"), truncated: building the full model would also allocate
-        # its 123 M-parameter classifier for nothing.
-        features = tv_vgg.make_layers(tv_vgg.cfgs["E"], batch_norm=False)[: last + 1]
-        # In-place ReLUs (torchvision's default) are safe here: each overwrites only the conv output before it,
-        # never an activation we read (the ReLU outputs), and they save a 64×S×S allocation per layer.
-
-        weights = VGG19_Weights.IMAGENET1K_V1
-        self.pretrained = False
-        if vgg19_weights_cached() is not None or allow_download:
-            state = weights.get_state_dict(progress=False)  # reads the cache; downloads only if allowed above
-            prefix = "features."
-            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            features.load_state_dict({k: own[k] for k in features.state_dict()})
-            self.pretrained = True
+        # torchvision's VGG19 layer list, truncated (the full model would also allocate its 123 M-parameter
+        # classifier). Its in-place ReLUs only overwrite conv outputs, never an activation we read.
+        features = tv_vgg.make_layers(tv_vgg.cfgs["E"], batch_norm=False)[: max(self.layer_indices) + 1]
+        self.pretrained = vgg19_weights_cached() is not None or allow_download
+        if self.pretrained:
+            state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)  # downloads only if allowed above
+            features.load_state_dict({k: state[f"features.{k}"] for k in features.state_dict()})
         else:
-            warnings.warn(
-                "VGG19 ImageNet weights are not in the torch hub cache "
-                f"({torch_hub_file('')}); the perceptual loss uses a randomly initialised "
-                "VGG19 (seeded). Set allow_download / --vgg-allow-download to fetch the real weights.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"VGG19 ImageNet weights are not in the torch hub cache ({torch_hub_file('')}); the "
+                          "perceptual loss uses a randomly initialised VGG19 (seeded). Set allow_download "
+                          "(--set vgg_allow_download=true) to fetch the real weights.", RuntimeWarning, stacklevel=2)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 for module in features:
@@ -196,13 +135,9 @@ class VGGPerceptualLoss(nn.Module):
         """Stay in eval mode whatever the parent module does (the network is frozen)."""
         return super().train(False)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map RGB in [0, 1] to the ImageNet-normalised input VGG19 expects."""
-        return (x - self.mean) / self.std
-
     def extract(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations of `self.layers` for images `x` in [0, 1]."""
-        h = self.normalize(x).contiguous(memory_format=torch.channels_last)  # faster convs on CPU (oneDNN)
+        """Activations of `self.layers` for images `x` in [0, 1] (ImageNet-normalised first)."""
+        h = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)  # oneDNN's fast convs
         out = []
         for index, module in enumerate(self.features):
             h = module(h)
@@ -211,12 +146,7 @@ class VGGPerceptualLoss(nn.Module):
         return out
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Perceptual loss of reconstructions `x_hat` against targets `x` (both [B, 3, S, S] in [0, 1]).
-
-        Per layer the squared feature error is averaged over its elements (DFC-VAE), scaled by 3·S·S pixel values
-        (see the module docstring), summed over layers and averaged over the batch. The target branch runs
-        without autograd: it needs no gradient, which saves a third of the VGG memory and time.
-        """
+        """Perceptual loss of reconstructions `x_hat` against targets `x` (both [B, 3, S, S] in [0, 1])."""
         chunk = self.chunk_size
         if (chunk is not None and x_hat.device.type == "cpu" and x_hat.shape[0] > chunk
                 and x_hat.requires_grad and torch.is_grad_enabled()):
@@ -224,26 +154,19 @@ class VGGPerceptualLoss(nn.Module):
         return self.batch_loss(x_hat, x)
 
     def batch_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`forward` on the whole batch at once (plain autograd)."""
+        """`forward` on the whole batch at once; the target branch runs without autograd."""
         with torch.no_grad():
             target_features = self.extract(x)
         pixel_values = x.shape[1] * x.shape[2] * x.shape[3]
         total = x_hat.new_zeros((), dtype=torch.float32)
         for f_hat, f in zip(self.extract(x_hat), target_features):
-            # Every image has the same number of feature elements, so the mean over the whole batch equals the
-            # batch average of the per-image means.
             total = total + feature_mse(f_hat, f) * pixel_values
         return total
 
 
 class _ChunkedPerceptual(torch.autograd.Function):
-    """The perceptual loss computed chunk by chunk, with its gradient taken chunk by chunk during the forward pass.
-
-    The loss is a batch mean of per-image terms, so the batch value is the sum over chunks of
-    `batch_loss(chunk) · len(chunk) / B`, and its gradient with respect to each chunk of `x_hat` is that chunk's own
-    gradient: exact, not an approximation. Only one chunk's VGG activations exist at a time; the backward pass
-    just returns the stored gradient (times the incoming one), so the VAE's own backward is unchanged.
-    """
+    """The perceptual loss (a batch mean of per-image terms) as a sum over chunks, each chunk's exact gradient taken
+    in the forward pass, so only one chunk's VGG activations exist at a time."""
 
     @staticmethod
     def forward(ctx, x_hat, x, loss_module):
@@ -266,30 +189,12 @@ class _ChunkedPerceptual(torch.autograd.Function):
         return grad * grad_output, None, None
 
 
-def vae_loss(
-    x_hat: torch.Tensor,
-    x: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    beta: float = 1.0,
-    gamma: float = 0.0,
-    perceptual: VGGPerceptualLoss | None = None,
-    recon_kind: str = "mse",
-    pixel_weights: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Weighted VAE objective: `total = recon + beta·KL + gamma·perceptual` (reductions: module docstring).
-
-    Args:
-        x_hat, x: reconstructions and targets, [B, 3, S, S] in [0, 1].
-        mu, logvar: posterior parameters, [B, latent_dim].
-        beta: KL weight (1 = ELBO with the Gaussian σ² = 1/2 pixel likelihood).
-        gamma: perceptual-loss weight; 0 skips VGG entirely.
-        perceptual: the `VGGPerceptualLoss` to use when `gamma > 0` (required then; built by the caller once).
-        recon_kind: pixel loss, see `reconstruction_loss`.
-
-    Returns: dict of scalar tensors `total`, `recon`, `kl`, `perceptual` (the unweighted terms; perceptual is 0
-    when gamma is 0).
-    """
+def vae_loss(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0,
+             gamma: float = 0.0, perceptual: VGGPerceptualLoss | None = None, recon_kind: str = "mse",
+             pixel_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`total = recon + beta·KL + gamma·perceptual` of reconstructions `x_hat` of `x` ([B, 3, S, S] in [0, 1]) and
+    posteriors `mu`, `logvar` ([B, latent_dim]), with the unweighted terms `recon`, `kl`, `perceptual` (0 at
+    gamma 0; `perceptual`, built once by the caller, is required otherwise)."""
     recon = reconstruction_loss(x_hat, x, recon_kind, pixel_weights)
     kl = kl_divergence(mu, logvar)
     if gamma > 0:
@@ -298,5 +203,4 @@ def vae_loss(
         feature = perceptual(x_hat, x)
     else:
         feature = torch.zeros((), device=x.device)
-    total = recon + beta * kl + gamma * feature
-    return {"total": total, "recon": recon, "kl": kl, "perceptual": feature}
+    return {"total": recon + beta * kl + gamma * feature, "recon": recon, "kl": kl, "perceptual": feature}

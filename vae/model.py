@@ -1,16 +1,8 @@
-"""The convolutional VAE of stage 3 (DFC-VAE architecture, Hou et al. 2017, sized for a laptop CPU).
+"""The convolutional VAE of stage 3: DFC-VAE's architecture (Hou et al. 2017), about 2.7 M parameters at 64 px.
 
-Encoder: 4 (64 px) or 5 (128 px) strided 4×4 convolutions, each followed by BatchNorm and LeakyReLU, halving the
-resolution down to 4×4, then two linear heads for the posterior mean and log-variance.
-Decoder: a linear layer back to a 4×4 feature map, then per stage a nearest-neighbour ×2 upsample followed by a
-3×3 convolution, BatchNorm and LeakyReLU (upsample + conv instead of transposed convolutions avoids the
-checkerboard artefacts of Odena et al. 2016); the last stage upsamples to full size and its 3×3 convolution
-goes straight to the 3 colour channels, followed by a sigmoid for pixels in [0, 1] (DFC-VAE's 128-64-32-3). No
-convolution runs between wide feature maps at full resolution, which is where a decoder spends its time.
-
-With `base_channels=32` and `latent_dim=128` this is DFC-VAE's 64×64 model (encoder 32-64-128-256 channels,
-decoder 128-64-32-3): about 2.7 M parameters, against the 51 M of larger VAE repos, which is most of why one
-training step fits a CPU budget.
+Encoder: strided 4×4 convolutions with BatchNorm and LeakyReLU down to 4×4, then linear heads for the posterior
+mean and log-variance. Decoder: a linear layer to 4×4, then nearest ×2 upsampling + 3×3 convolution per stage
+(no checkerboard artefacts, Odena et al. 2016), the last one straight to RGB and a sigmoid.
 """
 from __future__ import annotations
 
@@ -25,34 +17,23 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128)
 
 def _encoder_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """Halve the resolution: 4×4 conv, stride 2 (DFC-VAE), BatchNorm, LeakyReLU(0.2)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.LeakyReLU(0.2, inplace=True),
-    )
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True))
 
 
 def _decoder_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """Double the resolution: nearest upsample, 3×3 conv, BatchNorm, LeakyReLU(0.2)."""
-    return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="nearest"),
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.LeakyReLU(0.2, inplace=True),
-    )
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.2, inplace=True))
 
 
 class UpsampleConv2d(nn.Conv2d):
-    """Nearest-neighbour ×2 upsampling followed by a 3×3 convolution (padding 1), without the upsampled map.
+    """Nearest ×2 upsampling then a 3×3 convolution (padding 1), computed without the upsampled map.
 
-    After a nearest ×2 upsample, each of the four output phases (even/odd row × even/odd column) sees the input
-    through a 2×2 window whose taps are sums of the 3×3 kernel's taps: e.g. an even output row takes kernel row 0
-    from input row i−1 and kernel rows 1 + 2 from row i. So one 2×2 convolution with 4× the output channels on the
-    padded low-resolution input, interleaved, gives exactly `conv(upsample(x))` (up to float rounding) with 16
-    instead of 36 multiply-adds per low-resolution pixel and no 4× larger intermediate. The parameters are the
-    ordinary 3×3 `weight` and `bias` of `nn.Conv2d`, so gradients and checkpoints are those of the plain pair.
-    On a 2-core CPU this pays off for the decoder's last layer (few output channels at full resolution, ~3×
-    faster forward + backward); for wide layers oneDNN's 3×3 kernels on the upsampled map are faster.
+    After a nearest ×2 upsample each output phase (even/odd row × column) sees the input through a 2×2 window whose
+    taps are sums of the 3×3 kernel's taps, so one 2×2 convolution with 4× the outputs, interleaved, equals
+    `conv(upsample(x))`. Parameters are those of the plain `nn.Conv2d`; ~3× faster for the last decoder layer on CPU.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
@@ -85,43 +66,25 @@ class UpsampleConv2d(nn.Conv2d):
 
 
 class ConvVAE(nn.Module):
-    """A DFC-VAE style convolutional VAE for square RGB images in [0, 1].
-
-    Args:
-        latent_dim: size of the latent code z (DFC-VAE uses 100; 128 here).
-        image_size: side of the square input in pixels; 64 or 128 (32 is accepted for tests).
-        base_channels: channels of the first encoder conv; each further stage doubles them (capped at 16×).
-    """
+    """A DFC-VAE style convolutional VAE for square RGB images in [0, 1] of `image_size` 64 or 128 (32 for tests);
+    the first encoder conv has `base_channels`, each further stage doubles them (capped at 16×)."""
 
     def __init__(self, latent_dim: int = 128, image_size: int = 64, base_channels: int = 32):
         super().__init__()
         if image_size not in SUPPORTED_IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size}")
-        self.latent_dim = int(latent_dim)
-        self.image_size = int(image_size)
-        self.base_channels = int(base_channels)
+        self.latent_dim, self.image_size, self.base_channels = int(latent_dim), int(image_size), int(base_channels)
         n_stages = int(math.log2(image_size // 4))  # 64 px -> 4 stages down to 4×4; 128 px -> 5
         widths = [base_channels * 2 ** min(i, 4) for i in range(n_stages)]  # e.g. 32, 64, 128, 256
-
-        encoder, channels = [], 3
-        for width in widths:
-            encoder.append(_encoder_block(channels, width))
-            channels = width
-        self.encoder = nn.Sequential(*encoder)
-        self.bottom_channels = channels
-        flat = channels * 4 * 4
+        self.encoder = nn.Sequential(*[_encoder_block(i, o) for i, o in zip([3, *widths], widths)])
+        self.bottom_channels = widths[-1]
+        flat = widths[-1] * 4 * 4
         self.fc_mu = nn.Linear(flat, latent_dim)
         self.fc_logvar = nn.Linear(flat, latent_dim)
-
         self.fc_decode = nn.Linear(latent_dim, flat)
-        decoder = []
-        for width in reversed(widths[:-1]):  # 256 -> 128 -> 64 -> 32 at 64 px (4×4 -> 32×32)
-            decoder.append(_decoder_block(channels, width))
-            channels = width
-        self.decoder = nn.Sequential(*decoder)
-        # Last ×2 stage: upsample to full size, then one 3×3 conv straight to RGB (no BatchNorm, sigmoid after),
-        # computed as one fused exact operation (see UpsampleConv2d).
-        self.to_rgb = UpsampleConv2d(channels, 3)
+        up = widths[::-1]  # 256 -> 128 -> 64 -> 32 at 64 px (4×4 -> 32×32)
+        self.decoder = nn.Sequential(*[_decoder_block(i, o) for i, o in zip(up, up[1:])])
+        self.to_rgb = UpsampleConv2d(widths[0], 3)  # last ×2 stage straight to RGB (no BatchNorm; sigmoid after)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters for images `x` ([B, 3, S, S] in [0, 1]): `(mu, logvar)`, each [B, latent_dim]."""
@@ -148,6 +111,5 @@ class ConvVAE(nn.Module):
     def sample(self, n: int | None = None, z: torch.Tensor | None = None, generator: torch.Generator | None = None):
         """Decode `z` (or `n` draws from the prior N(0, I)) into images in [0, 1]."""
         if z is None:
-            device = next(self.parameters()).device
-            z = torch.randn(n, self.latent_dim, generator=generator).to(device)
+            z = torch.randn(n, self.latent_dim, generator=generator).to(next(self.parameters()).device)
         return self.decode(z)

@@ -1,16 +1,10 @@
 """Would a reader recognise the VAE's pictures? The stage's quality numbers, measured one way everywhere.
 
-Samples from a low-β VAE: the encoder uses only part of N(0, I), so decoding prior draws lands in holes between
-the faces. As in RAE (Ghosh et al. 2020) and the two-stage VAE (Dai & Wipf 2019), `fit_latent_density` fits a
-Gaussian mixture to the posterior means of the training images and `density_samples` decodes draws from it.
-
-`face_quality` scores a model on held-out images:
-    heldout_mse, heldout_ssim        reconstruction error and SSIM (z = posterior mean)
-    face_share_reconstructions       share of reconstructions in which MTCNN finds a face (p >= 0.95)
-    face_share_samples               the same for samples from the fitted density
-    face_share_samples_prior         the same for samples from N(0, I)
-    identity_kept_share              share of photos whose reconstruction dlib reads as the same person
-                                     (descriptor distance < 0.6, dlib's convention)
+A low-β VAE uses only part of N(0, I), so prior draws land in holes between the faces; as in RAE (Ghosh et al.
+2020) and the two-stage VAE (Dai & Wipf 2019), samples come from a Gaussian mixture fitted to the training latents.
+`face_quality` scores a model on held-out images: heldout_mse, heldout_ssim; face_share_reconstructions,
+face_share_samples (fitted density), face_share_samples_prior (N(0, I)): shares in which MTCNN finds a face
+(p >= 0.95); identity_kept_share: photos whose reconstruction dlib reads as the same person (distance < 0.6).
 """
 from __future__ import annotations
 
@@ -31,11 +25,8 @@ CROP_FACE_BOX = (0.15 / 1.3, 0.15 / 1.3, 1.15 / 1.3, 1.15 / 1.3)
 
 
 def fit_latent_density(model, images, n_components: int = 10, seed: int = 0) -> GaussianMixture:
-    """A Gaussian mixture over the posterior means of `images` ([N, 3, S, S] in [0, 1]).
-
-    Up to `n_components` components with full covariances, while each gets at least 2 images per latent
-    dimension; with fewer images (a few dozen photos of one person) one Gaussian with a diagonal covariance.
-    """
+    """A Gaussian mixture over the posterior means of `images`: up to `n_components` full-covariance components
+    while each gets 2 images per latent dimension, else one diagonal Gaussian (a few dozen photos of one person)."""
     latents = encode_means(model, images).cpu().double().numpy()
     n, d = latents.shape
     components = min(n_components, n // (2 * d))
@@ -60,8 +51,8 @@ def prior_samples(model, n: int, seed: int = 0) -> torch.Tensor:
 
 def identity_kept(photos: torch.Tensor, reconstructions: torch.Tensor, face_box=CELEBA_FACE_BOX) -> np.ndarray:
     """dlib descriptor distance between each photo and its reconstruction ([N] floats)."""
-    from identity.embed import VAE_FACE_BOX, VAE_FRAME, EmbedderSpec, STAGE1_MARGIN, _embed_frames
     from common.images import to_pil
+    from identity.embed import VAE_FACE_BOX, VAE_FRAME, EmbedderSpec, STAGE1_MARGIN, _embed_frames
 
     box = VAE_FACE_BOX if face_box == CELEBA_FACE_BOX else face_box
     spec = EmbedderSpec("dlib", None, 0, STAGE1_MARGIN, None)
@@ -125,7 +116,8 @@ def stage_summary(run: dict, scores: dict, found: dict, verification: dict | Non
     after = preservation["after"]
     return {
         "train_steps": run["steps"], "train_images_per_s": run["images_per_s"],
-        "perceptual_weights": {None: "none (pixel loss)", True: "imagenet", False: "random"}[run["perceptual_pretrained"]],
+        "perceptual_weights": {None: "none (pixel loss)", True: "imagenet",
+                               False: "random"}[run["perceptual_pretrained"]],
         "heldout_mse": scores["heldout_mse"], "heldout_ssim": scores["heldout_ssim"],
         "quality": {**{k: scores[k] for k in QUALITY_KEYS},
                     "finetuned_nearest_identity_accuracy": after["nearest_identity_accuracy"],

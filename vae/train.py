@@ -1,20 +1,12 @@
 """Train the ConvVAE on CelebA (or a folder of face crops): a plain loop with checkpoints, resume, monitoring and DDP.
 
-`train_vae(TrainConfig(...))` runs forward → loss → backward → step for `max_steps` steps and writes, under
-`out_dir` (rank 0 only):
+`train_vae(TrainConfig(...))` writes under `out_dir` (rank 0 only): config.json, checkpoint.pt (model, optimizer,
+step, config, metrics, history, RNG states), metrics.json (held-out MSE/PSNR/SSIM and the loss history) and
+monitor/step_*.png frames (fixed held-out originals, their reconstructions, fixed-noise samples) with monitor.gif.
 
-    config.json              the TrainConfig of the run
-    checkpoint.pt            {model, optimizer, step, config, metrics, history, rng, ...}, written atomically
-    metrics.json             latest held-out metrics (MSE, PSNR, SSIM) and the loss history
-    monitor/step_000100.png  fixed held-out originals (row 1), their reconstructions (row 2), fixed-noise samples (3)
-    monitor.gif              those frames as a looping animation
-
-Data order is a pure function of (seed, epoch): each epoch is a seeded permutation cut into global batches, and
-under DistributedDataParallel every process takes a rank-strided share of each global batch. Together with the
-torch/NumPy/Python RNG states stored in the checkpoint, a resumed run computes exactly the losses an
-uninterrupted run would.
-
-Runs unchanged under `torchrun --nproc_per_node=N -m vae.train ...` (gloo on CPU, NCCL on CUDA).
+Data order is a pure function of (seed, step), and the checkpoint holds every RNG state, so a resumed run computes
+exactly the losses an uninterrupted one would. Runs unchanged under `torchrun --nproc_per_node=N -m vae train ...`
+(gloo on CPU, NCCL on CUDA).
 """
 from __future__ import annotations
 
@@ -23,7 +15,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +27,9 @@ from tqdm import tqdm
 
 from common.checkpoints import load_checkpoint, save_checkpoint
 from common.config import (apply_overrides, code_version, config_to_dict, parse_set_options, pick_device,
-                           print_summary, save_config, seed_everything)
+                           save_config, seed_everything)
 from common.errors import InputError
-from common.files import atomic_write_bytes, atomic_write_text
+from common.files import atomic_save_image, atomic_write_bytes, atomic_write_text
 
 from .celeba import open_image_dataset
 from .losses import VGGPerceptualLoss, centre_weight_map, vae_loss, vgg19_weights_cached
@@ -60,27 +51,24 @@ class TrainConfig:
     base_channels: int = 32  # width of the first encoder conv (doubles per stage): 32 = DFC-VAE's 64 px model
     batch_size: int = 64  # GLOBAL batch per optimizer step; under DDP each of N processes takes batch_size / N
     lr: float = 1e-3  # Adam learning rate (constant)
-    # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (see vae/losses.py). 0.05 gave the most
-    # recognisable faces at equal time (README); samples then come from a fitted density (vae/quality.py).
-    beta: float = 0.05
-    # Perceptual (VGG19 relu1_1/2_1/3_1) loss weight; 0 never builds VGG. None: 1 when VGG19's ImageNet weights are
-    # on disk (or may be downloaded), else 0: offline a random-init VGG19 loses to the pixel loss at equal time.
+    beta: float = 0.05  # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (vae/losses.py)
+    # Perceptual (VGG19) loss weight; 0 never builds VGG. None: 1 when VGG19's ImageNet weights are on disk (or may
+    # be downloaded), else 0: offline a random-init VGG19 loses to the pixel loss at equal time.
     gamma: float | None = None
-    recon: str = "mse"  # pixel loss: "mse", "l1" or "bce"
     centre_weight: float = 4.0  # pixel-loss weight at the image centre (the face) against its edges; 1: flat
     max_steps: int | None = 300  # optimizer steps to train in total (None: `epochs` full passes instead)
     max_minutes: float | None = None  # also stop (evaluated and checkpointed) after this many wall-clock minutes
     epochs: int = 1  # passes over the training images, used only when max_steps is None
-    monitor_every: int = 50  # steps between monitoring frames (fixed reconstructions + fixed-noise samples)
+    monitor_every: int = 50  # steps between monitoring frames
     eval_every: int = 100  # steps between held-out evaluations and checkpoints (also done at the last step)
-    num_eval: int = 64  # held-out images scored (MSE/PSNR/SSIM); the first 12 are shown in the monitoring frames
+    num_eval: int = 64  # held-out images scored; the first 12 are shown in the monitoring frames
     seed: int = 0  # seeds data order, flips, sampling noise, init and the fixed monitoring noise
     device: str = "auto"  # "auto" = CUDA, then MPS, then CPU; under torchrun each process uses its LOCAL_RANK GPU
     num_workers: int = 0  # DataLoader worker processes; 0 decodes in the training process (and allows the RAM cache)
     cache_images: int = 20000  # keep decoded uint8 images in RAM when the training set has at most this many (0: off)
     hflip: bool = True  # random horizontal flips (a seeded function of the step, so resume stays exact)
-    amp: bool = True  # mixed precision: float16 + GradScaler on CUDA; bfloat16 on a CPU with native bf16 (~2x there)
-    channels_last: bool = True  # NHWC layout for model and batches: oneDNN's fast conv path on CPU (~25% faster)
+    amp: bool = True  # mixed precision: float16 + GradScaler on CUDA; bfloat16 on a CPU with native bf16
+    channels_last: bool = True  # NHWC layout for model and batches: oneDNN's fast conv path on CPU
     grad_clip: float = 100.0  # max global gradient norm (losses are per-image sums, so norms are large); 0: off
     max_bad_steps: int = 10  # stop after this many consecutive steps with a non-finite loss or gradient
     resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
@@ -96,7 +84,6 @@ class RunExistsError(FileExistsError):
 
 
 # ----------------------------------------------------------------------------------------------------------- data
-
 class CachedImages(Dataset):
     """A dataset view that keeps each decoded image as uint8 in RAM after its first read (exact: images are 8-bit)."""
 
@@ -107,28 +94,17 @@ class CachedImages(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        hit = self.cache.get(index)
-        if hit is not None:
-            return hit.float().div_(255.0)
+        if index in self.cache:
+            return self.cache[index].float().div_(255.0)
         image = self.base[index]
         if self.enabled:
             self.cache[index] = image.mul(255.0).round_().to(torch.uint8)
         return image
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of the `n` training images in `epoch`: a permutation seeded by (seed, epoch) only."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator)
-
-
 class StepBatchSampler:
-    """Yields, for steps start..stop-1, this process's share of the global batch of that step.
-
-    Global batch of step s: positions [(s mod E)·B, (s mod E + 1)·B) of `epoch_permutation(n, seed, s div E)`,
-    with E = n div B steps per epoch (the incomplete last batch is dropped); process `rank` of `world` takes every
-    world-th index of it, starting at `rank`.
-    """
+    """For steps start..stop-1, this process's share (every world-th index from `rank`) of the step's global batch:
+    batch s mod E of a permutation seeded by (seed, s div E), E = len(indices) div batch_size."""
 
     def __init__(self, indices: list[int], batch_size: int, seed: int, start: int, stop: int, rank: int = 0,
                  world: int = 1):
@@ -136,26 +112,23 @@ class StepBatchSampler:
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
         self.steps_per_epoch = max(1, len(indices) // batch_size)
 
-    def batch_of_step(self, step: int) -> list[int]:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        order = epoch_permutation(len(self.indices), self.seed, epoch)
-        chosen = order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
-        return [self.indices[i] for i in chosen[self.rank::self.world]]
-
     def __iter__(self):
         for step in range(self.start, self.stop):
-            yield self.batch_of_step(step)
+            epoch, position = divmod(step, self.steps_per_epoch)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.indices), generator=generator)
+            chosen = order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
+            yield [self.indices[i] for i in chosen[self.rank::self.world]]
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
 
 def split_datasets(config: TrainConfig):
-    """The training dataset, the training indices and the held-out indices (and the dataset they index).
+    """`(train_set, train_indices, held_set, held_indices, held_from)`.
 
     Held-out images are the CelebA "valid" split (same identity filter) when training on "train"; when that is
-    empty (e.g. a flat folder has too few images, or the chosen identities have no valid images) a seeded tenth
-    of the training images (at most `num_eval`) is held out instead and not trained on.
+    empty a seeded tenth of the training images (at most `num_eval`) is held out instead and not trained on.
     """
     train_set = open_image_dataset(config.data_root, config.split, config.image_size, config.identities)
     if len(train_set) == 0:
@@ -170,8 +143,7 @@ def split_datasets(config: TrainConfig):
     if not held_indices:
         n_hold = min(config.num_eval, max(1, len(train_set) // 10)) if len(train_set) > 1 else 0
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed)).tolist()
-        held_indices = sorted(order[:n_hold])
-        train_indices = sorted(order[n_hold:])
+        held_indices, train_indices = sorted(order[:n_hold]), sorted(order[n_hold:])
         if not held_indices:  # a single image: score the training image itself, and say so
             held_indices, held_from = [0], "train (single image, not held out)"
     if len(held_indices) > config.num_eval:  # evenly spaced, so the monitor shows many people, not one
@@ -181,7 +153,6 @@ def split_datasets(config: TrainConfig):
 
 
 # ---------------------------------------------------------------------------------------------------- distributed
-
 @dataclass
 class DistributedContext:
     """Where this process sits in a (possibly single-process) run."""
@@ -197,25 +168,20 @@ class DistributedContext:
 
 
 def distributed_context(device_name: str) -> DistributedContext:
-    """Join the process group when launched by torchrun (RANK and WORLD_SIZE set, WORLD_SIZE > 1).
-
-    Backend: NCCL when this process gets a CUDA device, gloo otherwise (CPU). Each process uses GPU LOCAL_RANK.
-    """
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA (GPU LOCAL_RANK), else gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or "RANK" not in os.environ:
-        return DistributedContext(device=pick_device(device_name))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name)
+    if world <= 1 or "RANK" not in os.environ:
+        return DistributedContext(device=device)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     elif device.type == "mps":
-        device = torch.device("cpu")  # no MPS collective backend: fall back to gloo on CPU
-    initialized_here = False
-    if not dist.is_initialized():
+        device = torch.device("cpu")  # no MPS collective backend: gloo on CPU
+    initialized_here = not dist.is_initialized()
+    if initialized_here:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        initialized_here = True
-    return DistributedContext(rank=rank, world=world, device=device, initialized_here=initialized_here)
+    return DistributedContext(int(os.environ["RANK"]), world, device, initialized_here)
 
 
 def all_ranks_true(flag: bool, ctx: DistributedContext) -> bool:
@@ -228,7 +194,6 @@ def all_ranks_true(flag: bool, ctx: DistributedContext) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints/rng
-
 def rng_state() -> dict:
     """Python, NumPy, torch (and CUDA) RNG states, to be restored on resume."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -246,16 +211,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _model_from_config(config: dict) -> ConvVAE:
-    return ConvVAE(latent_dim=config["latent_dim"], image_size=config["image_size"],
-                   base_channels=config["base_channels"])
-
-
 def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE, dict]:
-    """Rebuild the trained ConvVAE from `checkpoint.pt` (architecture from its config), in eval mode.
-
-    Returns `(model, checkpoint_dict)`; the dict holds `config`, `metrics`, `step`, `history`, ...
-    """
+    """The trained ConvVAE of `checkpoint.pt` (or its run folder) in eval mode, and the checkpoint dict."""
     path = Path(checkpoint_path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -264,7 +221,7 @@ def load_vae(checkpoint_path: str | Path, device: str = "auto") -> tuple[ConvVAE
     if missing:
         raise InputError(f"checkpoint {path} is not a VAE checkpoint (no {', '.join(missing)}); "
                          "train one with `python -m vae train`")
-    model = _model_from_config(checkpoint["config"])
+    model = ConvVAE(*(checkpoint["config"][k] for k in ("latent_dim", "image_size", "base_channels")))
     model.load_state_dict(checkpoint["model"])
     return model.to(pick_device(device)).eval(), checkpoint
 
@@ -278,12 +235,8 @@ def _check_architecture(config: TrainConfig, saved: dict, source: Path) -> None:
 
 def _remove_run_outputs(out_dir: Path, after_step: int = -1) -> None:
     """Delete the files a run writes (only those), keeping monitoring frames up to `after_step`."""
-    for frame in sorted((out_dir / "monitor").glob("step_*.png")):
-        try:
-            step = int(frame.stem.split("_")[1])
-        except (IndexError, ValueError):
-            continue
-        if step > after_step:
+    for frame in (out_dir / "monitor").glob("step_*.png"):
+        if frame.stem[5:].isdigit() and int(frame.stem[5:]) > after_step:
             frame.unlink()
     if after_step < 0:
         for name in ("checkpoint.pt", "metrics.json", "monitor.gif", "config.json"):
@@ -291,23 +244,20 @@ def _remove_run_outputs(out_dir: Path, after_step: int = -1) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- monitoring
-
 def image_grid(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:
-    """Stack rows of [N, 3, S, S] images in [0, 1] into one uint8 HxWx3 grid with `pad` white pixels between."""
-    n, _, s, _ = rows[0].shape
-    grid = torch.ones(3, len(rows) * (s + pad) + pad, n * (s + pad) + pad)
-    for r, row in enumerate(rows):
-        for c in range(n):
-            y, x = pad + r * (s + pad), pad + c * (s + pad)
-            grid[:, y:y + s, x:x + s] = row[c].detach().float().cpu().clamp(0, 1)
+    """Stack rows of images in [0, 1] ([N, 3, S, S], N from the first row) into one uint8 HxWx3 grid with `pad`
+    white pixels between and around."""
+    from torchvision.utils import make_grid
+
+    n = len(rows[0])
+    grid = make_grid(torch.cat([row[:n].detach().float().cpu().clamp(0, 1) for row in rows]), nrow=n, padding=pad,
+                     pad_value=1.0)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def write_monitor_frame(model: ConvVAE, images: torch.Tensor, noise: torch.Tensor, path: Path) -> Path:
     """Originals, their reconstructions and fixed-noise samples as a 3-row PNG (model in eval mode)."""
     from PIL import Image
-
-    from common.files import atomic_save_image
 
     with torch.inference_mode():
         reconstructions, _, _ = model(images)
@@ -322,11 +272,10 @@ def write_monitor_gif(monitor_dir: Path, gif_path: Path, frame_seconds: float = 
     frames = sorted(monitor_dir.glob("step_*.png"))
     if not frames:
         return None
-    images = np.stack([iio.imread(f) for f in frames])
     durations = [int(frame_seconds * 1000)] * len(frames)
     durations[-1] *= 4
     # (a single frame takes a scalar duration: Pillow's GIF writer rejects a one-element list)
-    data = iio.imwrite("<bytes>", images, extension=".gif", loop=0,
+    data = iio.imwrite("<bytes>", np.stack([iio.imread(f) for f in frames]), extension=".gif", loop=0,
                        duration=durations if len(durations) > 1 else durations[0])
     return atomic_write_bytes(gif_path, data)
 
@@ -336,22 +285,15 @@ def evaluate(model: ConvVAE, images: torch.Tensor, batch_size: int = 64) -> dict
     """Held-out reconstruction metrics of `model` (eval mode: z = posterior mean): mse, psnr (dB), ssim."""
     was_training = model.training
     model.eval()
-    scores = {"mse": [], "psnr": [], "ssim": []}
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        x_hat, _, _ = model(x)
-        scores["mse"].append(mse(x_hat, x))
-        scores["psnr"].append(psnr(x_hat, x))
-        scores["ssim"].append(ssim(x_hat, x))
+    pairs = [(model(x)[0], x) for x in images.split(batch_size)]
     model.train(was_training)
-    return {k: float(torch.cat(v).mean()) for k, v in scores.items()}
+    return {name: float(torch.cat([metric(x_hat, x) for x_hat, x in pairs]).mean())
+            for name, metric in (("mse", mse), ("psnr", psnr), ("ssim", ssim))}
 
 
 # -------------------------------------------------------------------------------------------------------- training
-
 def out_of_time(config: TrainConfig, started: float, ctx: DistributedContext) -> bool:
-    """True once `config.max_minutes` of wall-clock time have passed since `started` (rank 0's clock decides,
-    so every process stops at the same step)."""
+    """True once `config.max_minutes` have passed since `started` (rank 0's clock decides for every process)."""
     if config.max_minutes is None:
         return False
     late = torch.tensor([1.0 if time.perf_counter() - started >= 60.0 * config.max_minutes else 0.0])
@@ -373,33 +315,30 @@ def cpu_has_bf16() -> bool:
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast dtype of a training run: float16 on CUDA, bfloat16 on a bf16 CPU, None (float32) otherwise."""
+    """float16 on CUDA, bfloat16 on a bf16 CPU, None (float32) otherwise or when `amp` is off."""
     if amp and device.type == "cuda":
         return torch.float16
-    if amp and device.type == "cpu" and cpu_has_bf16():
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if amp and device.type == "cpu" and cpu_has_bf16() else None
 
 
 def train_step(train_model, model: ConvVAE, optimizer, scaler, x: torch.Tensor, config: TrainConfig,
                perceptual: VGGPerceptualLoss | None, ctx: DistributedContext, amp_dtype: torch.dtype | None = None):
-    """One optimizer step on batch `x`: forward → loss → backward → clip → step.
+    """One optimizer step on batch `x`: forward → loss → backward → clip → step; returns `(losses dict, ok)`.
 
-    `train_model` is `model` itself or its DistributedDataParallel wrapper. A step whose loss (on any rank) or
-    gradient norm is not finite changes no weight. Returns `(losses dict, ok)`.
+    `train_model` is `model` or its DistributedDataParallel wrapper. A step whose loss (on any rank) or gradient
+    norm is not finite changes no weight.
     """
     device = x.device
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         x_hat, mu, logvar = train_model(x)
         weights = None if config.centre_weight == 1 else centre_weight_map(x.shape[-1], config.centre_weight).to(device)
-        losses = vae_loss(x_hat, x, mu, logvar, config.beta, config.gamma, perceptual, config.recon, weights)
+        losses = vae_loss(x_hat, x, mu, logvar, config.beta, config.gamma, perceptual, pixel_weights=weights)
     ok = all_ranks_true(bool(torch.isfinite(losses["total"])), ctx)
     optimizer.zero_grad(set_to_none=True)
     if ok:
         scaler.scale(losses["total"]).backward()
         scaler.unscale_(optimizer)
-        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
         ok = bool(torch.isfinite(norm))  # gradients are all-reduced, so every rank agrees
         if ok or scaler.is_enabled():
             scaler.step(optimizer)  # with AMP the scaler itself skips non-finite steps and lowers its scale
@@ -415,17 +354,12 @@ def vae_code_version() -> str:
 def train_vae(config: TrainConfig) -> dict:
     """Train (or resume) a ConvVAE as described by `config`; returns a JSON-ready summary.
 
-    Summary keys: checkpoint (path), out_dir, steps (total optimizer steps done), steps_this_run, images_per_s
-    (training throughput of this run, all processes together, excluding evaluation), history (one dict per step:
-    step, loss, recon, kl, perceptual, plus eval_mse/eval_psnr/eval_ssim at evaluation steps), metrics (final
-    held-out mse, psnr, ssim), monitor_gif, skipped_steps, perceptual_pretrained, held_out_from, world_size.
-
-    With `resume`, a checkpoint written by other code (its `code_version` differs) is not continued: the run
-    starts again and the summary says `redone_because: "code changed"`; `reused` is True when nothing was left
-    to train. Raises RunExistsError when out_dir holds a checkpoint and neither `resume` nor `overwrite` is set.
+    Summary: checkpoint, out_dir, steps, steps_this_run, reused, images_per_s (evaluation excluded), history (per
+    step: step, loss, recon, kl, perceptual, skipped, eval_* at evaluations), metrics (held-out mse, psnr, ssim),
+    monitor_gif, skipped_steps, perceptual_pretrained, held_out_from, held_out_images, train_images, world_size and
+    redone_because ("code changed": a checkpoint of other code is not resumed but redone). Raises RunExistsError
+    when out_dir holds a checkpoint and neither `resume` nor `overwrite` is set.
     """
-    if config.recon not in ("mse", "l1", "bce"):
-        raise ValueError(f"recon must be 'mse', 'l1' or 'bce', got {config.recon!r}")
     if config.gamma is None:
         config = dataclasses.replace(config, gamma=1.0 if config.vgg_allow_download or vgg19_weights_cached() else 0.0)
     out_dir = Path(config.out_dir)
@@ -433,13 +367,11 @@ def train_vae(config: TrainConfig) -> dict:
     if checkpoint_path.exists() and not (config.resume or config.overwrite):
         raise RunExistsError(
             f"{out_dir} already holds a training run ({checkpoint_path.name}); pass resume=True (--resume) to "
-            "continue it or overwrite=True (--overwrite) to start again, or choose another out_dir"
-        )
+            "continue it or overwrite=True (--overwrite) to start again, or choose another out_dir")
     redone_because = None
     if config.resume and checkpoint_path.exists():
-        made_by = load_checkpoint(checkpoint_path).get("code_version")
-        if made_by != vae_code_version():  # its numbers describe code that no longer exists: start again
-            config = dataclasses.replace(config, resume=False, overwrite=True)
+        if load_checkpoint(checkpoint_path).get("code_version") != vae_code_version():
+            config = dataclasses.replace(config, resume=False, overwrite=True)  # its numbers describe other code
             redone_because = "code changed"
     ctx = distributed_context(config.device)
     try:
@@ -449,24 +381,9 @@ def train_vae(config: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
-def _prepare_out_dir(config: TrainConfig, ctx: DistributedContext, out_dir: Path, resume_step: int | None) -> None:
-    """Rank 0 cleans outputs newer than the resumed step (all of them when overwriting) and saves the config."""
-    if ctx.is_main:
-        if config.overwrite and resume_step is None:
-            _remove_run_outputs(out_dir)
-        _remove_run_outputs(out_dir, after_step=resume_step or 0)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, out_dir / "config.json")
-    if ctx.world > 1:
-        dist.barrier()  # nobody reads out_dir before rank 0 has cleaned it
-
-
 class _Run:
-    """Everything one training run holds between steps: model, optimiser, data, fixed monitoring inputs, history.
-
-    Built from the config (and the checkpoint when resuming); its methods are the pieces of the loop in
-    `_train` that are not forward → loss → backward → step: record a step, monitor, evaluate + save, summarise.
-    """
+    """What one run holds between steps (model, optimiser, data, fixed monitoring inputs, history), built from the
+    config and, when resuming, the checkpoint; its methods are the parts of `_train` around the step."""
 
     def __init__(self, config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path):
         self.config, self.ctx, self.out_dir, self.checkpoint_path = config, ctx, out_dir, checkpoint_path
@@ -474,7 +391,14 @@ class _Run:
         checkpoint = load_checkpoint(checkpoint_path) if resuming else None
         if checkpoint is not None:
             _check_architecture(config, checkpoint["config"], checkpoint_path)
-        _prepare_out_dir(config, ctx, out_dir, checkpoint["step"] if checkpoint else None)
+        if ctx.is_main:  # clean outputs newer than the resumed step (all of them when overwriting)
+            if config.overwrite and checkpoint is None:
+                _remove_run_outputs(out_dir)
+            _remove_run_outputs(out_dir, after_step=checkpoint["step"] if checkpoint else 0)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, out_dir / "config.json")
+        if ctx.world > 1:
+            dist.barrier()  # nobody reads out_dir before rank 0 has cleaned it
 
         seed_everything(config.seed + ctx.rank)
         train_set, self.train_indices, held_set, self.held_indices, self.held_from = split_datasets(config)
@@ -484,35 +408,7 @@ class _Run:
         steps_per_epoch = max(1, len(self.train_indices) // batch_size)
         self.total_steps = config.max_steps if config.max_steps else config.epochs * steps_per_epoch
 
-        self._build_model(resuming)
-        self.start_step, self.history, self.metrics, self.skipped, self.bad_in_a_row = 0, [], {}, 0, 0
-        if checkpoint is not None:
-            self._restore(checkpoint)
-        self.train_model = self.model
-        if ctx.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device = ctx.device
-            self.train_model = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
-
-        # Fixed monitoring inputs: the first 12 held-out images and 12 latent draws (DCGAN's fixed_noise).
-        self.eval_images = torch.stack([held_set[i] for i in self.held_indices]).to(ctx.device)
-        self.monitor_images = self.eval_images[:MONITOR_COLUMNS]
-        self.monitor_noise = torch.randn(MONITOR_COLUMNS, config.latent_dim,
-                                         generator=torch.Generator().manual_seed(config.seed)).to(ctx.device)
-        cache = config.num_workers == 0 and len(self.train_indices) <= config.cache_images
-        sampler = StepBatchSampler(self.train_indices, batch_size, config.seed, self.start_step, self.total_steps,
-                                   ctx.rank, ctx.world)
-        # The loader gets its own generator: by default each new DataLoader iterator draws its worker base seed
-        # from the global torch RNG, which would shift the reparameterisation noise of a resumed run by one draw.
-        self.loader = DataLoader(
-            CachedImages(train_set, cache), batch_sampler=sampler, num_workers=config.num_workers,
-            pin_memory=ctx.device.type == "cuda", persistent_workers=False,
-            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + self.start_step + ctx.rank))
-
-    def _build_model(self, resuming: bool) -> None:
-        config, device = self.config, self.ctx.device
+        device = ctx.device
         self.model = ConvVAE(config.latent_dim, config.image_size, config.base_channels)
         if config.init_from and not resuming:
             init = load_checkpoint(config.init_from)
@@ -525,20 +421,38 @@ class _Run:
         self.perceptual = None
         if config.gamma > 0:
             self.perceptual = VGGPerceptualLoss(allow_download=config.vgg_allow_download, seed=config.seed).to(device)
+        self.start_step, self.history, self.metrics, self.skipped, self.bad_in_a_row = 0, [], {}, 0, 0
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if "scaler" in checkpoint and self.scaler.is_enabled():
+                self.scaler.load_state_dict(checkpoint["scaler"])
+            self.start_step, self.history = checkpoint["step"], checkpoint.get("history", [])
+            self.metrics, self.skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
+            states = checkpoint["rng"]
+            set_rng_state(states[ctx.rank] if ctx.rank < len(states) else states[0])
+        self.train_model = self.model
+        if ctx.world > 1:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def _restore(self, checkpoint: dict) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if "scaler" in checkpoint and self.scaler.is_enabled():
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        self.start_step, self.history = checkpoint["step"], checkpoint.get("history", [])
-        self.metrics, self.skipped = checkpoint.get("metrics", {}), checkpoint.get("skipped_steps", 0)
-        states, rank = checkpoint["rng"], self.ctx.rank
-        set_rng_state(states[rank] if rank < len(states) else states[0])
+        # Fixed monitoring inputs: the first 12 held-out images and 12 latent draws (DCGAN's fixed_noise).
+        self.eval_images = torch.stack([held_set[i] for i in self.held_indices]).to(device)
+        self.monitor_images = self.eval_images[:MONITOR_COLUMNS]
+        self.monitor_noise = torch.randn(MONITOR_COLUMNS, config.latent_dim,
+                                         generator=torch.Generator().manual_seed(config.seed)).to(device)
+        cache = config.num_workers == 0 and len(self.train_indices) <= config.cache_images
+        sampler = StepBatchSampler(self.train_indices, batch_size, config.seed, self.start_step, self.total_steps,
+                                   ctx.rank, ctx.world)
+        # Its own generator: a new DataLoader iterator otherwise draws its worker seed from the global torch RNG,
+        # which would shift the reparameterisation noise of a resumed run by one draw.
+        self.loader = DataLoader(
+            CachedImages(train_set, cache), batch_sampler=sampler, num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + self.start_step + ctx.rank))
 
     def augment(self, batch: torch.Tensor, step: int) -> torch.Tensor:
-        """The batch on the device, flipped per image by a seeded draw (a function of seed, step and rank, hence
-        identical on resume), in the configured memory format."""
+        """The batch on the device, flipped per image by a draw seeded by (seed, step, rank), in the memory format."""
         x = batch.to(self.ctx.device, non_blocking=True)
         if self.config.hflip:
             flip_gen = torch.Generator().manual_seed(self.config.seed * 7_919 + step * 104_729 + self.ctx.rank)
@@ -548,26 +462,15 @@ class _Run:
 
     def record(self, step: int, losses: dict, ok: bool) -> dict:
         """Append the step's losses to the history; stop the run after too many non-finite steps in a row."""
-        if ok:
-            self.bad_in_a_row = 0
-        else:
-            self.skipped += 1
-            self.bad_in_a_row += 1
-            if self.bad_in_a_row >= self.config.max_bad_steps:
-                raise RuntimeError(f"{self.bad_in_a_row} consecutive steps with a non-finite loss or gradient "
-                                   f"(step {step}); lower lr or check the data")
+        self.bad_in_a_row = 0 if ok else self.bad_in_a_row + 1
+        self.skipped += not ok
+        if not ok and self.bad_in_a_row >= self.config.max_bad_steps:
+            raise RuntimeError(f"{self.bad_in_a_row} consecutive steps with a non-finite loss or gradient "
+                               f"(step {step}); lower lr or check the data")
         row = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "skipped": not ok}
         row["loss"] = row.pop("total")
         self.history.append(row)
         return row
-
-    def monitor(self, step: int) -> None:
-        """Rank 0 writes the fixed-input monitoring frame (the GIF of all frames is refreshed at each checkpoint:
-        re-encoding every frame each time was most of a short CPU run's wall time)."""
-        self.model.eval()
-        write_monitor_frame(self.model, self.monitor_images, self.monitor_noise,
-                            self.out_dir / "monitor" / f"step_{step:06d}.png")
-        self.model.train()
 
     def evaluate_and_save(self, step: int, row: dict) -> None:
         """Held-out metrics (rank 0) into the history row, then checkpoint + metrics.json + monitor.gif."""
@@ -589,22 +492,8 @@ class _Run:
         atomic_write_text(self.out_dir / "metrics.json", json.dumps(
             {"step": step, "metrics": self.metrics, "skipped_steps": self.skipped, "held_out_from": self.held_from,
              "history": self.history}, indent=1) + "\n")
+        # the GIF is refreshed here, not per frame: re-encoding every frame was most of a short CPU run's time
         write_monitor_gif(self.out_dir / "monitor", self.out_dir / "monitor.gif")
-
-    def summary(self, step: int, images_seen: int, train_seconds: float) -> dict:
-        if self.start_step >= self.total_steps and not self.metrics:
-            self.metrics = evaluate(self.model, self.eval_images) if self.ctx.is_main else {}
-        gif = self.out_dir / "monitor.gif"
-        return {
-            "checkpoint": str(self.checkpoint_path), "out_dir": str(self.out_dir), "steps": step,
-            "steps_this_run": step - self.start_step, "reused": step == self.start_step,
-            "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
-            "history": self.history, "metrics": self.metrics, "monitor_gif": str(gif) if gif.exists() else None,
-            "skipped_steps": self.skipped,
-            "perceptual_pretrained": None if self.perceptual is None else self.perceptual.pretrained,
-            "held_out_from": self.held_from, "held_out_images": len(self.held_indices),
-            "train_images": len(self.train_indices), "world_size": self.ctx.world,
-        }
 
 
 def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoint_path: Path) -> dict:
@@ -627,7 +516,10 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
 
         last = step == run.total_steps or out_of_time(config, loop_started, ctx)
         if ctx.is_main and (step % config.monitor_every == 0 or last):
-            run.monitor(step)
+            run.model.eval()
+            write_monitor_frame(run.model, run.monitor_images, run.monitor_noise,
+                                out_dir / "monitor" / f"step_{step:06d}.png")
+            run.model.train()
         if step % config.eval_every == 0 or last:
             run.evaluate_and_save(step, row)
         progress.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}", refresh=False)
@@ -637,64 +529,39 @@ def _train(config: TrainConfig, ctx: DistributedContext, out_dir: Path, checkpoi
     progress.close()
     if ctx.world > 1:
         dist.barrier()  # all ranks leave together, after rank 0 has written everything
-    return run.summary(step, images_seen, train_seconds)
+    if run.start_step >= run.total_steps and not run.metrics:
+        run.metrics = evaluate(run.model, run.eval_images) if ctx.is_main else {}
+    gif = out_dir / "monitor.gif"
+    return {
+        "checkpoint": str(checkpoint_path), "out_dir": str(out_dir), "steps": step,
+        "steps_this_run": step - run.start_step, "reused": step == run.start_step,
+        "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
+        "history": run.history, "metrics": run.metrics, "monitor_gif": str(gif) if gif.exists() else None,
+        "skipped_steps": run.skipped,
+        "perceptual_pretrained": None if run.perceptual is None else run.perceptual.pretrained,
+        "held_out_from": run.held_from, "held_out_images": len(run.held_indices),
+        "train_images": len(run.train_indices), "world_size": ctx.world,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
-
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `python -m vae train` (and `python -m vae.train`)."""
+    """Arguments of `python -m vae train`; `--set` reaches every TrainConfig field."""
     parser.add_argument("--src", "--data-root", dest="data_root", required=True,
                         help="CelebA root (official layout) or a folder of face crops")
     parser.add_argument("--out", default=TrainConfig.out_dir, help="run folder (default: %(default)s)")
     parser.add_argument("--max-steps", type=int, help="optimizer steps in total")
-    parser.add_argument("--image-size", type=int, help="64 or 128")
-    parser.add_argument("--batch-size", type=int, help="global batch size")
-    parser.add_argument("--latent-dim", type=int)
-    parser.add_argument("--beta", type=float, help="KL weight")
-    parser.add_argument("--gamma", type=float, help="perceptual loss weight (0: no VGG)")
-    parser.add_argument("--lr", type=float)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--identities", help="comma-separated CelebA identity ids to train on")
-    parser.add_argument("--init-from", help="checkpoint whose weights initialise the model (fine-tuning)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    parser.add_argument("--vgg-allow-download", action="store_true", help="download VGG19 weights if missing")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from parsed CLI arguments (`--set` keys are checked against the dataclass fields)."""
-    overrides = {"data_root": args.data_root, "out_dir": args.out}
-    for field in ("max_steps", "image_size", "batch_size", "latent_dim", "beta", "gamma", "lr", "device",
-                  "init_from"):
-        if getattr(args, field) is not None:
-            overrides[field] = getattr(args, field)
-    if args.identities:
-        overrides["identities"] = [int(v) for v in args.identities.split(",") if v.strip()]
-    for flag in ("resume", "overwrite", "vgg_allow_download"):
-        if getattr(args, flag):
-            overrides[flag] = True
-    overrides.update(parse_set_options(args.set))
-    return apply_overrides(TrainConfig(), overrides)
 
 
 def cli_run(args: argparse.Namespace) -> dict:
     """Run training from CLI arguments; the summary drops the per-step history (it is in metrics.json)."""
-    summary = train_vae(config_from_args(args))
+    overrides = {"data_root": args.data_root, "out_dir": args.out, "resume": args.resume, "overwrite": args.overwrite}
+    overrides.update({k: getattr(args, k) for k in ("max_steps", "device") if getattr(args, k) is not None})
+    summary = train_vae(apply_overrides(TrainConfig(), {**overrides, **parse_set_options(args.set)}))
     summary["history"] = summary["history"][-1:]
     return summary
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m vae.train ...` / `torchrun --nproc_per_node=2 -m vae.train ...`; rank 0 prints the summary."""
-    parser = argparse.ArgumentParser(prog="python -m vae.train", description=__doc__.splitlines()[0])
-    cli_add_arguments(parser)
-    summary = cli_run(parser.parse_args(argv))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print_summary(summary)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
