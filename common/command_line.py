@@ -1,30 +1,20 @@
-"""The command-line front shared by every stage: `python -m world|scraping|classification|vae <command> ...`.
+"""The command-line front shared by every stage: `python -m <stage> <command> ...`.
 
-Each command lives in the module that does the work and exposes `cli_add_arguments(parser)` +
-`cli_run(args) -> dict`, or `cli_add_arguments_<command>` / `cli_run_<command>` (dashes as underscores) when a
-module holds several commands. The dict a command returns is printed as the last stdout line, one line of JSON.
-
-All stages fail alike: bad input (missing or malformed files, unknown `--set` keys, unreadable checkpoints,
-unsupported URLs, bad arguments) prints one line `error: ...` on stderr and exits 2; a run that failed although its
-input was fine (`RunFailed`) exits 1; Ctrl-C exits 130. `--debug` (before the command) shows the traceback.
-
-The flag vocabulary is the same in every stage: `--src` what a command reads (a folder, a CelebA root, a scores
-file), `--out` the folder it writes, `--checkpoint` a model file or run folder, `--set KEY=VALUE` a Config field,
-`--seed`, `--overwrite`, `--quiet`.
+A command's module exposes `cli_add_arguments(parser)` + `cli_run(args) -> dict` (or `..._<command>` when it holds
+several); the returned dict is printed as the last stdout line, one line of JSON. Bad input prints one line
+`error: ...` on stderr and exits 2, a failed run (`RunFailed`) exits 1, Ctrl-C 130; `--debug` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from typing import Mapping, NoReturn
 
-from .config import print_summary
-from .errors import InputError, RunFailed
+from .errors import RunFailed
 
-# Problems with the user's inputs that every stage reports as one clear line with exit code 2. ValueError covers
-# InputError and the stages' own input errors (FaceDataError, CelebAFormatError, ...), which derive from it.
-# KeyError is left out on purpose: a missing key is a bug to show with its traceback, not bad input.
+# Bad input (exit 2); ValueError covers InputError and the stages' own input errors. A KeyError is a bug, not input.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
 
 
@@ -73,15 +63,11 @@ def run_commands(prog: str, description: str, commands: Mapping[str, tuple[str, 
         print("error: interrupted (Ctrl-C); finished work is saved, run the same command again to resume",
               file=sys.stderr)
         return 130
-    except RunFailed as error:
+    except (RunFailed, *INPUT_ERRORS, *input_errors) as error:
         if args.debug:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return 1
-    except (InputError, *INPUT_ERRORS, *input_errors) as error:
-        if args.debug:
-            raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
-    print_summary(summary)
+        return 1 if isinstance(error, RunFailed) else 2
+    if summary is not None:  # None: nothing to report (e.g. a torchrun worker other than rank 0)
+        print(json.dumps(summary, sort_keys=True, default=str), flush=True)
     return 0

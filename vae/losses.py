@@ -61,52 +61,23 @@ def vgg19_weights_cached() -> Path | None:
     return path if path.is_file() else None
 
 
-class _FeatureMSE(torch.autograd.Function):
-    """mean((a − b)²) that keeps a − b for its backward pass (F.mse_loss recomputes it: ~9 % of a CPU step)."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        diff = a.float() - b.float()
-        # a contiguous 1-D view in either layout, for one BLAS dot product
-        flat = diff.reshape(-1) if diff.is_contiguous() else diff.permute(0, 2, 3, 1).reshape(-1)
-        ctx.save_for_backward(diff)
-        ctx.input_dtype = a.dtype
-        return torch.dot(flat, flat) / diff.numel()
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (diff,) = ctx.saved_tensors
-        return (diff * (2.0 * grad_output / diff.numel())).to(ctx.input_dtype), None
-
-
-def feature_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """`F.mse_loss(a, b)` in float32, differentiable in `a` only (`b` comes from a no-grad pass)."""
-    if b.requires_grad:
-        raise ValueError("feature_mse gives no gradient to its target `b`; compute it under torch.no_grad()")
-    return _FeatureMSE.apply(a, b)
-
-
 class VGGPerceptualLoss(nn.Module):
     """Frozen VGG19 (truncated after the deepest of `layers`, fed ImageNet-normalised inputs) whose one job is to
     score how different two image batches look.
 
     Without ImageNet weights in `$TORCH_HOME` (and no `allow_download`) it warns and uses a random VGG19 seeded by
-    `seed`; `self.pretrained` says which. On CPU, with a gradient, it runs `chunk_size` images at a time
-    (`_ChunkedPerceptual`: same loss and gradient, 1.1-1.3× faster steps); None runs the whole batch at once.
+    `seed`; `self.pretrained` says which.
     """
 
-    def __init__(self, layers=DFC_VAE_LAYERS, allow_download: bool = False, seed: int = 0,
-                 chunk_size: int | None = 16):
+    def __init__(self, layers=DFC_VAE_LAYERS, allow_download: bool = False, seed: int = 0):
         super().__init__()
         from torchvision.models import VGG19_Weights
         from torchvision.models import vgg as tv_vgg
 
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive number of images or None, got {chunk_size}")
         unknown = [name for name in layers if name not in VGG19_RELU_INDEX]
         if unknown:
             raise ValueError(f"unknown VGG19 layer(s) {unknown}; choose from {sorted(VGG19_RELU_INDEX)}")
-        self.chunk_size, self.layers = chunk_size, tuple(layers)
+        self.layers = tuple(layers)
         self.layer_indices = tuple(VGG19_RELU_INDEX[name] for name in self.layers)
         # torchvision's VGG19 layer list, truncated (the full model would also allocate its 123 M-parameter
         # classifier). Its in-place ReLUs only overwrite conv outputs, never an activation we read.
@@ -146,47 +117,13 @@ class VGGPerceptualLoss(nn.Module):
         return out
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Perceptual loss of reconstructions `x_hat` against targets `x` (both [B, 3, S, S] in [0, 1])."""
-        chunk = self.chunk_size
-        if (chunk is not None and x_hat.device.type == "cpu" and x_hat.shape[0] > chunk
-                and x_hat.requires_grad and torch.is_grad_enabled()):
-            return _ChunkedPerceptual.apply(x_hat, x, self)
-        return self.batch_loss(x_hat, x)
-
-    def batch_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`forward` on the whole batch at once; the target branch runs without autograd."""
+        """Perceptual loss of reconstructions `x_hat` against targets `x` (both [B, 3, S, S] in [0, 1]): each layer's
+        mean squared feature error scaled by the number of pixel values; the target branch runs without autograd."""
         with torch.no_grad():
             target_features = self.extract(x)
         pixel_values = x.shape[1] * x.shape[2] * x.shape[3]
-        total = x_hat.new_zeros((), dtype=torch.float32)
-        for f_hat, f in zip(self.extract(x_hat), target_features):
-            total = total + feature_mse(f_hat, f) * pixel_values
-        return total
-
-
-class _ChunkedPerceptual(torch.autograd.Function):
-    """The perceptual loss (a batch mean of per-image terms) as a sum over chunks, each chunk's exact gradient taken
-    in the forward pass, so only one chunk's VGG activations exist at a time."""
-
-    @staticmethod
-    def forward(ctx, x_hat, x, loss_module):
-        batch = x_hat.shape[0]
-        grad = torch.empty_like(x_hat)
-        total = torch.zeros((), dtype=torch.float32, device=x_hat.device)
-        with torch.enable_grad():
-            for start in range(0, batch, loss_module.chunk_size):
-                stop = min(start + loss_module.chunk_size, batch)
-                piece = x_hat[start:stop].detach().requires_grad_(True)
-                value = loss_module.batch_loss(piece, x[start:stop]) * ((stop - start) / batch)
-                (grad[start:stop],) = torch.autograd.grad(value, piece)
-                total += value.detach()
-        ctx.save_for_backward(grad)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_output, None, None
+        return sum(F.mse_loss(f_hat.float(), f.float()) * pixel_values
+                   for f_hat, f in zip(self.extract(x_hat), target_features))
 
 
 def vae_loss(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0,

@@ -563,5 +563,5 @@ def cli_run(args: argparse.Namespace) -> dict:
     overrides.update({k: getattr(args, k) for k in ("max_steps", "device") if getattr(args, k) is not None})
     summary = train_vae(apply_overrides(TrainConfig(), {**overrides, **parse_set_options(args.set)}))
     summary["history"] = summary["history"][-1:]
-    return summary
+    return summary if int(os.environ.get("RANK", "0")) == 0 else None  # under torchrun, rank 0 reports
 
