@@ -1,10 +1,4 @@
-"""CelebA's text formats, read with clear errors: identities, partitions, attributes and face boxes.
-
-The official layout (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html): `img_align_celeba/` (aligned 178×218
-JPEGs), `identity_CelebA.txt`, `list_attr_celeba.txt`, `list_eval_partition.txt`, optionally `img_celeba/` (the
-in-the-wild photos) + `list_bbox_celeba.txt`. Every stage that touches CelebA (the world writes it, stage 2 scans
-it, stage 3 trains on it) reads these files through here; an error names the file and the line.
-"""
+"""CelebA's text files (identities, partitions, attributes, face boxes), read with errors naming file and line."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,12 +7,11 @@ import numpy as np
 
 from .errors import InputError
 
-CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 LAYOUT_HELP = (
-    f"CelebA is available for non-commercial research from {CELEBA_URL}; unpack it so that the folder holds "
-    "img_align_celeba/, identity_CelebA.txt, list_attr_celeba.txt and list_eval_partition.txt "
-    "(optionally img_celeba/ + list_bbox_celeba.txt for in-the-wild photos)."
+    "CelebA is available for non-commercial research from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html; "
+    "unpack it so that the folder holds img_align_celeba/, identity_CelebA.txt, list_attr_celeba.txt and "
+    "list_eval_partition.txt (optionally img_celeba/ + list_bbox_celeba.txt for in-the-wild photos)."
 )
 
 
@@ -53,7 +46,7 @@ def _read_two_column(path: Path, what: str) -> dict[str, int]:
 
 def read_identities(root: str | Path) -> dict[str, int]:
     """`identity_CelebA.txt` as {image id: identity id} (image ids are file names like "000001.jpg")."""
-    return read_identity_file(Path(root) / "identity_CelebA.txt")
+    return _read_two_column(Path(root) / "identity_CelebA.txt", "identity")
 
 
 def read_identity_file(path: str | Path) -> dict[str, int]:
@@ -72,11 +65,8 @@ def read_partitions(root: str | Path) -> dict[str, int]:
 
 
 def read_attributes(root: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """`list_attr_celeba.txt` as (the 40 attribute names, {image id: np.int8 array of ±1}).
-
-    Line 1 holds the image count, line 2 the attribute names, then one row per image; columns are separated by
-    any amount of whitespace (the official file pads with double spaces).
-    """
+    """`list_attr_celeba.txt` (line 1: image count, line 2: names, then one row per image) as
+    (the 40 attribute names, {image id: np.int8 array of ±1})."""
     path = Path(root) / "list_attr_celeba.txt"
     lines = _lines(path)
     if len(lines) < 2:
@@ -91,16 +81,11 @@ def read_attributes(root: str | Path) -> tuple[list[str], dict[str, np.ndarray]]
     for number, line in lines[2:]:
         parts = line.split()
         if len(parts) != len(names) + 1:
-            raise CelebAFormatError(
-                f"{path.name}, line {number}: expected an image id and {len(names)} values, got {len(parts) - 1}"
-            )
-        try:
-            values = np.array([int(v) for v in parts[1:]], dtype=np.int8)
-        except ValueError:
-            raise CelebAFormatError(f"{path.name}, line {number}: non-integer attribute value in {line!r}") from None
-        if not np.isin(values, (-1, 1)).all():
+            raise CelebAFormatError(f"{path.name}, line {number}: expected an image id and {len(names)} values, "
+                                    f"got {len(parts) - 1}")
+        if any(v not in ("-1", "1") for v in parts[1:]):
             raise CelebAFormatError(f"{path.name}, line {number}: attribute values must be -1 or 1")
-        rows[parts[0]] = values
+        rows[parts[0]] = np.array([int(v) for v in parts[1:]], dtype=np.int8)
     if count != len(rows):
         raise CelebAFormatError(f"{path.name}: line 1 announces {count} images but {len(rows)} rows follow")
     return names, rows
@@ -109,24 +94,18 @@ def read_attributes(root: str | Path) -> tuple[list[str], dict[str, np.ndarray]]
 def read_bboxes(root: str | Path) -> dict[str, tuple[int, int, int, int]]:
     """`list_bbox_celeba.txt` as {image id: (x_1, y_1, width, height)} in in-the-wild pixel coordinates."""
     path = Path(root) / "list_bbox_celeba.txt"
-    lines = _lines(path)
-    out: dict[str, tuple[int, int, int, int]] = {}
-    for number, line in lines[2:]:  # line 1: count, line 2: column names
+    out = {}
+    for number, line in _lines(path)[2:]:  # line 1: count, line 2: column names
         parts = line.split()
-        try:
-            if len(parts) != 5:
-                raise ValueError
-            out[parts[0]] = tuple(int(v) for v in parts[1:])  # type: ignore[assignment]
-        except ValueError:
-            raise CelebAFormatError(
-                f"{path.name}, line {number}: expected 'image_id x_1 y_1 width height', got {line!r}"
-            ) from None
+        if len(parts) != 5 or not all(v.lstrip("-").isdigit() for v in parts[1:]):
+            raise CelebAFormatError(f"{path.name}, line {number}: expected 'image_id x_1 y_1 width height', "
+                                    f"got {line!r}")
+        out[parts[0]] = tuple(int(v) for v in parts[1:])
     return out
 
 
 def is_celeba_root(root: str | Path) -> bool:
     """True when `root` looks like a CelebA folder (has `img_align_celeba/` or `img_celeba/` and the identity file)."""
     root = Path(root)
-    return (root / "identity_CelebA.txt").is_file() and (
-        (root / "img_align_celeba").is_dir() or (root / "img_celeba").is_dir()
-    )
+    has_images = (root / "img_align_celeba").is_dir() or (root / "img_celeba").is_dir()
+    return (root / "identity_CelebA.txt").is_file() and has_images

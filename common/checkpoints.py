@@ -1,10 +1,5 @@
-"""Checkpoint files every stage writes and reads: atomic `torch.save`, a load that names the file when it is
-missing or unreadable, and where torch's hub cache keeps downloaded weights.
-
-A checkpoint is a dict `{model, optimizer, step, config, metrics, ...}` (STYLE 4). Loading uses
-`weights_only=False` because our own checkpoints hold plain Python config dicts and history lists; never load a
-checkpoint from someone you do not trust.
-"""
+"""Checkpoints (`{model, optimizer, step, config, metrics, ...}` dicts): atomic save, a load that names a bad file,
+and torch hub's weights cache. Loading unpickles (`weights_only=False`): load only checkpoints you trust."""
 from __future__ import annotations
 
 import io
@@ -24,12 +19,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
 
 
 def load_checkpoint(path: str | Path, hint: str = "") -> dict:
-    """Read a checkpoint written by `save_checkpoint` onto the CPU.
-
-    Raises `FileNotFoundError` when the file is missing and `InputError` when it is not a torch checkpoint
-    (truncated, garbage, another format) or does not hold a dict: one line naming the file, `hint` saying how to
-    make one (the CLIs report both as bad input, exit code 2).
-    """
+    """Read a checkpoint written by `save_checkpoint` onto the CPU. A missing file raises `FileNotFoundError`, an
+    unreadable one or one without a dict `InputError`; `hint` says how to make one."""
     import torch
 
     path = Path(path)
@@ -47,10 +38,7 @@ def load_checkpoint(path: str | Path, hint: str = "") -> dict:
 
 
 def torch_hub_file(filename: str) -> Path:
-    """Where torchvision / torch.hub cache a downloaded weights file: `<hub dir>/checkpoints/<filename>`.
-
-    The hub dir is `$TORCH_HOME/hub` (default `~/.cache/torch/hub`).
-    """
+    """Where torch.hub caches a downloaded weights file: `<hub dir>/checkpoints/<filename>`."""
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / filename

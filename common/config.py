@@ -1,11 +1,9 @@
-"""Run-time plumbing shared by every stage: config overrides, seeding, device choice, JSON summary lines.
-
-Each long operation takes a `Config` dataclass; `apply_overrides` is how CLIs and notebooks change it, and an
-unknown key is an error (a typo must not be silently ignored).
-"""
+"""Run-time plumbing shared by every stage: `Config` overrides (an unknown key is an error), seeding, device
+choice, code fingerprints and JSON summary lines."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import sys
@@ -23,18 +21,14 @@ def apply_overrides(config: C, overrides: dict[str, Any] | None = None, **kwargs
     names = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(changes) - names)
     if unknown:
-        raise InputError(
-            f"unknown {type(config).__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-        )
+        raise InputError(f"unknown {type(config).__name__} field(s): {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(names))}")
     return dataclasses.replace(config, **changes)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a dataclass config (paths become strings)."""
-    out = {}
-    for key, value in dataclasses.asdict(config).items():
-        out[key] = str(value) if isinstance(value, Path) else value
-    return out
+    return {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(config).items()}
 
 
 def save_config(config: Any, path: str | Path) -> Path:
@@ -45,10 +39,8 @@ def save_config(config: Any, path: str | Path) -> Path:
 
 
 def seed_everything(seed: int, threads: int | None = None, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and (if imported) PyTorch; with `deterministic`, ask PyTorch for deterministic kernels
-    (`torch.use_deterministic_algorithms(warn_only=True)`: ops without one warn instead of failing) and cuDNN's
-    deterministic mode. `threads` fixes PyTorch's intra-op thread count (float sums depend on how work is split,
-    so the same seed on the same machine gives the same numbers only with the same thread count)."""
+    """Seed Python, NumPy and (if imported) PyTorch, optionally with deterministic kernels (ops without one warn).
+    `threads` fixes PyTorch's thread count: float sums depend on how the work is split."""
     import numpy as np
 
     random.seed(seed)
@@ -66,8 +58,7 @@ def seed_everything(seed: int, threads: int | None = None, deterministic: bool =
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: seed Python and NumPy in each worker from the seed PyTorch gave it (which the
-    loader's seeded generator decides), so random augmentations in workers repeat run after run."""
+    """DataLoader `worker_init_fn`: seed Python and NumPy from the worker's torch seed (augmentations repeat)."""
     import numpy as np
     import torch
 
@@ -77,14 +68,8 @@ def seed_worker(worker_id: int) -> None:
 
 
 def code_version(*packages: str) -> str:
-    """A short fingerprint of the source code that produces a result: sha256 over the `.py` files (paths and
-    bytes) of the named top-level packages, e.g. `code_version("common", "classification")`.
-
-    Stored with every finished run; a run is reused only when its config and this fingerprint both match, so a
-    result never outlives the code that made it.
-    """
-    import hashlib
-
+    """sha256 fingerprint of the `.py` files of the named top-level packages, e.g. `code_version("common", "vae")`:
+    a finished run is reused only when its config and this fingerprint both match."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for package in sorted(packages):
@@ -101,15 +86,7 @@ def pick_device(device: str = "auto"):
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    """Print the one-line JSON summary that every CLI command ends with (its last stdout line)."""
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
 def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:

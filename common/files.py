@@ -1,15 +1,13 @@
-"""Safe file writing: atomic writes (temp file in the same folder, then rename) and safe file names.
-
-A crash or Ctrl-C mid-write leaves either the old file or the new one, never half a file; re-runs can then
-trust that any file that exists is complete.
-"""
+"""Safe files: atomic writes (a crash leaves the old file or the new one, never half a file), CSV and JSON
+records, safe names, and the person folders of a faces root."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
-import tempfile
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -19,30 +17,16 @@ from common.errors import InputError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-def _default_file_mode() -> int:
-    """The permissions `open()` would give a new file (0o666 minus the umask); mkstemp's own 0o600 would make
-    every result readable by its owner only."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _default_file_mode()
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically; parent folders are created."""
+    """Write `data` to `path` atomically (a temp file in the same folder, then a rename); parent folders are made."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")  # unique per writer
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, FILE_MODE)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -66,8 +50,7 @@ def write_csv_atomic(path: str | Path, rows: Iterable[Mapping], fieldnames: Sequ
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
+    writer.writerows(rows)
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -88,8 +71,7 @@ def slugify(text: str, max_len: int = 60) -> str:
 
 
 def work_from_repo_root(start: str | Path | None = None) -> Path:
-    """Change the working directory to the repository root (the nearest folder above `start`, default the current
-    one, that holds pyproject.toml) and return it: notebooks call this first so their relative paths hold."""
+    """chdir to the nearest folder at or above `start` (default: the current one) holding pyproject.toml; return it."""
     here = Path(start or Path.cwd()).resolve()
     root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), None)
     if root is None:
@@ -98,14 +80,9 @@ def work_from_repo_root(start: str | Path | None = None) -> Path:
     return root
 
 
-# Keys that change from run to run without the result changing: durations and rates, and what a cache or a
-# reused run saved. Committed records leave them out (a rerun that changes nothing rewrites the same bytes).
-TIMING_WORDS = ("seconds", "per_second", "per_s")
-RUN_STATE_KEYS = ("cached", "computed", "reused", "redone_because")
-
-
 def _volatile(key: str) -> bool:
-    return key in RUN_STATE_KEYS or any(word in key for word in TIMING_WORDS)
+    """Keys that change from run to run while the result does not: durations, rates and cache state."""
+    return key in ("cached", "computed", "reused", "redone_because") or any(w in key for w in ("seconds", "per_s"))
 
 
 def without_timings(value):
@@ -132,8 +109,6 @@ def only_timings(value):
 
 def write_record(path: str | Path, value, indent: int = 2) -> Path:
     """Write a result record as JSON without its timings (see `without_timings`), atomically."""
-    import json
-
     return atomic_write_text(path, json.dumps(without_timings(value), indent=indent) + "\n")
 
 
@@ -147,10 +122,6 @@ def list_person_images(faces_root: str | Path) -> dict[str, list[Path]]:
     root = Path(faces_root)
     if not root.is_dir():
         raise InputError(f"faces folder {root} does not exist (stage 1 writes data/faces/<person>/*.jpg)")
-    people: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
-        people[folder.name] = sorted(
-            f for f in folder.iterdir()
-            if f.is_file() and not is_hidden(f.name) and f.suffix.lower() in IMAGE_SUFFIXES
-        )
-    return people
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
+    return {folder.name: sorted(f for f in folder.iterdir() if f.is_file() and not is_hidden(f.name)
+                                and f.suffix.lower() in IMAGE_SUFFIXES) for folder in folders}

@@ -1,8 +1,5 @@
-"""Image helpers every stage shares: which files are images, ImageNet's normalisation, the caption font,
-captioned thumbnail sheets, side-by-side labelled images, and the small previews notebooks display.
-
-No torch import at module level: stage 1 and the world use these without loading PyTorch.
-"""
+"""Image code every stage shares: ImageNet's normalisation, the caption font, captioned thumbnail sheets,
+labelled images and notebook previews. No torch import: stage 1 and the world use these without PyTorch."""
 from __future__ import annotations
 
 import base64
@@ -18,16 +15,13 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .files import IMAGE_SUFFIXES, atomic_save_image
 
-# File suffixes read as photos by every stage (Pillow decodes all of them; GIF/TIFF use their first frame).
-
 # The per-channel mean and std the ImageNet-trained torchvision networks (MobileNetV2, VGG19) expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 LABEL_HEIGHT = 16  # pixels of caption band above a labelled image
 BACKGROUND = (255, 255, 255)
-# thumbnail-sheet geometry, pixels: a cell is thumb + 2 * SHEET_PADDING wide and thumb + 2 * SHEET_PADDING +
-# caption_band(lines) tall; a sheet with a title adds SHEET_HEADER on top.
+# sheet geometry, pixels: a cell is thumb + 2 * SHEET_PADDING square plus caption_band(lines); a title adds SHEET_HEADER
 SHEET_PADDING = 4
 SHEET_LINE = 12
 SHEET_HEADER = 20
@@ -45,19 +39,11 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def caption_font(size: int = 11):
-    """Pillow's bundled font at `size` px: scalable when Pillow has FreeType, else its fixed bitmap font.
-
-    Bundled, so figures look the same on every machine and nothing is fetched.
-    """
+    """Pillow's bundled font at `size` px (its fixed bitmap font without FreeType): the same on every machine."""
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow < 10.1 has no size argument; no FreeType
         return ImageFont.load_default()
-
-
-def fit_text(text: str, max_chars: int) -> str:
-    """`text` cut to `max_chars` characters, ending in "..." when cut."""
-    return text if len(text) <= max_chars else text[: max(1, max_chars - 3)] + "..."
 
 
 def to_pil(image) -> Image.Image:
@@ -85,12 +71,11 @@ def label_image(images: Sequence, labels: Sequence[str], padding: int = 2) -> Im
 
 @dataclass
 class SheetCell:
-    """One thumbnail of a sheet: the picture (None draws a grey placeholder), up to two caption lines (the first
-    black, the second grey unless `colour` says otherwise) and an optional frame colour."""
+    """One thumbnail of a sheet: the picture (None draws a grey placeholder), caption lines (the first black, the
+    rest grey) and an optional frame colour."""
     image: Image.Image | None
     captions: Sequence[str] = ()
     frame: tuple[int, int, int] | None = None
-    colour: tuple[int, int, int] | None = None
 
 
 def thumbnail_sheet(cells: Sequence[SheetCell], columns: int = 10, thumb: int = 96, title: str | None = None,
@@ -124,16 +109,14 @@ def thumbnail_sheet(cells: Sequence[SheetCell], columns: int = 10, thumb: int = 
         else:
             tile = ImageOps.contain(cell.image.convert("RGB"), (thumb, thumb), Image.LANCZOS)
         sheet.paste(tile, (left + (thumb - tile.width) // 2, top + (thumb - tile.height) // 2))
-        for k, text in enumerate(cell.captions):
-            fill = cell.colour or ("black" if k == 0 else "dimgray")
-            draw.text((left, top + thumb + 1 + k * line), fit_text(str(text), max_chars), fill=fill, font=font)
+        for k, text in enumerate(map(str, cell.captions)):
+            text = text if len(text) <= max_chars else text[:max_chars - 3] + "..."
+            draw.text((left, top + thumb + 1 + k * line), text, fill="black" if k == 0 else "dimgray", font=font)
     return sheet
 
 
 def save_sheet(image: Image.Image, path: str | Path) -> Path:
-    """Save a contact sheet or a grid of portraits as a 256-colour PNG (median cut, no dithering, so the same
-    sheet always gives the same bytes). Sheets are for looking at; the palette makes them 2.5-5x smaller."""
-
+    """Save a sheet as a 256-colour PNG (median cut, no dithering: the same sheet gives the same bytes)."""
     palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     return atomic_save_image(palette, path, format="PNG", optimize=True)
 
@@ -148,12 +131,8 @@ def open_thumbnail(path: str | Path, thumb: int) -> Image.Image:
 
 
 def notebook_image(path: str | Path, max_side: int = 480, quality: int = 70, notebook_dir: str | Path = "."):
-    """What a notebook cell displays for a written figure, kept small so the committed notebook stays light.
-
-    PNGs are shown as a JPEG re-encoded at most `max_side` pixels wide (the full-size file stays on disk).
-    GIFs are shown as their first frame plus a link to the animated file (relative to `notebook_dir`, the
-    notebook's folder), since embedding every frame would add megabytes per GIF.
-    """
+    """A small preview of a written figure for a notebook cell: a JPEG at most `max_side` px wide; for a GIF its first
+    frame plus a link to the file (relative to `notebook_dir`, the notebook's folder)."""
     from IPython.display import HTML, Image as IPythonImage
 
     path = Path(path)
@@ -174,7 +153,4 @@ def notebook_image(path: str | Path, max_side: int = 480, quality: int = 70, not
 
 def to_uint8_arrays(images) -> list[np.ndarray]:
     """[N, 3, S, S] tensors in [0, 1] (or a list of HxWx3 uint8 arrays) -> list of contiguous HxWx3 uint8 arrays."""
-    if hasattr(images, "detach"):
-        batch = (images.detach().float().cpu().clamp(0, 1) * 255).round().byte()
-        return [np.ascontiguousarray(a) for a in batch.permute(0, 2, 3, 1).numpy()]
-    return [np.ascontiguousarray(np.asarray(a, dtype=np.uint8)) for a in images]
+    return [np.array(to_pil(image)) for image in images]

@@ -1,7 +1,4 @@
-"""Command line for stage 0: `python -m world generate --out data/demo --seed 0`.
-
-The dict a command returns is printed as the last stdout line, one line of JSON.
-"""
+"""Command line for stage 0: `python -m world generate --out data/demo --seed 0`."""
 from __future__ import annotations
 
 import sys

@@ -1,25 +1,17 @@
-"""The embedded default data: a synthetic celebrity world, generated offline and deterministically from a seed.
+"""The synthetic celebrity world, generated offline and deterministically from a seed by `generate_world`.
 
-`generate_world(config, out)` writes two things:
-
-* `<out>/web/` — a small local "web" to scrape: an index of people, one paginated gallery per person with
-  thumbnails linking to full-size photos (`srcset`, lazy `data-src`, relative URLs), and the mess real galleries
-  have: group photos, photos with no face, exact and resized duplicates, a broken link and a non-image link.
-  Faces are a small part of larger scenes, so cropping has real work to do. Serve it with
-  `world.webserver.serve_folder`. What is really in each photo (who, where the face is, which are copies)
-  is written next to it, outside the site, to `<out>/web_truth.json`.
-* `<out>/celeba/` — a haystack in CelebA's official layout (`img_align_celeba/000001.jpg`, `identity_CelebA.txt`,
-  `list_attr_celeba.txt`, `list_eval_partition.txt`) of aligned 178x218 portraits, with the web's target person
-  planted a few dozen times under their own identity number.
-
-The web's target and the planted haystack identity are the same person (same identity parameters), so a
-classifier trained on scraped crops of the target can find them in the haystack. Faces are drawn by
-`world.portraits`.
+* `<out>/web/`: a local web to scrape (serve it with `world.webserver`): an index of people, one paginated gallery
+  per person (`srcset`, lazy `data-src`, relative URLs) of in-the-wild photos, with group photos, photos with no
+  face, exact and resized duplicates, a broken link and a non-image link. `<out>/web_truth.json` says what is
+  really in each photo.
+* `<out>/celeba/`: a haystack in CelebA's layout of aligned 178x218 portraits with the web's target planted a few
+  dozen times under their own identity number.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import html
 import json
 import multiprocessing
@@ -30,31 +22,25 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from common.config import apply_overrides, code_version, config_to_dict, parse_set_options, save_config
 from common.files import atomic_write_bytes, atomic_write_text, slugify
 from common.images import caption_font, save_sheet
-from .portraits import (
-    ALIGNED_SIZE,
-    CELEBA_ATTRIBUTES,
-    Identity,
-    Nuisance,
-    celeba_attributes,
-    draw_background,
-    encode_jpeg,
-    finish_photo,
-    identity_distance,
-    identity_to_dict,
-    paste_person,
-    random_identity,
-    random_nuisance,
-    render_portrait,
-)
+from .portraits import (ALIGNED_SIZE, CELEBA_ATTRIBUTES, Identity, Nuisance, celeba_attributes, draw_background,
+                        encode_jpeg, finish_photo, identity_distance, identity_to_dict, paste_person, random_identity,
+                        random_nuisance, render_portrait)
 
 # A 1x1 transparent GIF: what lazy-loading galleries put in `src` until a script swaps in `data-src`.
 PLACEHOLDER_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+PAGE = ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        '<body>\n{body}\n</body></html>\n')
+# A gallery item in one of the four markup styles seen across real sites (srcset, lazy data-src, ./ + 2x, plain).
+IMG_STYLES = ('<img src="{thumb}" srcset="{thumb} 160w, {href} {width}w" sizes="160px" alt="{alt}">',
+              '<img class="lazy" src="' + PLACEHOLDER_GIF + '" data-src="{thumb}" alt="{alt}" loading="lazy">',
+              '<img src="./{thumb}" srcset="./{thumb} 1x, ./{href} 2x" alt="{alt}">',
+              '<img src="{thumb}" alt="{alt}" width="160">')
 
 # Random-number streams: each purpose gets its own, so changing one size leaves the other outputs unchanged.
 _TARGET, _OTHERS, _WEB, _HAYSTACK, _STRANGERS = 1, 2, 3, 4, 5
@@ -62,20 +48,14 @@ _TARGET, _OTHERS, _WEB, _HAYSTACK, _STRANGERS = 1, 2, 3, 4, 5
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Everything that decides the synthetic world; the defaults make a demo-sized world in well under a minute.
-
-    For a CelebA-sized haystack set haystack_identities=10177, haystack_photos_per_identity=20 (about 200k
-    images, about half an hour on 2 cores at ~150 images/s).
-    """
+    """Everything that decides the synthetic world; the defaults make a demo-sized world in well under a minute."""
 
     seed: int = 0  # decides every identity, photo and file
     target_name: str = "Ava Marlowe"  # fictional person the demo scrapes, classifies and finds
     target_male: bool = False  # the target is drawn until their sex matches the name
     other_names: tuple[str, ...] = ("Robin Whitcombe", "Sam Castellane", "Jordan Varga", "Alex Osterberg",
                                     "Quinn Rafferty")  # fictional people with galleries of their own
-    lookalike_others: int = 2  # how many of them resemble the target (same sex, as close as the closest haystack
-    # strangers may be): the hard negatives a careful scraper picks, so the classifier learns the person, not
-    # "not one of these few very different people"
+    lookalike_others: int = 2  # how many of them resemble the target (same sex, close): hard negatives
     target_photos: int = 40  # single-person photos in the target's gallery
     other_photos: int = 16  # single-person photos in each other person's gallery
     group_photos: int = 6  # photos of 2-4 people; the first two thirds include the target
@@ -94,10 +74,6 @@ class WorldConfig:
     workers: int = 2  # processes rendering the haystack (1 = in this process)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# People
-# ----------------------------------------------------------------------------------------------------------
-
 def target_identity(seed: int, male: bool = False) -> Identity:
     """The target person of the world with this seed (same on the web and in the haystack)."""
     rng = np.random.default_rng([seed, _TARGET])
@@ -108,12 +84,9 @@ def target_identity(seed: int, male: bool = False) -> Identity:
 
 
 def web_people(config: WorldConfig) -> list[dict[str, Any]]:
-    """The people with galleries: dicts with name, slug, identity, is_target; the target comes first.
-
-    The first `lookalike_others` other people are lookalikes: the target's sex, at a distance from the target
-    between `min_target_distance` and `min_target_distance + 1.5` (as close as a haystack stranger may be). The
-    rest are redrawn until they are clearly different from the target and from each other.
-    """
+    """The people with galleries, the target first: dicts with name, slug, identity, is_target. The first
+    `lookalike_others` others have the target's sex and a distance to it of `min_target_distance` + 0..1.5; the
+    rest are clearly different from everyone."""
     target = target_identity(config.seed, config.target_male)
     people = [{"name": config.target_name, "slug": slugify(config.target_name), "identity": target,
                "is_target": True}]
@@ -136,18 +109,10 @@ def web_people(config: WorldConfig) -> list[dict[str, Any]]:
     return people
 
 
-# ----------------------------------------------------------------------------------------------------------
-# In-the-wild scenes
-# ----------------------------------------------------------------------------------------------------------
-
 def render_scene(people: Sequence[tuple[Identity, Nuisance]], size: tuple[int, int], scene: Nuisance
                  ) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
-    """A photo of zero or more people in a room: returns (RGB image, face boxes in the order given).
-
-    people: (identity, nuisance) pairs; each nuisance places its face (face_x, face_y, face_scale, rotation)
-        and sets expression and clothes. They are drawn smallest face first, so nearer people overlap farther.
-    scene: the photo-wide conditions (background, clutter, lighting, blur, noise).
-    """
+    """A photo of (identity, nuisance) people in a room lit by `scene`: returns (RGB image, face boxes in the
+    order given). Smaller faces are drawn first, so nearer people overlap farther ones."""
     image = draw_background(size, scene, scene=True)
     boxes: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * len(people)
     for k in sorted(range(len(people)), key=lambda k: people[k][1].face_scale):
@@ -187,37 +152,17 @@ def _group_photo(identities: Sequence[Identity], rng: np.random.Generator, width
     return render_scene(pairs, size, _scene_nuisance(rng))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The local web
-# ----------------------------------------------------------------------------------------------------------
-
-def _save_with_thumb(image: Image.Image, quality: int, photo_path: Path, thumb_path: Path, thumb_width: int) -> None:
-    atomic_write_bytes(photo_path, encode_jpeg(image, quality))
-    thumb = image.resize((thumb_width, max(1, round(image.height * thumb_width / image.width))), Image.LANCZOS)
-    atomic_write_bytes(thumb_path, encode_jpeg(thumb, 80))
-
-
 def _gallery_item(entry: dict, k: int) -> str:
-    """HTML for one gallery item; the markup style varies the way it does across real sites."""
-    href, thumb, alt = entry["href"], entry["thumb"], html.escape(entry["alt"])
-    width = entry.get("width", 640)
-    style = k % 4
+    """HTML for one gallery item, in the markup style `k` picks."""
+    href, alt = entry["href"], html.escape(entry["alt"])
     if entry.get("kind") == "non_image":
         return f'<li><a href="{href}">{alt}</a></li>'
-    if style == 0:
-        img = f'<img src="{thumb}" srcset="{thumb} 160w, {href} {width}w" sizes="160px" alt="{alt}">'
-    elif style == 1:
-        img = f'<img class="lazy" src="{PLACEHOLDER_GIF}" data-src="{thumb}" alt="{alt}" loading="lazy">'
-    elif style == 2:
-        img = f'<img src="./{thumb}" srcset="./{thumb} 1x, ./{href} 2x" alt="{alt}">'
-    else:
-        img = f'<img src="{thumb}" alt="{alt}" width="160">'
+    img = IMG_STYLES[k % 4].format(thumb=entry["thumb"], href=href, width=entry.get("width", 640), alt=alt)
     return f'<li><figure><a href="{href}">{img}</a><figcaption>{alt}</figcaption></figure></li>'
 
 
 def _page_html(title: str, body: str) -> str:
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"</head>\n<body>\n{body}\n</body></html>\n")
+    return PAGE.format(title=html.escape(title), body=body)
 
 
 def _write_gallery_pages(web: Path, person: dict, items: list[dict], per_page: int) -> list[str]:
@@ -227,9 +172,7 @@ def _write_gallery_pages(web: Path, person: dict, items: list[dict], per_page: i
     names = ["index.html"] + [f"page{k}.html" for k in range(2, len(pages) + 1)]
     for number, (name, page_items) in enumerate(zip(names, pages)):
         listing = "\n".join(_gallery_item(item, k) for k, item in enumerate(page_items))
-        nav = []
-        if number > 0:
-            nav.append(f'<a href="{names[number - 1]}" rel="prev">&lsaquo; Previous</a>')
+        nav = [f'<a href="{names[number - 1]}" rel="prev">&lsaquo; Previous</a>'] if number > 0 else []
         if number + 1 < len(pages):
             nav.append(f'<a href="{names[number + 1]}" rel="next">Next &rsaquo;</a>')
         body = (f'<header><a href="../../index.html">All people</a></header>\n'
@@ -240,11 +183,8 @@ def _write_gallery_pages(web: Path, person: dict, items: list[dict], per_page: i
 
 
 def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[str, Any]:
-    """Write the local web under `web` (the site root) and return its ground truth.
-
-    The ground truth has one record per full-size image file (path relative to the site root, kind, who is in
-    it with face boxes in pixels, what it duplicates) plus the broken and non-image links.
-    """
+    """Write the local web under `web` (the site root) and return its ground truth: one record per photo file
+    (path, kind, who is in it with face boxes in pixels, what it duplicates), the broken and non-image links."""
     people = web_people(config)
     target = people[0]
     rng = np.random.default_rng([config.seed, _WEB])
@@ -255,17 +195,17 @@ def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[
     bar = tqdm(total=total, desc="web photos", disable=not progress, leave=False)
 
     def add_photo(image, quality, rel_dir: str, name: str, kind: str, who: list[dict], linked_to: list[str],
-                  duplicate_of: str | None = None, alt: str = "") -> dict:
-        photo_rel, thumb_rel = f"{rel_dir}/{name}", f"{rel_dir}/thumbs/{name}"
-        _save_with_thumb(image, quality, web / photo_rel, web / thumb_rel, config.thumb_width)
-        record = {"path": photo_rel, "kind": kind, "people": who, "duplicate_of": duplicate_of,
-                  "width": image.width, "height": image.height, "galleries": linked_to}
-        photos.append(record)
+                  duplicate_of: str | None = None, alt: str = "") -> None:
+        photo_rel, thumb_rel, width = f"{rel_dir}/{name}", f"{rel_dir}/thumbs/{name}", config.thumb_width
+        atomic_write_bytes(web / photo_rel, encode_jpeg(image, quality))
+        thumb = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+        atomic_write_bytes(web / thumb_rel, encode_jpeg(thumb, 80))
+        photos.append({"path": photo_rel, "kind": kind, "people": who, "duplicate_of": duplicate_of,
+                       "width": image.width, "height": image.height, "galleries": linked_to})
         for slug in linked_to:
             galleries[slug].append({"kind": kind, "photo": photo_rel, "thumb": thumb_rel, "alt": alt,
                                     "width": image.width})
         bar.update(1)
-        return record
 
     for person in people:
         slug, name = person["slug"], person["name"]
@@ -308,16 +248,13 @@ def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[
             source = singles[int(index)]
             stem = Path(source["path"]).stem
             if j < config.duplicates:
-                name = f"{stem}_copy.jpg"
-                atomic_write_bytes(web / f"people/{slug}/photos/{name}", (web / source["path"]).read_bytes())
-                atomic_write_bytes(web / f"people/{slug}/photos/thumbs/{name}",
-                                   (web / f"people/{slug}/photos/thumbs/{Path(source['path']).name}").read_bytes())
-                record = {**source, "path": f"people/{slug}/photos/{name}", "kind": "duplicate",
-                          "duplicate_of": source["path"]}
-                photos.append(record)
-                galleries[slug].append({"kind": "duplicate", "photo": record["path"],
-                                        "thumb": f"people/{slug}/photos/thumbs/{name}", "alt": "Copy",
-                                        "width": source["width"]})
+                copy, folder = f"{stem}_copy.jpg", f"people/{slug}/photos"
+                for sub in ("", "/thumbs"):  # the photo and its thumbnail, byte for byte
+                    atomic_write_bytes(web / f"{folder}{sub}/{copy}", (web / f"{folder}{sub}/{stem}.jpg").read_bytes())
+                photos.append({**source, "path": f"{folder}/{copy}", "kind": "duplicate",
+                               "duplicate_of": source["path"]})
+                galleries[slug].append({"kind": "duplicate", "photo": f"{folder}/{copy}",
+                                        "thumb": f"{folder}/thumbs/{copy}", "alt": "Copy", "width": source["width"]})
             else:
                 with Image.open(web / source["path"]) as original:
                     factor = float(rng.uniform(0.5, 0.8))
@@ -328,28 +265,20 @@ def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[
                           [slug], duplicate_of=source["path"], alt="Smaller version")
     bar.close()
 
-    # Links that are not photos: a missing file (404) and a text file, in every gallery.
-    broken, non_image = [], []
+    # Every gallery also links a missing file (404) and a text file; its items are shuffled (so copies are not next
+    # to their originals) and paginated.
+    broken, non_image, pages = [], [], {}
     for person in people:
         slug = person["slug"]
-        missing = f"people/{slug}/photos/{slug}_lost.jpg"
-        broken.append(missing)
-        galleries[slug].append({"kind": "broken", "photo": missing, "thumb": f"people/{slug}/photos/thumbs/"
-                                f"{slug}_lost.jpg", "alt": "Photo removed"})
-        notes = f"people/{slug}/press_notes.txt"
-        atomic_write_text(web / notes, f"Press notes about {person['name']}. No photos here.\n")
-        non_image.append(notes)
-        galleries[slug].append({"kind": "non_image", "photo": notes, "thumb": "", "alt": "Press notes (text)"})
-
-    # Gallery pages: items shuffled (so copies are not next to their originals) and paginated.
-    pages: dict[str, list[str]] = {}
-    for person in people:
-        slug = person["slug"]
-        items = galleries[slug]
-        order = rng.permutation(len(items))
-        items = [items[int(k)] for k in order]
-        if items:
-            items.append(dict(items[0]))  # the same photo linked twice: an exact duplicate URL
+        broken.append(f"people/{slug}/photos/{slug}_lost.jpg")
+        non_image.append(f"people/{slug}/press_notes.txt")
+        atomic_write_text(web / non_image[-1], f"Press notes about {person['name']}. No photos here.\n")
+        items = galleries[slug] + [
+            {"kind": "broken", "photo": broken[-1], "thumb": f"people/{slug}/photos/thumbs/{slug}_lost.jpg",
+             "alt": "Photo removed"},
+            {"kind": "non_image", "photo": non_image[-1], "thumb": "", "alt": "Press notes (text)"}]
+        items = [items[int(k)] for k in rng.permutation(len(items))]
+        items.append(dict(items[0]))  # the same photo linked twice: an exact duplicate URL
         prefix = f"people/{slug}/"
         for item in items:
             # URLs relative to the gallery folder; shared event photos need ../../
@@ -368,38 +297,23 @@ def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[
         "Interview", f"<h1>An interview with {html.escape(target['name'])}</h1><p>No photos on this page.</p>"))
     atomic_write_text(web / "robots.txt", "User-agent: *\nAllow: /\n")
 
-    return {
-        "photos": photos,
-        "broken_links": broken,
-        "non_image_links": non_image,
-        "pages": pages,
-        "people": [{"name": p["name"], "slug": p["slug"], "is_target": p["is_target"],
-                    "identity": identity_to_dict(p["identity"])} for p in people],
-    }
+    return {"photos": photos, "broken_links": broken, "non_image_links": non_image, "pages": pages,
+            "people": [{"name": p["name"], "slug": p["slug"], "is_target": p["is_target"],
+                        "identity": identity_to_dict(p["identity"])} for p in people]}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The CelebA-format haystack
-# ----------------------------------------------------------------------------------------------------------
-
-def _render_haystack_batch(root: str, items: list[tuple[str, Identity, Nuisance]]) -> int:
-    """Render and write aligned portraits (skipping files that already exist); returns how many were written."""
-    written = 0
+def _render_haystack_batch(root: str, items: list[tuple[str, Identity, Nuisance]]) -> None:
+    """Render and write aligned portraits, skipping files that already exist."""
     for name, identity, nuisance in items:
-        path = Path(root) / name
-        if path.exists():
-            continue
-        image = render_portrait(identity, nuisance, ALIGNED_SIZE)
-        atomic_write_bytes(path, encode_jpeg(image, nuisance.jpeg_quality))
-        written += 1
-    return written
+        if not (Path(root) / name).exists():
+            image = render_portrait(identity, nuisance, ALIGNED_SIZE)
+            atomic_write_bytes(Path(root) / name, encode_jpeg(image, nuisance.jpeg_quality))
 
 
 def haystack_strangers(seed: int, n_identities: int, planted: Identity | None = None,
                        min_planted_distance: float = 3.0) -> list[Identity]:
-    """The haystack's `n_identities` strangers of the world with this seed, in identity-number order: drawn from
-    their own stream and redrawn while closer than `min_planted_distance` to `planted` (see `make_celeba_haystack`).
-    """
+    """The haystack's `n_identities` strangers for `seed`, each redrawn while within `min_planted_distance` of
+    `planted`."""
     stranger_rng = np.random.default_rng([seed, _STRANGERS])
     strangers = []
     for _ in range(n_identities):
@@ -412,16 +326,16 @@ def haystack_strangers(seed: int, n_identities: int, planted: Identity | None = 
 
 
 def world_identities(config: WorldConfig) -> list[Identity]:
-    """Every person of the world `config` makes: the web people (the target first) and the haystack strangers.
-    What a face set meant to be disjoint from this world is checked against (`world.pretraining_faces`)."""
+    """Every person of the world `config` makes: the web people (the target first) and the haystack strangers."""
     target = target_identity(config.seed, config.target_male)
     return ([p["identity"] for p in web_people(config)]
             + haystack_strangers(config.seed, config.haystack_identities, target, config.min_target_distance))
 
 
-def _pool_context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """`workers` processes, forked where the platform can (fast start, no re-import)."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
 
 
 def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_identity: int = 15, seed: int = 0,
@@ -429,20 +343,11 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
                          partition_fractions: Sequence[float] = (0.8, 0.1, 0.1), min_planted_distance: float = 3.0,
                          workers: int = 1, progress: bool = True,
                          while_rendering: Callable[[], Any] | None = None) -> dict[str, Any]:
-    """Write a CelebA-format folder of aligned 178x218 synthetic portraits and return a summary dict.
-
-    out: the CelebA root; gets img_align_celeba/, identity_CelebA.txt, list_attr_celeba.txt,
-        list_eval_partition.txt and synthetic_identities.json (the drawing parameters per identity number).
-    n_identities, photos_per_identity: the strangers (N x M images).
-    planted: an identity planted `planted_count` times (None: nobody planted); strangers closer to it than
-        `min_planted_distance` (see `portraits.identity_distance`) are redrawn.
-    planted_partition: the partition (0 train, 1 valid, 2 test) the planted identity's photos go to; other
-        identities are split identity-disjointly by `partition_fractions`, as in CelebA.
-    workers: processes that render (1 renders here); the output does not depend on it.
-    while_rendering: work for this process while the workers render (generate_world draws the web there).
-    Files that already exist are kept (a re-run resumes); the text files are always rewritten.
-    Summary keys: celeba_root, images, identities, target_identity (None when nothing is planted), target_count.
-    """
+    """Write a CelebA-format root `out` of aligned portraits (plus synthetic_identities.json): `n_identities`
+    strangers with `photos_per_identity` photos each, split identity-disjointly by `partition_fractions`; `planted`
+    appears `planted_count` times in `planted_partition`. `workers` processes render (the output does not depend on
+    it) while this one runs `while_rendering`; existing images are kept. Returns {celeba_root, images, identities,
+    target_identity, target_count}."""
     out = Path(out)
     image_dir = out / "img_align_celeba"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -452,10 +357,8 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
     numbers = [int(v) + 1 for v in rng.choice(id_pool, size=total_ids, replace=False)]
 
     strangers = haystack_strangers(seed, n_identities, planted, min_planted_distance)
-    # (identity number, identity, photo count)
-    people: list[tuple[int, Identity, int]] = [
-        (number, identity, photos_per_identity)
-        for number, identity in zip(numbers[len(numbers) - n_identities:], strangers)]
+    people = [(number, identity, photos_per_identity)  # (identity number, identity, photo count)
+              for number, identity in zip(numbers[len(numbers) - n_identities:], strangers)]
     fractions = np.asarray(partition_fractions, float) / np.sum(partition_fractions)
     cuts = np.round(np.cumsum(fractions) * len(people)).astype(int)
     partition_of = {number: int(np.searchsorted(cuts, k, side="right")) for k, (number, _, _) in enumerate(people)}
@@ -463,8 +366,7 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
         people.insert(0, (numbers[0], planted, planted_count))
         partition_of[numbers[0]] = planted_partition
 
-    # One record per photo, then CelebA's file order: partition by partition, shuffled inside each, so the
-    # planted photos are scattered through their partition's range.
+    # CelebA's file order: partition by partition, shuffled inside each.
     records = []
     for number, identity, count in people:
         photo_rng = np.random.default_rng([seed, _HAYSTACK, number])
@@ -479,22 +381,13 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
 
     items = [(name, identity, nuisance) for name, (_, identity, nuisance) in zip(names, records)]
     batches = [items[k:k + 64] for k in range(0, len(items), 64)]
-    bar = tqdm(total=len(items), desc="haystack", disable=not progress, leave=False)
-    if workers <= 1:
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(process_pool(workers)).map if workers > 1 else map
+        done = run(_render_haystack_batch, [str(image_dir)] * len(batches), batches)  # the pool starts at once
         if while_rendering is not None:
             while_rendering()
-        for batch in batches:
-            _render_haystack_batch(str(image_dir), batch)
-            bar.update(len(batch))
-    else:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
-            futures = {pool.submit(_render_haystack_batch, str(image_dir), batch): len(batch) for batch in batches}
-            if while_rendering is not None:
-                while_rendering()
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
-                bar.update(futures[future])
-    bar.close()
+        for _ in tqdm(done, total=len(batches), desc="haystack", disable=not progress, leave=False):
+            pass
 
     atomic_write_text(out / "identity_CelebA.txt",
                       "".join(f"{name} {number}\n" for name, (number, _, _) in zip(names, records)))
@@ -507,34 +400,17 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
                       "".join(f"{name} {partition_of[number]}\n" for name, (number, _, _) in zip(names, records)))
     atomic_write_text(out / "synthetic_identities.json", json.dumps(
         {str(number): identity_to_dict(identity) for number, identity, _ in people}, sort_keys=True) + "\n")
-    return {
-        "celeba_root": str(out),
-        "images": len(records),
-        "identities": len(people),
-        "target_identity": numbers[0] if planted is not None else None,
-        "target_count": planted_count if planted is not None else 0,
-    }
+    return {"celeba_root": str(out), "images": len(records), "identities": len(people),
+            "target_identity": numbers[0] if planted is not None else None,
+            "target_count": planted_count if planted is not None else 0}
 
-
-# ----------------------------------------------------------------------------------------------------------
-# The world
-# ----------------------------------------------------------------------------------------------------------
 
 def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False, progress: bool = True
                    ) -> dict[str, Any]:
-    """Write `<out>/web/` and `<out>/celeba/` for `config`; return the summary (also saved in `<out>/world.json`).
-
-    A finished world with the same config, made by the same code (`code_version` of world/ and common/), is not
-    redone (its summary is returned, with `reused: True`); one made by other code is redone; a different config
-    in the same folder is an error unless `overwrite=True`. Redoing deletes `<out>/web` and `<out>/celeba` first.
-    `world.json` stores paths relative to `out` and no timings, so it is the same on every machine.
-    Summary keys: people (name, slug, gallery, photos), target_name, target_slug, target_identity,
-    target_count, haystack_images, haystack_identities, web_photos, web_root, celeba_root, truth, seconds.
-    """
+    """Write `<out>/web/` and `<out>/celeba/` for `config`; return the summary (also in `<out>/world.json`). A world
+    of the same config and code is reused, one of other code redone, another config is an error unless `overwrite`."""
     out = Path(out)
-    wanted = config_to_dict(config)
-    # JSON turns tuples into lists; compare configs the way they read back from disk.
-    wanted = json.loads(json.dumps(wanted))
+    wanted = json.loads(json.dumps(config_to_dict(config)))  # tuples read back from disk as lists
     world_json, config_json = out / "world.json", out / "world_config.json"
     code = code_version("common", "world")
     saved = json.loads(world_json.read_text()) if world_json.exists() else {}
@@ -549,8 +425,7 @@ def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False
             print(f"[world] {out} was made by other code (version {saved.get('code_version')}); redoing it",
                   flush=True)
         for sub in ("web", "celeba"):
-            if (out / sub).exists():
-                shutil.rmtree(out / sub)
+            shutil.rmtree(out / sub, ignore_errors=True)
         for stale in (world_json, out / "web_truth.json"):
             stale.unlink(missing_ok=True)
     start = time.time()
@@ -568,26 +443,13 @@ def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False
         planted_partition=config.target_partition, partition_fractions=config.partition_fractions,
         min_planted_distance=config.min_target_distance, workers=config.workers, progress=progress,
         while_rendering=draw_web)
-    truth = web_result
-    people = []
-    for person in truth["people"]:
-        linked = [p for p in truth["photos"] if person["slug"] in p["galleries"]]
-        people.append({"name": person["name"], "slug": person["slug"],
-                       "gallery": f"people/{person['slug']}/index.html", "photos": len(linked)})
-    target = truth["people"][0]
-    summary = {
-        "people": people,
-        "target_name": target["name"],
-        "target_slug": target["slug"],
-        "target_identity": haystack["target_identity"],
-        "target_count": haystack["target_count"],
-        "haystack_images": haystack["images"],
-        "haystack_identities": haystack["identities"],
-        "web_photos": len(truth["photos"]),
-        "web_root": "web",
-        "celeba_root": "celeba",
-        "truth": "web_truth.json",
-    }
+    photos, target = web_result["photos"], web_result["people"][0]
+    people = [{"name": p["name"], "slug": p["slug"], "gallery": f"people/{p['slug']}/index.html",
+               "photos": sum(p["slug"] in photo["galleries"] for photo in photos)} for p in web_result["people"]]
+    summary = {"people": people, "target_name": target["name"], "target_slug": target["slug"],
+               "target_identity": haystack["target_identity"], "target_count": haystack["target_count"],
+               "haystack_images": haystack["images"], "haystack_identities": haystack["identities"],
+               "web_photos": len(photos), "web_root": "web", "celeba_root": "celeba", "truth": "web_truth.json"}
     atomic_write_text(world_json, json.dumps({"config": wanted, "code_version": code, "summary": summary},
                                              indent=1, sort_keys=True) + "\n")
     return {**_resolved(summary, out), "seconds": round(time.time() - start, 1), "reused": False}
@@ -604,19 +466,10 @@ def _resolved(summary: dict[str, Any], out: Path) -> dict[str, Any]:
     return {**summary, **{key: str(out / summary[key]) for key in ("web_root", "celeba_root", "truth")}}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Figure
-# ----------------------------------------------------------------------------------------------------------
-
 def world_figure(out_png: str | Path, config: WorldConfig | None = None, n_photos: int = 6, n_strangers: int = 2,
                  scale: float = 0.5) -> Path:
-    """Write a grid of aligned portraits: one row per identity (the target first, labelled, then the other web
-    people, then `n_strangers` haystack-style strangers), `n_photos` photos per row.
-
-    scale: size of each portrait relative to 178x218 (0.5 keeps the PNG well under 1 MB).
-    """
-    from PIL import ImageDraw
-
+    """Write a PNG grid of aligned portraits, `n_photos` per row: the web people (the target first) and
+    `n_strangers` strangers, each `scale` times 178x218."""
     config = config or WorldConfig()
     rows = [(f"{p['name']}" + (" (target)" if p["is_target"] else ""), p["identity"]) for p in web_people(config)]
     stranger_rng = np.random.default_rng([config.seed, _STRANGERS, 99])
@@ -634,15 +487,8 @@ def world_figure(out_png: str | Path, config: WorldConfig | None = None, n_photo
         for c in range(n_photos):
             image = render_portrait(identity, random_nuisance(rng, aligned=True), ALIGNED_SIZE)
             sheet.paste(image.resize((cell_w, cell_h), Image.LANCZOS), (label_w + c * (cell_w + pad), y))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    save_sheet(sheet, out_png)
-    return out_png
+    return save_sheet(sheet, out_png)
 
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI: python -m world generate --out data/demo --seed 0
-# ----------------------------------------------------------------------------------------------------------
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `python -m world generate`."""
@@ -657,15 +503,11 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_run(args: argparse.Namespace) -> dict[str, Any]:
     """Run `python -m world generate`; returns the summary printed as the last stdout line."""
-    config = apply_overrides(WorldConfig(seed=args.seed), _coerce_overrides(parse_set_options(args.set)))
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in parse_set_options(args.set).items()}
+    config = apply_overrides(WorldConfig(seed=args.seed), overrides)
     summary = generate_world(config, Path(args.out), overwrite=args.overwrite, progress=not args.quiet)
     if args.figure:
         summary = {**summary, "figure": str(world_figure(args.figure, config))}
     return summary
-
-
-def _coerce_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """JSON lists from --set become tuples, matching the tuple-typed WorldConfig fields."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 
 

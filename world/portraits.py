@@ -1,21 +1,13 @@
 """Procedural portraits: draw a person (an `Identity`) in a photo (a `Nuisance`) with PIL and NumPy only.
 
-An identity is everything that makes a person recognisable: face shape, skin tone, hair colour and style
-(including bangs and baldness), eye colour and spacing, brows, nose, lips, glasses, beard. A photo adds what
-changes from one picture to the next: where the face is and how big, a small in-plane rotation, a slight head
-turn, the expression (smile, open mouth), lighting, background, clothes, blur, noise and JPEG quality.
-
-Each person is drawn at twice the final resolution on a tile of their own, rotated there and downsampled with
-a Lanczos filter (anti-aliasing), then pasted into the photo. Drawing happens in *face units*: the origin is the
-midpoint between the eyes, x points right, y points down, and one unit is the head scale `s` (about the distance
-between the eyes), so every feature keeps its proportions at any size.
-
-The faces are cartoons, but faces MTCNN finds (eye sockets, irises with catch lights, a nose shadow and a mouth
-sit where a real face has them), and `celeba_attributes` turns an identity + photo into the 40 CelebA
-attributes that the drawing actually shows, so later stages have a ground truth to measure against.
+Each person is drawn at twice the final size on a tile of their own and downsampled, then pasted into the photo.
+Drawing happens in face units: the origin is the midpoint between the eyes, x right, y down, one unit about the
+distance between the eyes. The faces are cartoons that MTCNN finds; `celeba_attributes` gives the 40 CelebA
+attributes a drawing shows.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import io
@@ -37,21 +29,15 @@ CELEBA_ATTRIBUTES = (
     "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
 ).split()
 
-# Where CelebA's aligned 178x218 crops put the face: eye midpoint at (89, 111), 39 px between the eyes
-# (mean landmarks of img_align_celeba: left eye (69, 111), right eye (108, 111), mouth corners at y = 152).
+# Where CelebA's aligned 178x218 crops put the face: eye midpoint at (89, 111), 39 px between the eyes.
 ALIGNED_SIZE = (178, 218)
 ALIGNED_EYE_XY = (89.0 / 178.0, 111.0 / 218.0)
 ALIGNED_INTEROCULAR = 39.0 / 178.0
 
 SUPERSAMPLE = 2  # draw at 2x, then downsample with Lanczos: smooth edges at a fraction of the cost of 4x
 
-HAIR_COLOURS: dict[str, RGB] = {
-    "black": (28, 22, 20),
-    "brown": (96, 62, 38),
-    "blond": (214, 182, 118),
-    "gray": (168, 166, 160),
-    "red": (158, 68, 34),
-}
+HAIR_COLOURS: dict[str, RGB] = {"black": (28, 22, 20), "brown": (96, 62, 38), "blond": (214, 182, 118),
+                                "gray": (168, 166, 160), "red": (158, 68, 34)}
 EYE_COLOURS: tuple[RGB, ...] = ((70, 45, 25), (110, 75, 40), (60, 110, 150), (80, 120, 70), (120, 125, 130))
 GLASSES_COLOURS: tuple[RGB, ...] = ((20, 20, 20), (90, 50, 25), (190, 160, 80), (150, 30, 40), (40, 60, 120))
 
@@ -123,10 +109,6 @@ class Nuisance:
     seed: int = 0  # drives the small random details (clutter, hair strands, noise)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Sampling
-# ----------------------------------------------------------------------------------------------------------
-
 def _jitter(rng: np.random.Generator, rgb: Sequence[float], amount: float) -> RGB:
     return tuple(int(np.clip(c + rng.normal(0, amount), 0, 255)) for c in rgb)  # type: ignore[return-value]
 
@@ -168,40 +150,23 @@ def random_identity(rng: np.random.Generator) -> Identity:
     if lipstick:
         lip_base = np.array([[185, 30, 50], [200, 70, 90], [150, 25, 40]][int(rng.integers(3))])
 
+    # Keyword arguments are evaluated in order: this order is the order of the random draws.
     return Identity(
-        male=male,
-        young=young,
-        skin=skin,
-        face_width=float(rng.uniform(0.95, 1.3) + (0.04 if male else 0.0)),
-        face_length=float(rng.uniform(1.45, 1.85)),
-        jaw=float(rng.uniform(1.6, 2.8) + (0.15 if male else -0.1)),
-        hair_colour=hair_colour,
-        hair_rgb=hair_rgb,
-        hair_length=hair_length,
-        hair_texture=hair_texture,
-        hair_volume=float(rng.uniform(0.05, 0.35)),
-        bangs=bangs,
-        bald=bald,
-        receding=receding,
-        eye_spacing=float(rng.uniform(0.44, 0.56)),
-        eye_size=float(rng.uniform(0.19, 0.25)),
+        male=male, young=young, skin=skin, face_width=float(rng.uniform(0.95, 1.3) + (0.04 if male else 0.0)),
+        face_length=float(rng.uniform(1.45, 1.85)), jaw=float(rng.uniform(1.6, 2.8) + (0.15 if male else -0.1)),
+        hair_colour=hair_colour, hair_rgb=hair_rgb, hair_length=hair_length, hair_texture=hair_texture,
+        hair_volume=float(rng.uniform(0.05, 0.35)), bangs=bangs, bald=bald, receding=receding,
+        eye_spacing=float(rng.uniform(0.44, 0.56)), eye_size=float(rng.uniform(0.19, 0.25)),
         eye_open=float(rng.uniform(0.34, 0.58)),
         eye_rgb=_jitter(rng, EYE_COLOURS[int(rng.integers(len(EYE_COLOURS)))], 8),
         brow_height=float(rng.uniform(0.30, 0.45)),
         brow_thickness=float(rng.uniform(0.04, 0.13) + (0.02 if male else 0.0)),
-        brow_arch=float(rng.random()),
-        brow_rgb=_jitter(rng, brow_base, 6),
-        nose_length=float(rng.uniform(0.52, 0.75)),
-        nose_width=float(rng.uniform(0.13, 0.27)),
-        nose_pointy=bool(rng.random() < 0.3),
-        mouth_width=float(rng.uniform(0.36, 0.52)),
-        mouth_y=float(rng.uniform(1.0, 1.15)),
-        lip_fullness=float(rng.uniform(0.07, 0.16)),
-        lip_rgb=_jitter(rng, lip_base, 6),
-        lipstick=lipstick,
-        glasses=glasses,
-        glasses_rgb=GLASSES_COLOURS[int(rng.integers(len(GLASSES_COLOURS)))],
-        beard=beard,
+        brow_arch=float(rng.random()), brow_rgb=_jitter(rng, brow_base, 6),
+        nose_length=float(rng.uniform(0.52, 0.75)), nose_width=float(rng.uniform(0.13, 0.27)),
+        nose_pointy=bool(rng.random() < 0.3), mouth_width=float(rng.uniform(0.36, 0.52)),
+        mouth_y=float(rng.uniform(1.0, 1.15)), lip_fullness=float(rng.uniform(0.07, 0.16)),
+        lip_rgb=_jitter(rng, lip_base, 6), lipstick=lipstick, glasses=glasses,
+        glasses_rgb=GLASSES_COLOURS[int(rng.integers(len(GLASSES_COLOURS)))], beard=beard,
         sideburns=bool(male and (beard == "full" or rng.random() < 0.15) and not bald),
         blush=float(rng.uniform(0.0, 0.6) if rng.random() < 0.4 else 0.0),
         earrings=bool(not male and rng.random() < 0.4),
@@ -209,41 +174,29 @@ def random_identity(rng: np.random.Generator) -> Identity:
 
 
 def random_nuisance(rng: np.random.Generator, aligned: bool = False, **fixed) -> Nuisance:
-    """Draw the photo conditions of one picture.
-
-    aligned: True for CelebA-style aligned crops (eyes at the standard place, tiny rotation, 39 px apart at
-        178 px width); False for free placement (callers usually override face_x/face_y/face_scale).
-    fixed: any `Nuisance` field to set instead of drawing it.
-    """
+    """Draw the photo conditions of one picture: `aligned` places the face like CelebA's aligned crops; `fixed`
+    sets `Nuisance` fields instead of drawing them."""
     smile = float(rng.random() ** 0.7) if rng.random() < 0.5 else float(rng.uniform(0, 0.15))
     values = dict(
         face_x=ALIGNED_EYE_XY[0] + rng.normal(0, 0.008) if aligned else float(rng.uniform(0.35, 0.65)),
         face_y=ALIGNED_EYE_XY[1] + rng.normal(0, 0.008) if aligned else float(rng.uniform(0.38, 0.5)),
         face_scale=ALIGNED_INTEROCULAR * float(rng.uniform(0.95, 1.05)) if aligned else float(rng.uniform(0.12, 0.22)),
-        rotation=float(rng.normal(0, 2.0 if aligned else 6.0)),
-        yaw=float(np.clip(rng.normal(0, 0.35), -1, 1)),
-        gaze=float(np.clip(rng.normal(0, 0.3), -1, 1)),
-        smile=smile,
+        rotation=float(rng.normal(0, 2.0 if aligned else 6.0)), yaw=float(np.clip(rng.normal(0, 0.35), -1, 1)),
+        gaze=float(np.clip(rng.normal(0, 0.3), -1, 1)), smile=smile,
         mouth_open=float(rng.uniform(0.3, 1.0)) if rng.random() < 0.3 else 0.0,
-        light_angle=float(rng.uniform(0, 360)),
-        light_strength=float(rng.uniform(0.0, 0.45)),
-        brightness=float(rng.uniform(0.82, 1.12)),
-        warmth=float(rng.normal(0, 0.35)),
-        background_rgb=tuple(int(c) for c in rng.integers(30, 235, size=3)),
-        clutter=int(rng.integers(0, 9)),
+        light_angle=float(rng.uniform(0, 360)), light_strength=float(rng.uniform(0.0, 0.45)),
+        brightness=float(rng.uniform(0.82, 1.12)), warmth=float(rng.normal(0, 0.35)),
+        background_rgb=tuple(int(c) for c in rng.integers(30, 235, size=3)), clutter=int(rng.integers(0, 9)),
         clothes_rgb=tuple(int(c) for c in rng.integers(15, 230, size=3)),
         blur=float(rng.uniform(1.2, 2.2)) if rng.random() < 0.1 else float(rng.uniform(0, 0.6)),
-        noise=float(rng.uniform(0, 7)),
-        jpeg_quality=int(rng.integers(55, 96)),
-        seed=int(rng.integers(2**31 - 1)),
+        noise=float(rng.uniform(0, 7)), jpeg_quality=int(rng.integers(55, 96)), seed=int(rng.integers(2**31 - 1)),
     )
     values.update(fixed)
     return Nuisance(**values)
 
 
 def identity_distance(a: Identity, b: Identity) -> float:
-    """A rough visual distance between two people (0 = same parameters); used to keep haystack strangers from
-    being near-copies of the planted target. Each term is about 1 for 'clearly different'."""
+    """A rough visual distance between two people (0 = same parameters, each term ~1 for 'clearly different')."""
     d = float(np.abs(np.array(a.skin, float) - np.array(b.skin, float)).sum() / 90.0)
     d += float(np.abs(np.array(a.hair_rgb, float) - np.array(b.hair_rgb, float)).sum() / 120.0)
     d += float(a.hair_length != b.hair_length) + float(a.bangs != b.bangs) + float(a.bald != b.bald)
@@ -253,54 +206,29 @@ def identity_distance(a: Identity, b: Identity) -> float:
     return d
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Attributes
-# ----------------------------------------------------------------------------------------------------------
-
 def celeba_attributes(identity: Identity, nuisance: Nuisance) -> dict[str, int]:
     """The 40 CelebA attributes (+1 / -1) of a rendered photo; attributes the renderer does not model are -1."""
     i, n = identity, nuisance
     has_hair = not i.bald
+    hair_shown = has_hair and i.hair_length != "buzz"
     on = {
-        "5_o_Clock_Shadow": i.beard == "stubble",
-        "Arched_Eyebrows": i.brow_arch > 0.6,
-        "Bald": i.bald,
-        "Bangs": i.bangs and has_hair,
-        "Big_Lips": i.lip_fullness > 0.13,
-        "Big_Nose": i.nose_width > 0.23,
-        "Black_Hair": has_hair and i.hair_colour == "black",
-        "Blond_Hair": has_hair and i.hair_colour == "blond",
-        "Blurry": n.blur > 1.0,
-        "Brown_Hair": has_hair and i.hair_colour == "brown",
-        "Bushy_Eyebrows": i.brow_thickness > 0.11,
-        "Chubby": i.face_width > 1.23,
-        "Eyeglasses": i.glasses != "none",
-        "Goatee": i.beard == "goatee",
-        "Gray_Hair": has_hair and i.hair_colour == "gray",
-        "Male": i.male,
-        "Mouth_Slightly_Open": n.mouth_open > 0.25,
-        "Mustache": i.beard in ("mustache", "goatee", "full"),
+        "5_o_Clock_Shadow": i.beard == "stubble", "Arched_Eyebrows": i.brow_arch > 0.6, "Bald": i.bald,
+        "Bangs": i.bangs and has_hair, "Big_Lips": i.lip_fullness > 0.13, "Big_Nose": i.nose_width > 0.23,
+        "Black_Hair": has_hair and i.hair_colour == "black", "Blond_Hair": has_hair and i.hair_colour == "blond",
+        "Brown_Hair": has_hair and i.hair_colour == "brown", "Gray_Hair": has_hair and i.hair_colour == "gray",
+        "Blurry": n.blur > 1.0, "Bushy_Eyebrows": i.brow_thickness > 0.11, "Chubby": i.face_width > 1.23,
+        "Eyeglasses": i.glasses != "none", "Goatee": i.beard == "goatee", "Male": i.male,
+        "Mouth_Slightly_Open": n.mouth_open > 0.25, "Mustache": i.beard in ("mustache", "goatee", "full"),
         "Narrow_Eyes": i.eye_open < 0.39 or (n.smile > 0.6 and i.eye_open < 0.45),
-        "No_Beard": i.beard in ("none", "stubble"),
-        "Oval_Face": 1.8 <= i.jaw <= 2.3 and i.face_length > 1.6,
-        "Pale_Skin": sum(i.skin) > 650,
-        "Pointy_Nose": i.nose_pointy,
-        "Receding_Hairline": i.receding,
-        "Rosy_Cheeks": i.blush > 0.35,
-        "Sideburns": i.sideburns,
-        "Smiling": n.smile > 0.5,
-        "Straight_Hair": has_hair and i.hair_length != "buzz" and i.hair_texture == "straight",
-        "Wavy_Hair": has_hair and i.hair_length != "buzz" and i.hair_texture in ("wavy", "curly"),
-        "Wearing_Earrings": i.earrings,
-        "Wearing_Lipstick": i.lipstick,
-        "Young": i.young,
+        "No_Beard": i.beard in ("none", "stubble"), "Oval_Face": 1.8 <= i.jaw <= 2.3 and i.face_length > 1.6,
+        "Pale_Skin": sum(i.skin) > 650, "Pointy_Nose": i.nose_pointy, "Receding_Hairline": i.receding,
+        "Rosy_Cheeks": i.blush > 0.35, "Sideburns": i.sideburns, "Smiling": n.smile > 0.5,
+        "Straight_Hair": hair_shown and i.hair_texture == "straight",
+        "Wavy_Hair": hair_shown and i.hair_texture in ("wavy", "curly"),
+        "Wearing_Earrings": i.earrings, "Wearing_Lipstick": i.lipstick, "Young": i.young,
     }
     return {name: (1 if on.get(name, False) else -1) for name in CELEBA_ATTRIBUTES}
 
-
-# ----------------------------------------------------------------------------------------------------------
-# Drawing
-# ----------------------------------------------------------------------------------------------------------
 
 # Scalar clamps use min/max: np.clip on one number costs ~20x more, and drawing calls these thousands of times.
 def _scale_rgb(rgb: Sequence[float], factor: float) -> RGB:
@@ -313,34 +241,23 @@ def _mix_rgb(a: Sequence[float], b: Sequence[float], t: float) -> RGB:
 
 @functools.lru_cache(maxsize=4096)
 def _unit_curve(start: float, end: float, steps: int, power: float) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of `steps` angles from `start` to `end` degrees (superellipse `power`), cached: a face draws
-    dozens of curves with the same few angle sets, and small renders spend most of their time here otherwise."""
+    """cos and sin of `steps` angles from `start` to `end` degrees (superellipse `power`), cached."""
     t = np.linspace(math.radians(start), math.radians(end), steps, endpoint=(end - start) < 360)
     c, s = np.cos(t), np.sin(t)
     if power != 1.0:
         c, s = np.sign(c) * np.abs(c) ** power, np.sign(s) * np.abs(s) ** power
-    c.flags.writeable = False
-    s.flags.writeable = False
     return c, s
 
 
 class _FacePen:
-    """Maps face units to tile pixels and draws shapes there.
-
-    The origin is the eye midpoint, one unit is `unit` pixels, and the face is turned by `rotation` degrees
-    (counter-clockwise) around the origin. Rotating the points as they are drawn costs nothing, whereas
-    rotating the finished tile with bicubic resampling took half of the rendering time.
-    """
+    """Draws shapes given in face units on a tile: origin at the eye midpoint, `unit` pixels per unit, turned by
+    `rotation` degrees counter-clockwise."""
 
     def __init__(self, origin: tuple[float, float], unit: float, rotation: float = 0.0):
         self.ox, self.oy = origin
         self.unit = unit
         angle = math.radians(rotation)
         self.cos, self.sin = math.cos(angle), math.sin(angle)
-
-    def p(self, x: float, y: float) -> tuple[float, float]:
-        return (self.ox + (x * self.cos + y * self.sin) * self.unit,
-                self.oy + (-x * self.sin + y * self.cos) * self.unit)
 
     def w(self, width: float) -> int:
         return max(1, int(round(width * self.unit)))
@@ -353,10 +270,8 @@ class _FacePen:
     def points(self, xs, ys) -> list[float]:
         """Flat [x0, y0, x1, y1, ...] tile pixels of face-unit coordinate arrays (what ImageDraw accepts)."""
         xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-        out = np.empty((xs.size, 2))
-        out[:, 0] = self.ox + (xs * self.cos + ys * self.sin) * self.unit
-        out[:, 1] = self.oy + (-xs * self.sin + ys * self.cos) * self.unit
-        return out.ravel().tolist()
+        return np.column_stack((self.ox + (xs * self.cos + ys * self.sin) * self.unit,
+                                self.oy + (-xs * self.sin + ys * self.cos) * self.unit)).ravel().tolist()
 
     def ellipse(self, draw, cx, cy, hw, hh, fill):
         draw.polygon(self._curve(cx, cy, hw, hh), fill=fill)
@@ -382,16 +297,10 @@ class _FacePen:
     def rect(self, draw, x0, y0, x1, y1, fill):
         self.poly(draw, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], fill=fill)
 
-    def scaled(self, factor: float) -> "_FacePen":
-        """The same face on an image `factor` times the size."""
-        pen = _FacePen((self.ox * factor, self.oy * factor), self.unit * factor)
-        pen.cos, pen.sin = self.cos, self.sin
-        return pen
-
-    def shifted(self, dx: float, dy: float) -> "_FacePen":
-        """The same face on a crop whose top-left corner is at tile pixel (dx, dy)."""
-        pen = _FacePen((self.ox - dx, self.oy - dy), self.unit)
-        pen.cos, pen.sin = self.cos, self.sin
+    def moved(self, dx: float = 0.0, dy: float = 0.0, factor: float = 1.0) -> "_FacePen":
+        """The same face on a crop whose top-left corner is at tile pixel (dx, dy), scaled by `factor`."""
+        pen = copy.copy(self)
+        pen.ox, pen.oy, pen.unit = (self.ox - dx) * factor, (self.oy - dy) * factor, self.unit * factor
         return pen
 
     def bounds(self, x0, y0, x1, y1, size) -> tuple[int, int, int, int]:
@@ -424,15 +333,13 @@ SHADE_REDUCTION = 4  # shading masks are smooth, so they are drawn and blurred a
 
 
 def _shade_face(tile: Image.Image, i: Identity, n: Nuisance, pen: _FacePen, outline) -> Image.Image:
-    """Darken the face toward its rim and in the eye sockets, under the nose and under the lower lip; add blush.
-
-    This shading is what makes the drawing read as a face to a detector rather than as a flat ellipse.
-    """
+    """Darken the face toward its rim, in the eye sockets, under the nose and the lower lip; add highlights and
+    blush. This shading is what makes a detector read the drawing as a face."""
     box = pen.bounds(-i.face_width - 0.4, -2.1, i.face_width + 0.4, i.face_length + 0.3, tile.size)
     region = tile.crop(box)
     r = SHADE_REDUCTION
     size = (max(1, region.width // r), max(1, region.height // r))
-    small = pen.shifted(box[0], box[1]).scaled(1.0 / r)
+    small = pen.moved(box[0], box[1], 1.0 / r)
     fx = n.yaw * 0.12
     face_mask = Image.new("L", size, 0)
     small.poly(ImageDraw.Draw(face_mask), [(x + fx * 0.2, y) for x, y in outline], fill=255)
@@ -458,8 +365,7 @@ def _shade_face(tile: Image.Image, i: Identity, n: Nuisance, pen: _FacePen, outl
                                                                                                Image.BILINEAR)
     opaque = Image.new("L", region.size, 255)
     region = ImageChops.multiply(region, Image.merge("RGBA", (factor_img, factor_img, factor_img, opaque)))
-    # Highlights where light hits the forehead, the nose bridge and the cheekbones; on dark skin they carry
-    # most of the face's relief.
+    # Highlights on the forehead, the nose bridge and the cheekbones: on dark skin they carry most of the relief.
     shine = Image.new("L", size, 0)
     hd = ImageDraw.Draw(shine)
     small.ellipse(hd, fx * 0.6, -1.0, 0.45, 0.28, fill=110)
@@ -491,7 +397,7 @@ def _draw_hair_cap(tile: Image.Image, i: Identity, n: Nuisance, pen: _FacePen, r
     box = pen.bounds(-hw - margin, cy - hh - margin, hw + margin, side_drop + 0.1, tile.size)
     if box[2] <= box[0] or box[3] <= box[1]:
         return
-    pen = pen.shifted(box[0], box[1])
+    pen = pen.moved(box[0], box[1])
     crop_size = (box[2] - box[0], box[3] - box[1])
     mask = Image.new("L", crop_size, 0)
     md = ImageDraw.Draw(mask)
@@ -538,12 +444,8 @@ def _draw_hair_cap(tile: Image.Image, i: Identity, n: Nuisance, pen: _FacePen, r
 
 
 def _draw_person_tile(i: Identity, n: Nuisance, unit: float, below_chin: float, rng: np.random.Generator):
-    """Draw one head-and-shoulders person on a transparent RGBA tile.
-
-    unit: pixels per face unit on the tile (already supersampled).
-    below_chin: how far (face units) the shoulders continue below the eye line.
-    Returns (tile, (eye_x, eye_y)) where the second item is the eye midpoint in tile pixels.
-    """
+    """One head-and-shoulders person on a transparent RGBA tile at `unit` pixels per face unit, shoulders reaching
+    `below_chin` face units below the eyes; returns (tile, eye midpoint in tile pixels)."""
     half_w, top, bottom = 3.0, 2.7, max(below_chin, 2.4)
     width, height = int(2 * half_w * unit), int((top + bottom) * unit)
     pen = _FacePen((half_w * unit, top * unit), unit, n.rotation)
@@ -583,7 +485,7 @@ def _draw_person_tile(i: Identity, n: Nuisance, unit: float, below_chin: float, 
     if i.beard in ("full", "stubble"):
         r = SHADE_REDUCTION
         beard_mask = Image.new("L", (max(1, tile.width // r), max(1, tile.height // r)), 0)
-        small = pen.scaled(1.0 / r)
+        small = pen.moved(factor=1.0 / r)
         bd = ImageDraw.Draw(beard_mask)
         small.poly(bd, [(x + fx * 0.2, y + (0.12 if y > 1.0 else 0.0)) for x, y in outline if y > 0.25],
                    fill=255 if i.beard == "full" else 120)
@@ -675,11 +577,8 @@ def _draw_person_tile(i: Identity, n: Nuisance, unit: float, below_chin: float, 
 
 
 def paste_person(canvas: Image.Image, identity: Identity, nuisance: Nuisance) -> tuple[int, int, int, int]:
-    """Draw `identity` into RGB `canvas` (in place) where `nuisance` puts the face.
-
-    Returns the face box (x0, y0, x1, y1) in canvas pixels: brows to chin, cheek to cheek (close to what a
-    face detector returns).
-    """
+    """Draw `identity` into RGB `canvas` (in place) where `nuisance` puts the face; returns the face box
+    (x0, y0, x1, y1) in pixels, brows to chin and cheek to cheek."""
     width, height = canvas.size
     rng = np.random.default_rng(nuisance.seed)
     interocular = nuisance.face_scale * width
@@ -687,8 +586,7 @@ def paste_person(canvas: Image.Image, identity: Identity, nuisance: Nuisance) ->
     eye_x, eye_y = nuisance.face_x * width, nuisance.face_y * height
     below = (height - eye_y) / unit + 0.5
     tile, (tx, ty) = _draw_person_tile(identity, nuisance, unit * SUPERSAMPLE, below, rng)
-    # Downsample with premultiplied alpha so the transparent surround does not bleed dark fringes; a 2x2 box
-    # average of a 2x supersampled drawing is the anti-aliasing.
+    # Downsample with premultiplied alpha, so the transparent surround does not bleed dark fringes.
     small = tile.convert("RGBa").reduce(SUPERSAMPLE).convert("RGBA")
     x0, y0 = int(round(eye_x - tx / SUPERSAMPLE)), int(round(eye_y - ty / SUPERSAMPLE))
     canvas.paste(small, (x0, y0), small)
@@ -698,11 +596,8 @@ def paste_person(canvas: Image.Image, identity: Identity, nuisance: Nuisance) ->
 
 
 def draw_background(size: tuple[int, int], nuisance: Nuisance, scene: bool = False) -> Image.Image:
-    """A backdrop: a coloured wall with a soft vertical gradient and `nuisance.clutter` out-of-focus objects.
-
-    scene: True adds a floor, a window and furniture-like blocks, for in-the-wild photos.
-    The backdrop is drawn at 1/4 size and enlarged bilinearly, which gives the out-of-focus look for free.
-    """
+    """A wall with a soft gradient and `nuisance.clutter` out-of-focus objects (drawn at 1/4 size, enlarged);
+    `scene` adds a floor, a window and furniture for in-the-wild photos."""
     rng = np.random.default_rng([nuisance.seed, 7])
     width, height = size
     w, h = max(2, width // 4), max(2, height // 4)
@@ -720,13 +615,11 @@ def draw_background(size: tuple[int, int], nuisance: Nuisance, scene: bool = Fal
         colour = tuple(int(c) for c in rng.integers(0, 255, size=3))
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         bw, bh = rng.uniform(0.03, 0.25) * w, rng.uniform(0.03, 0.25) * h
-        kind = rng.integers(3)
-        if kind == 0:
-            draw.rectangle([x, y, x + bw, y + bh], fill=colour)
-        elif kind == 1:
-            draw.ellipse([x, y, x + bw, y + bh], fill=colour)
+        kind, box = rng.integers(3), [x, y, x + bw, y + bh]
+        if kind < 2:  # a box or a blob
+            (draw.rectangle, draw.ellipse)[kind](box, fill=colour)
         else:
-            draw.line([x, y, x + bw, y + bh], fill=colour, width=max(1, int(min(bw, bh) * 0.1)))
+            draw.line(box, fill=colour, width=max(1, int(min(bw, bh) * 0.1)))
     return image.filter(ImageFilter.GaussianBlur(0.8)).resize(size, Image.BILINEAR)
 
 
@@ -749,11 +642,8 @@ def finish_photo(image: Image.Image, nuisance: Nuisance) -> Image.Image:
 
 
 def render_portrait(identity: Identity, nuisance: Nuisance, size: tuple[int, int] = ALIGNED_SIZE) -> Image.Image:
-    """Render one photo of `identity` as an RGB PIL image of `size` = (width, height) pixels.
-
-    JPEG quality is not applied here; save with `encode_jpeg(image, nuisance.jpeg_quality)` so the file carries
-    the compression artefacts exactly once.
-    """
+    """One photo of `identity` as an RGB image of `size` = (width, height) pixels; JPEG is applied on saving
+    (`encode_jpeg(image, nuisance.jpeg_quality)`)."""
     image = draw_background(size, nuisance)
     paste_person(image, identity, nuisance)
     return finish_photo(image, nuisance)
