@@ -1,11 +1,7 @@
 """Command line for stage 2: `python -m classification <command> ...` (train, compare, sweep, pretrain, scan, ...).
 
-Commands: train, evaluate, compare, sweep, pretrain, scan, embed-scorer, embed-scan, choose-search, sanity.
-
-Each command lives in the module that does the work (`cli_add_arguments_<command>(parser)` +
-`cli_run_<command>(args) -> dict`, or the plain names when a module holds one command); the dict it returns is
-printed as the last stdout line, one line of JSON. `--set key=value` overrides any field of the command's Config.
-"""
+Each command lives in the module that does the work (see `common.command_line`); `--set key=value` overrides any
+field of the command's Config."""
 from __future__ import annotations
 
 import sys
@@ -22,10 +18,9 @@ COMMANDS = {
     "sweep": ("classification.sweep", "Optuna hyperparameter sweep on validation (resumable), then one retrain + test"),
     "pretrain": ("classification.pretrain", "pretrain MobileNetV2 on synthetic faces (weights='synthetic'; cached)"),
     "scan": ("classification.scan", "score every image of a folder or CelebA root and rank them"),
-    "embed-scorer": ("classification.second_opinion", "fit the face-embedding scorer (target vs others), measured on test"),
+    "embed-scorer": ("classification.second_opinion", "fit the face-embedding scorer (target vs others), test it"),
     "embed-scan": ("classification.second_opinion", "rank a folder or CelebA root by face-embedding similarity"),
-    "choose-search": ("classification.search",
-                      "copy the ranking of the method chosen on validation F1 to search/ (what stage 3 reads)"),
+    "choose-search": ("classification.scan", "copy the ranking of the method chosen on validation F1 to search/"),
     "sanity": ("classification.model", "ImageNet sanity check of the pretrained network (skipped offline)"),
 }
 

@@ -1,12 +1,9 @@
 """Data for the "is this the celebrity?" classifier: face folders -> labelled rows -> seeded split -> DataLoaders.
 
 Input is stage 1's layout, `<faces_root>/<person_slug>/*.jpg`: the target's folder is the positive class, every
-other person's folder is the negative class. Entries whose name starts with `_` or `.` (such as `_rejected/`,
-`.ipynb_checkpoints/`) are ignored at every level.
-
-The split is stratified by label (each class is shuffled with the seed and cut into train/val/test separately,
-so every split sees both classes in the same proportion) and is written to `split.csv` next to the run, so
-evaluation and later runs use exactly the same photos.
+other person's folder the negative one (`_x`/`.x` entries are ignored). The split is stratified by label and
+written to `split.csv` next to the run, so evaluation and later runs use exactly the same photos. Inputs are
+normalised with ImageNet's statistics even for random init, so switching `weights` never changes the pipeline.
 """
 from __future__ import annotations
 
@@ -17,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -26,8 +22,6 @@ from common.errors import InputError
 from common.files import list_person_images, read_csv, write_csv_atomic
 from common.images import IMAGENET_MEAN, IMAGENET_STD
 
-# Inputs are normalised with ImageNet's statistics (common.images) even for random init, so that switching
-# `weights` never changes the input pipeline.
 SPLIT_FIELDS = ["file", "person", "label", "split"]
 SPLITS = ("train", "val", "test")
 
@@ -36,35 +30,28 @@ class FaceDataError(InputError):
     """The face folders cannot make a two-class problem (missing/empty class, too few photos)."""
 
 
-def find_unreadable(paths: Sequence[Path]) -> list[Path]:
-    """Return the files PIL cannot fully decode. Face crops are small (~160 px), so a full decode is cheap."""
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.convert("RGB").load()
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            bad.append(path)
-    return bad
+def _unreadable(path: Path) -> bool:
+    """True when PIL cannot fully decode the file (face crops are small, so a full decode is cheap)."""
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB").load()
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return True
+    return False
 
 
 @dataclass
 class FaceRows:
-    """Labelled face photos: `rows` has one dict per photo (file relative to the root, person, label 0/1)."""
+    """Labelled face photos: one dict per photo (file relative to the root, person, label 0/1)."""
 
-    root: Path
-    target: str
     rows: list[dict]
     unreadable: list[str]
 
 
 def collect_face_rows(faces_root: str | Path, target: str, min_per_class: int = 3) -> FaceRows:
-    """Label every readable photo: 1 for the `target` folder, 0 for all other people's folders.
-
-    Unreadable files are skipped with a warning and counted. Raises `FaceDataError` when the target folder is
-    missing or empty, when there are no other people, or when a class has fewer than `min_per_class` photos
-    (one each for train, val and test).
-    """
+    """Label every readable photo: 1 for the `target` folder, 0 for all other people's folders. Unreadable files
+    are skipped with a warning and counted. `FaceDataError` when the target folder is missing, there are no other
+    people, or a class has fewer than `min_per_class` photos (one each for train, val and test)."""
     root = Path(faces_root)
     people = list_person_images(root)
     if target not in people:
@@ -74,8 +61,7 @@ def collect_face_rows(faces_root: str | Path, target: str, min_per_class: int = 
     if not others:
         raise FaceDataError(f"only the target folder {target!r} exists under {root}: the negative class "
                             "needs at least one other person's folder")
-    all_paths = [path for paths in people.values() for path in paths]
-    unreadable = set(find_unreadable(all_paths))
+    unreadable = {path for paths in people.values() for path in paths if _unreadable(path)}
     if unreadable:
         warnings.warn(f"skipping {len(unreadable)} unreadable image(s) under {root}, e.g. "
                       f"{sorted(unreadable)[0].relative_to(root)}", stacklevel=2)
@@ -90,16 +76,13 @@ def collect_face_rows(faces_root: str | Path, target: str, min_per_class: int = 
         if counts[label] < min_per_class:
             raise FaceDataError(f"class {name} has only {counts[label]} readable image(s) under {root}; need at "
                                 f"least {min_per_class} (one each for train, val and test)")
-    return FaceRows(root, target, rows, sorted(p.relative_to(root).as_posix() for p in unreadable))
+    return FaceRows(rows, sorted(p.relative_to(root).as_posix() for p in unreadable))
 
 
 def stratified_split(rows: Sequence[dict], seed: int, val_fraction: float = 0.15,
                      test_fraction: float = 0.15) -> list[dict]:
-    """Assign each row a `split` (train/val/test), separately per label so class proportions match.
-
-    Deterministic for a given seed and set of rows (rows are sorted by file first, so folder listing order does
-    not matter). Each class with at least 3 rows gets at least one row in every split.
-    """
+    """Assign each row a `split` (train/val/test), separately per label so class proportions match;
+    deterministic for a seed and set of rows. Each class with at least 3 rows gets one row in every split."""
     out = []
     for label in sorted({row["label"] for row in rows}):
         group = sorted((dict(row) for row in rows if row["label"] == label), key=lambda row: row["file"])
@@ -127,14 +110,9 @@ def read_split(path: str | Path) -> list[dict]:
 
 
 def make_transforms(image_size: int, train: bool, augment: float = 1.0) -> Callable:
-    """Face-friendly preprocessing to a normalised `3 x image_size x image_size` tensor.
-
-    Training adds mild augmentation that keeps a face a face: horizontal flip (faces are roughly symmetric),
-    a small random crop (scale 0.8-1, near-square, because crops from stage 1 are tight squares) and small
-    colour jitter (photos differ in lighting and white balance). No vertical flips or big rotations.
-    `augment` scales it (what the sweep searches): the crop's smallest scale is `1 - 0.2 * augment` and the jitter
-    `0.2 * augment`; 0 means no augmentation at all.
-    """
+    """Face-friendly preprocessing to a normalised `3 x image_size x image_size` tensor. Training adds mild
+    augmentation that keeps a face a face (flip, near-square crop of scale `1 - 0.2 * augment`..1, colour jitter
+    `0.2 * augment`); `augment` = 0 means none."""
     from torchvision import transforms as T
 
     normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -150,11 +128,8 @@ def make_transforms(image_size: int, train: bool, augment: float = 1.0) -> Calla
 
 
 class FacePhotos(torch.utils.data.Dataset):
-    """Rows of `{file, label}` under `root` -> `(image tensor, float label, row index)`.
-
-    A file that fails to load (e.g. deleted or corrupted after the split was made) yields `None`, which
-    `collate_skipping_failed` drops, so one bad file never stops a run.
-    """
+    """Rows of `{file, label}` under `root` -> `(image tensor, float label, row index)`; a file that fails to
+    load yields `None`, which `collate_skipping_failed` drops, so one bad file never stops a run."""
 
     def __init__(self, root: str | Path, rows: Sequence[dict], transform: Callable):
         self.root = Path(root)
@@ -177,9 +152,7 @@ class FacePhotos(torch.utils.data.Dataset):
 def collate_skipping_failed(batch):
     """Default collation after dropping items that failed to load (`None`); an all-failed batch is `None`."""
     batch = [item for item in batch if item is not None]
-    if not batch:
-        return None
-    return torch.utils.data.default_collate(batch)
+    return torch.utils.data.default_collate(batch) if batch else None
 
 
 def class_balance(rows: Sequence[dict]) -> dict[str, float]:
@@ -189,29 +162,12 @@ def class_balance(rows: Sequence[dict]) -> dict[str, float]:
     return {"positives": positives, "negatives": negatives, "pos_weight": negatives / max(1, positives)}
 
 
-def balanced_sampler(rows: Sequence[dict], seed: int) -> torch.utils.data.WeightedRandomSampler:
-    """Sample each class equally often (weight 1/class count per row), with replacement, seeded."""
-    labels = np.array([row["label"] for row in rows])
-    counts = np.bincount(labels, minlength=2).astype(float)
-    weights = 1.0 / counts[labels]
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights), len(rows), replacement=True,
-                                                  generator=generator)
-
-
 def make_loader(root: str | Path, rows: Sequence[dict], image_size: int, batch_size: int, train: bool,
-                num_workers: int = 0, seed: int = 0, balance: str = "pos_weight",
-                shuffle: bool | None = None, augment: float = 1.0) -> torch.utils.data.DataLoader:
-    """A DataLoader over `rows`. Training loaders (`train=True`: augmentation) shuffle (seeded) or, with
-    `balance="sampler"`, draw classes equally often; evaluation loaders keep row order. `shuffle` overrides the
-    order choice (e.g. un-augmented but shuffled training photos for BatchNorm statistics). `augment` scales the
-    training augmentation (see `make_transforms`)."""
-    dataset = FacePhotos(root, rows, make_transforms(image_size, train, augment))
-    generator = torch.Generator().manual_seed(seed)
-    sampler = balanced_sampler(rows, seed) if (train and balance == "sampler" and shuffle is not False) else None
-    shuffle = (train if shuffle is None else shuffle) and sampler is None
+                num_workers: int = 0, seed: int = 0, shuffle: bool | None = None,
+                augment: float = 1.0) -> torch.utils.data.DataLoader:
+    """A DataLoader over `rows`: training loaders (`train=True`) augment (scaled by `augment`) and shuffle
+    (seeded), evaluation loaders keep row order; `shuffle` overrides the order choice."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-        num_workers=num_workers, collate_fn=collate_skipping_failed, generator=generator,
-        worker_init_fn=seed_worker, drop_last=False, persistent_workers=False,
-    )
+        FacePhotos(root, rows, make_transforms(image_size, train, augment)), batch_size=batch_size,
+        shuffle=train if shuffle is None else shuffle, num_workers=num_workers, collate_fn=collate_skipping_failed,
+        generator=torch.Generator().manual_seed(seed), worker_init_fn=seed_worker)

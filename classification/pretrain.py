@@ -1,35 +1,16 @@
 """`weights="synthetic"`: a MobileNetV2 backbone pretrained on synthetic faces, the offline stand-in for ImageNet.
 
-Stage 2's lesson is transfer learning: reuse a pretrained backbone and unfreeze only its last blocks. Offline there
-are no ImageNet weights, and frozen random blocks extract nothing, so this module makes a pretrained backbone from
-the world's own portrait generator (issue 13):
-
-1. `world.pretraining_faces` draws `identities` strangers from a random stream of their own, none of them a person
-   (or a near-copy of the target) of the demo world with the same seed, and renders `photos_per_identity` face
-   crops of each at the classifier's input size with the usual nuisance (expression, light, background, blur,
-   noise, JPEG). The rendered set is cached (`synthetic_faces_<fingerprint>/faces.npy`).
-2. torchvision's MobileNetV2 learns to tell those identities apart (softmax over identities with label smoothing,
-   AdamW with a one-cycle schedule, flips / small shifts and zooms / brightness-contrast jitter on the fly).
-   `heldout_photos` photos of every identity are never trained on; top-1 accuracy on them is the model card's
-   headline number.
-3. Everything is written to `<cache_root>/mobilenet_v2_synthetic_<fingerprint>/`: `checkpoint.pt`
-   ({model, optimizer, step, config, metrics}), `config.json`, `model_card.json` and `model_card.md`, and
-   `faces_sheet.png` (a few training identities). `build_classifier(weights="synthetic")` loads the backbone of
-   the default config from there and drops the identity head, as it drops ImageNet's 1000-class head.
-
-The fingerprint covers the config fields that change the result and the code that produces it (common/, world/
-and this file), so a second run reuses the cache and a code change redoes it. An interrupted run resumes from the
-last finished epoch. This module builds torchvision's MobileNetV2 itself (the same `features` as
-`classification.model.FaceClassifier`) so that `model.py` can import it without a cycle.
-
-Defaults finish in under 4 minutes on a 2-core CPU (measured: rendering 8,000 crops 39 s, training 181 s; held-out
-top-1 accuracy 0.137, top-5 0.43, chance 0.001: far from converged, yet enough for the demo's transfer, see
-`benchmarks/bench_pretrain_transfer.py`). A larger preset for a GPU: `identities=4000, photos_per_identity=24,
-epochs=30, low_res_epochs=0, batch_size=256`.
+`pretrain_backbone` renders `identities` strangers of the world's portrait generator (none of them a person of the
+demo world of the same seed; cached by fingerprint) and trains MobileNetV2 to tell them apart (softmax over
+identities, AdamW one-cycle, flips/shifts/zooms/brightness), measuring top-1 accuracy on `heldout_photos` per
+identity never trained on. It writes `<cache_root>/mobilenet_v2_synthetic_<fingerprint>/` (`checkpoint.pt`,
+`config.json`, `model_card.json/.md`, `faces_sheet.png`); the fingerprint covers the result-changing config
+fields and the code (common/, world/, this file). An interrupted run resumes from its last epoch.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -80,51 +61,36 @@ class PretrainConfig:
     progress: bool = True                # tqdm bars
 
 
-# ------------------------------------------------------------------------------------------------ the cache
-
-
 def pretraining_code_version() -> str:
     """Fingerprint of the code the backbone depends on: common/ and world/ (the renderer) and this file."""
     digest = hashlib.sha256(code_version("common", "world").encode() + b"\0" + Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _fingerprint(values: dict) -> str:
-    text = json.dumps({**values, "code_version": pretraining_code_version()}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def _fingerprint(values: dict, code: str) -> str:
+    return hashlib.sha256(json.dumps({**values, "code_version": code}, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def pretrain_fingerprint(config: PretrainConfig) -> str:
     """12 hex digits over the result-changing config fields and `pretraining_code_version()`."""
-    return _fingerprint({k: v for k, v in config_to_dict(config).items() if k not in NON_RESULT_FIELDS})
+    values = {k: v for k, v in config_to_dict(config).items() if k not in NON_RESULT_FIELDS}
+    return _fingerprint(values, pretraining_code_version())
 
 
 def face_set_fingerprint(config: PretrainConfig) -> str:
-    """12 hex digits over the fields that decide the rendered faces and the code that draws them (common/, world/)."""
-    text = json.dumps({**{k: getattr(config, k) for k in FACE_SET_FIELDS},
-                       "code_version": code_version("common", "world")}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """12 hex digits over the fields and code (common/, world/) that decide the rendered faces."""
+    return _fingerprint({k: getattr(config, k) for k in FACE_SET_FIELDS}, code_version("common", "world"))
 
 
 def pretrained_dir(config: PretrainConfig | None = None) -> Path:
-    """`<cache_root>/mobilenet_v2_synthetic_<fingerprint>/` of `config` (default: `PretrainConfig()`)."""
+    """`<cache_root>/mobilenet_v2_synthetic_<fingerprint>/` of `config` (default: `PretrainConfig()`); the default
+    config's checkpoint there is what `build_classifier(weights="synthetic")` loads."""
     config = config or PretrainConfig()
     return Path(config.cache_root) / f"mobilenet_v2_synthetic_{pretrain_fingerprint(config)}"
 
 
-def default_synthetic_checkpoint() -> Path:
-    """The checkpoint `build_classifier(weights="synthetic")` loads: that of the default config."""
-    return pretrained_dir(PretrainConfig()) / CHECKPOINT_NAME
-
-
-# --------------------------------------------------------------------------------------------- the face set
-
-
 def face_set(config: PretrainConfig) -> tuple[np.ndarray, dict]:
-    """The rendered faces, uint8 `(identities, photos, size, size, 3)`, rendered once and then read from the cache.
-
-    Returns `(faces, info)` with info keys `path`, `reused`, `render_seconds`.
-    """
+    """The rendered faces, uint8 `(identities, photos, size, size, 3)`, cached; returns `(faces, info)`."""
     from world.pretraining_faces import identities_unlike_world, render_face_set
 
     folder = Path(config.cache_root) / f"synthetic_faces_{face_set_fingerprint(config)}"
@@ -139,20 +105,13 @@ def face_set(config: PretrainConfig) -> tuple[np.ndarray, dict]:
     faces = render_face_set(people, config.photos_per_identity, config.image_size, config.seed,
                             workers=config.render_workers, progress=config.progress)
     seconds = time.perf_counter() - started
-    buffer = _npy_bytes(faces)
-    atomic_write_bytes(path, buffer)
+    buffer = io.BytesIO()
+    np.save(buffer, faces)
+    atomic_write_bytes(path, buffer.getvalue())
     atomic_write_text(folder / "face_set.json", json.dumps(
         {**{k: getattr(config, k) for k in FACE_SET_FIELDS}, "world_avoided": f"WorldConfig(seed={config.seed})",
          "code_version": code_version("common", "world"), "render_seconds": round(seconds, 1)}, indent=1) + "\n")
     return faces, {"path": str(path), "reused": False, "render_seconds": seconds}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def faces_sheet(faces: np.ndarray, path: str | Path, rows: int = 6, columns: int = 8) -> Path:
@@ -168,30 +127,19 @@ def faces_sheet(faces: np.ndarray, path: str | Path, rows: int = 6, columns: int
     return atomic_save_image(sheet, path, format="PNG")
 
 
-# ----------------------------------------------------------------------------------------------- training
-
-
-def build_identity_network(n_identities: int) -> MobileNetV2:
-    """torchvision's MobileNetV2 with an `n_identities`-way head; its `features` are what the classifier reuses."""
-    return MobileNetV2(num_classes=n_identities, dropout=0.1)
-
-
 def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Per-photo random flip, zoom 0.92-1.08, shift up to 6 % and brightness/contrast 0.85-1.15 on a float
     `(N, 3, H, W)` batch in [0, 1]. Renders already vary pose and light; this only stops memorising pixels."""
     n = images.shape[0]
     u = torch.rand(n, 6, generator=generator)
     scale = 0.92 + 0.16 * u[:, 0]
-    flip = torch.where(u[:, 1] < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale * flip
+    theta[:, 0, 0] = scale * torch.where(u[:, 1] < 0.5, -1.0, 1.0)  # zoom, mirrored half the time
     theta[:, 1, 1] = scale
-    theta[:, 0, 2] = (u[:, 2] - 0.5) * 0.12
-    theta[:, 1, 2] = (u[:, 3] - 0.5) * 0.12
+    theta[:, :, 2] = (u[:, 2:4] - 0.5) * 0.12  # shift
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    brightness = (0.85 + 0.3 * u[:, 4]).view(n, 1, 1, 1)
-    contrast = (0.85 + 0.3 * u[:, 5]).view(n, 1, 1, 1)
+    brightness, contrast = (0.85 + 0.3 * u[:, 4:6]).T.reshape(2, n, 1, 1, 1)
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     return ((images - mean) * contrast + mean * brightness).clamp(0.0, 1.0)
 
@@ -210,11 +158,8 @@ def _prepare_batch(images_uint8: torch.Tensor, augment: bool, generator: torch.G
 
 def train_identity_epoch(model, images, labels, optimizer, scheduler, criterion, config: PretrainConfig,
                          epoch: int, step: int, device) -> tuple[float, float, int]:
-    """One pass over the training photos in a seeded order: forward -> loss -> backward -> step.
-
-    Returns (mean loss, training accuracy, step). The order and augmentation come from `(seed, epoch)`, so a run
-    resumed after this epoch continues exactly as an uninterrupted one.
-    """
+    """One seeded pass (order and augmentation from `(seed, epoch)`, so a resumed run continues exactly):
+    forward -> loss -> backward -> step. Returns (mean loss, training accuracy, step)."""
     model.train()
     generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
     order = torch.randperm(len(labels), generator=generator)
@@ -259,8 +204,8 @@ def identity_accuracy(model, images, labels, device, batch_size: int = 256) -> d
 
 
 def _split_faces(faces: np.ndarray, heldout: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training and held-out photos as uint8 NCHW tensors with identity labels; the last `heldout` photos of every
-    identity are held out (photos are drawn independently, so the last ones are as random as any)."""
+    """(train images, labels, held-out images, labels) as uint8 NCHW tensors; the last `heldout` photos of each
+    identity are held out."""
     n_ids, n_photos = faces.shape[:2]
     if not 0 <= heldout < n_photos:
         raise ValueError(f"heldout_photos must be between 0 and photos_per_identity - 1, got {heldout}")
@@ -272,25 +217,15 @@ def _split_faces(faces: np.ndarray, heldout: int) -> tuple[torch.Tensor, torch.T
     return train, labels.repeat_interleave(keep), test, labels.repeat_interleave(heldout)
 
 
-def _finished(folder: Path) -> dict | None:
-    card = folder / "model_card.json"
-    return json.loads(card.read_text()) if card.exists() and (folder / CHECKPOINT_NAME).exists() else None
-
-
 def pretrain_backbone(config: PretrainConfig | None = None) -> dict:
-    """Pretrain (or reuse) the synthetic-faces MobileNetV2 of `config`; return a JSON-ready summary.
-
-    Summary keys: command, checkpoint, out_dir, fingerprint, identities, train_photos, heldout_photos, epochs_run,
-    steps, heldout_accuracy (top-1 on photos never trained on), heldout_top5_accuracy, train_accuracy (last
-    epoch), faces_reused, render_seconds, train_seconds, seconds, reused.
-    """
+    """Pretrain (or reuse) the synthetic-faces MobileNetV2 of `config`; return a JSON-ready summary (checkpoint,
+    fingerprint, heldout_accuracy = top-1 on photos never trained on, timings, reused, ...)."""
     config = config or PretrainConfig()
     if config.identities < 2:
         raise ValueError(f"identities must be at least 2, got {config.identities}")
     out = pretrained_dir(config)
-    card = None if config.overwrite else _finished(out)
-    if card is not None:
-        return {**card["summary"], "reused": True}
+    if not config.overwrite and (out / "model_card.json").exists() and (out / CHECKPOINT_NAME).exists():
+        return {**json.loads((out / "model_card.json").read_text())["summary"], "reused": True}
     started = time.perf_counter()
     faces, faces_info = face_set(config)
     out.mkdir(parents=True, exist_ok=True)
@@ -300,13 +235,11 @@ def pretrain_backbone(config: PretrainConfig | None = None) -> dict:
 
     previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
-    # Not PyTorch's deterministic mode: on the CPU it fills every new tensor and takes a slow BatchNorm path (8x
-    # slower here: 18 vs 150 photos/s), and the CPU kernels used here give the same numbers run after run anyway
-    # with a fixed thread count (tests/test_pretrain.py checks that two runs agree).
+    # Not PyTorch's deterministic mode (8x slower on CPU); with fixed threads runs agree anyway (tests check it).
     seed_everything(config.seed, threads=config.threads, deterministic=False)
     torch.use_deterministic_algorithms(False)
     device = pick_device(config.device)
-    model = build_identity_network(config.identities).to(device).to(memory_format=torch.channels_last)
+    model = MobileNetV2(num_classes=config.identities, dropout=0.1).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_labels) / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch if config.max_steps is None
@@ -362,68 +295,38 @@ def pretrain_backbone(config: PretrainConfig | None = None) -> dict:
 
 
 def write_model_card(out: Path, config: PretrainConfig, summary: dict, metrics: dict) -> Path:
-    """`model_card.json` (config, summary, history) and `model_card.md` (what it is, data, training, results,
-    intended use and limits) next to the checkpoint."""
+    """`model_card.json` (config, summary, history) and `model_card.md` next to the checkpoint."""
     record = {"config": config_to_dict(config), "code_version": pretraining_code_version(), "summary": summary,
               "metrics": metrics}
     atomic_write_text(out / "model_card.json", json.dumps(record, indent=1) + "\n")
     held = metrics.get("heldout") or {}
-    lines = [
-        "# Model card: MobileNetV2 pretrained on synthetic faces",
-        "",
-        "The offline stand-in for ImageNet weights in stage 2 (`build_classifier(weights=\"synthetic\")`).",
-        "",
-        "## Data",
-        f"- {config.identities} synthetic identities drawn by `world.pretraining_faces` from their own random "
-        f"stream; none within distance 1.0 of any person of `WorldConfig(seed={config.seed})` (web people, "
-        "haystack strangers) and none within the world's `min_target_distance` of its target.",
-        f"- {config.photos_per_identity} face crops per identity at {config.image_size} x {config.image_size} px "
-        "(expression, light, background, blur, noise, JPEG vary), framed like stage 1's MTCNN crops; "
-        f"{summary['train_photos']} photos train, {summary['heldout_photos']} ({config.heldout_photos} per identity) "
-        "are held out.",
-        "",
-        "## Training",
-        f"- torchvision MobileNetV2, random init, {config.identities}-way softmax (label smoothing "
-        f"{config.label_smoothing}), AdamW lr {config.lr} one-cycle, weight decay {config.weight_decay}, batch "
-        f"{config.batch_size}, {summary['epochs_run']} epochs ({summary['steps']} steps), seed {config.seed}, "
-        f"{config.threads} threads, the first {config.low_res_epochs} epochs at {config.low_res_size} px; "
-        "augmentation: "
-        f"{'flip, shift/zoom, brightness/contrast' if config.augment else 'none'}.",
-        f"- Rendering {summary['render_seconds']} s{' (reused)' if summary['faces_reused'] else ''}, training "
-        f"{summary['train_seconds']} s.",
-        "",
-        "## Results",
-        f"- Held-out photos of the pretraining identities: top-1 accuracy {held.get('top1', float('nan')):.3f}, "
-        f"top-5 {held.get('top5', float('nan')):.3f} (chance {1 / config.identities:.4f}).",
-        f"- Training accuracy in the last epoch: {summary['train_accuracy']}.",
-        "",
-        "## Intended use and limits",
-        "- A backbone to fine-tune (k = 0..3 last blocks) for the synthetic world's classifier; its identity head is "
-        "dropped when loaded.",
-        "- It has only ever seen procedural cartoon faces: whether it helps on real photos is measured, not assumed "
-        "(`benchmarks/bench_classifier_quality.py --weights synthetic`).",
-        "",
-    ]
-    return atomic_write_text(out / "model_card.md", "\n".join(lines))
+    text = (f"# Model card: MobileNetV2 pretrained on synthetic faces\n\n"
+            f"The offline stand-in for ImageNet weights in stage 2 (`build_classifier(weights=\"synthetic\")`).\n"
+            f"Data: {config.identities} synthetic identities unlike the people of `WorldConfig(seed={config.seed})`, "
+            f"{config.photos_per_identity} crops each at {config.image_size} px; {summary['train_photos']} photos "
+            f"train, {summary['heldout_photos']} are held out.\n"
+            f"Training: {config.identities}-way softmax, AdamW lr {config.lr} one-cycle, batch {config.batch_size}, "
+            f"{summary['epochs_run']} epochs ({summary['steps']} steps), seed {config.seed}, "
+            f"{summary['train_seconds']} s.\n"
+            f"Held-out photos of the pretraining identities: top-1 accuracy {held.get('top1', float('nan')):.3f}, "
+            f"top-5 {held.get('top5', float('nan')):.3f} (chance {1 / config.identities:.4f}).\n"
+            "Limits: it has only seen procedural cartoon faces; its use on real photos is measured "
+            "(`benchmarks/bench_classifier_quality.py --weights synthetic`).\n")
+    return atomic_write_text(out / "model_card.md", text)
 
 
 def load_synthetic_backbone(checkpoint: str | Path | None = None) -> dict:
-    """The `features.*` tensors of a pretrained synthetic backbone (default: the default config's cache).
-
-    Raises `InputError` (one line: how to make it) when the checkpoint does not exist.
-    """
+    """The `features.*` tensors of a pretrained synthetic backbone (default: the default config's cache);
+    `InputError` saying how to make it when the checkpoint does not exist."""
     from common.errors import InputError
 
-    path = Path(checkpoint) if checkpoint is not None else default_synthetic_checkpoint()
+    path = Path(checkpoint) if checkpoint is not None else pretrained_dir() / CHECKPOINT_NAME
     if not path.is_file():
         raise InputError(f"synthetic pretrained weights not found at {path}: make them with `python -m "
                          "classification pretrain` (under 4 minutes on 2 cores; cached for later runs), or use "
                          "weights='none'")
     state = load_checkpoint(path, hint="make it with: python -m classification pretrain")["model"]
     return {k: v for k, v in state.items() if k.startswith("features.")}
-
-
-# --------------------------------------------------------------------------------------------------- CLI
 
 
 def cli_add_arguments(parser) -> None:

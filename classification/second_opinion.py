@@ -12,16 +12,14 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import atomic_write_text, write_csv_atomic, write_record
-from identity.embed import (_json_ready, BACKENDS, IdentityScorer, METHODS, embed_files, fit_scorer, valid_rows)
+from identity.embed import BACKENDS, METHODS, IdentityScorer, _json_ready, embed_files, fit_scorer, valid_rows
+
 
 def _scores_with_floor(scorer: IdentityScorer, vectors: np.ndarray) -> np.ndarray:
     """Scores where photos without an embedding rank last (below every real score) instead of NaN."""
     scores = scorer.score(vectors)
-    bad = ~np.isfinite(scores)
-    if bad.any():
-        floor = np.nanmin(scores[~bad]) - 1.0 if (~bad).any() else -1.0
-        scores = np.where(bad, floor, scores)
-    return scores
+    good = np.isfinite(scores)
+    return np.where(good, scores, np.nanmin(scores[good]) - 1.0 if good.any() else -1.0)
 
 
 def evaluate_embedding_scorer(faces_root: str | Path, target: str, split: str | Path | Sequence[dict] | None = None,
@@ -30,27 +28,15 @@ def evaluate_embedding_scorer(faces_root: str | Path, target: str, split: str | 
                               out_dir: str | Path | None = None,
                               cache: str | Path | None = None, workers: int = 2, progress: bool = True,
                               face_box: str | None = None, num_jitters: int = 0) -> dict:
-    """Fit the embedding scorers on stage 1's face folders, choose one on validation, measure it on test.
+    """Fit the embedding scorers on stage 1's face folders (target vs everyone else), choose one on validation
+    average precision (threshold: best validation F1), measure it on test.
 
-    Args:
-        faces_root, target: `<faces_root>/<person>/*.jpg` (folders starting with `_` or `.` are skipped) and the
-            target's folder name: the target's crops are positives, everyone else's negatives.
-        split: the classifier run's `split.csv` (path or rows with file, label, split) to use exactly the same
-            photos as MobileNetV2; None = `classification.data.stratified_split` with `seed` and the fractions.
-        methods: scorers to compare; the one with the best validation average precision wins (ties: validation
-            F1, then the order given). Its threshold is the best-F1 threshold on validation.
-        out_dir: where `embedding_scorer.json` (the chosen, fitted scorer) and `embedding_eval.json` go
-            (None: nothing written).
-    Returns a row shaped like `compare_unfreezing`'s rows (threshold, val_f1, test_accuracy, test_precision,
-    test_recall, test_f1, test_roc_auc, test_average_precision, checkpoint, ...) plus method, backend,
-    val_average_precision, candidates (each method's validation numbers) and embedding counts/speed.
+    split: the classifier run's `split.csv` (path or rows) to use the same photos; None = a `stratified_split`
+    with `seed` and the fractions. out_dir: where `embedding_scorer.json` and `embedding_eval.json` go.
+    Returns a row shaped like `compare_unfreezing`'s rows plus method, backend, candidates and embedding counts.
     """
     from classification.data import collect_face_rows, read_split, stratified_split
-    from classification.metrics import (
-        average_precision,
-        best_f1_threshold,
-        binary_metrics,
-    )
+    from classification.metrics import best_f1_threshold, binary_metrics
 
     if isinstance(split, (str, Path)):
         rows = read_split(split)
@@ -76,7 +62,7 @@ def evaluate_embedding_scorer(faces_root: str | Path, target: str, split: str | 
         val = binary_metrics(val_labels, val_scores, threshold)
         scorer.threshold = threshold
         fitted[method] = scorer
-        candidates.append({"method": method, "val_average_precision": average_precision(val_labels, val_scores),
+        candidates.append({"method": method, "val_average_precision": val["average_precision"],
                            "val_f1": val["f1"], "threshold": threshold})
     best = max(candidates, key=lambda c: (c["val_average_precision"], c["val_f1"], -methods.index(c["method"])))
     scorer = fitted[best["method"]]
@@ -92,8 +78,7 @@ def evaluate_embedding_scorer(faces_root: str | Path, target: str, split: str | 
         "trainable_parameters": 0 if best["method"] == "centroid" else int(scorer.weights.size + 1),
         "epochs_run": None, "steps": None, "train_seconds": round(seconds, 2), "threshold": scorer.threshold,
         "val_f1": best["val_f1"], "val_average_precision": best["val_average_precision"],
-        "test_accuracy": test["accuracy"], "test_precision": test["precision"], "test_recall": test["recall"],
-        "test_f1": test["f1"], "test_roc_auc": test["roc_auc"], "test_average_precision": test["average_precision"],
+        **{f"test_{k}": test[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision")},
         "n_test": test["n"], "checkpoint": None if path is None else str(path), "candidates": candidates,
         "embedded": stats.get("ok"), "no_face": stats.get("no_face", 0) + stats.get("unreadable", 0),
         "embed_images_per_second": stats.get("images_per_second"),
@@ -112,13 +97,11 @@ def person_embeddings(faces_root: str | Path, backend: str = "dlib", cache: str 
 
     root = Path(faces_root)
     people = list_person_images(root)
-    files = [(person, path.relative_to(root).as_posix()) for person, paths in people.items() for path in paths]
-    vectors = embed_files(root, [f for _, f in files], backend, workers, cache, progress, **embed_options)
-    out = {}
-    for person in people:
-        rows = vectors[[k for k, (p, _) in enumerate(files) if p == person]] if files else np.zeros((0, 1))
-        out[person] = rows[valid_rows(rows)] if len(rows) else rows
-    return out
+    owners = np.array([person for person, paths in people.items() for _ in paths], dtype=object)
+    files = [path.relative_to(root).as_posix() for paths in people.values() for path in paths]
+    vectors = embed_files(root, files, backend, workers, cache, progress, **embed_options)
+    ok = valid_rows(vectors)
+    return {person: vectors[ok & (owners == person)] for person in people}
 
 
 def train_embedding_scorer(faces_root: str | Path, target: str, method: str = "linear", backend: str = "dlib",
@@ -137,21 +120,16 @@ def train_embedding_scorer(faces_root: str | Path, target: str, method: str = "l
     return scorer
 
 
-# ------------------------------------------------------------------------------------------------- scanning
 def scan_with_embeddings(scorer: IdentityScorer | str | Path, source: str | Path, out_dir: str | Path,
                          cache: str | Path | None = None, workers: int = 2, progress: bool = True,
                          rerank_scores: str | Path | None = None, rerank_top: int = 2000,
                          truth_identity: int | None = None) -> dict:
-    """Embed and score every image of `source` (an image folder, recursive, or a CelebA root: its
-    `img_align_celeba/`) and write `<out_dir>/scores.csv` (rank, file, score; the classifier scan's format, so
-    `identity.find.find_identity` reads it unchanged) and `<out_dir>/unembedded.csv` (files without an embedding,
-    with the reason; they are left out of scores.csv, as unreadable files are by the classifier scan).
+    """Embed and score every image of `source` (image folder or CelebA root); write `<out_dir>/scores.csv` (the
+    classifier scan's format) and `unembedded.csv` (files without an embedding, left out of the ranking).
 
-    Two-stage mode: with `rerank_scores` (a MobileNetV2 `scores.csv` over the same source) only its top
-    `rerank_top` files are embedded, and scores.csv holds just those, re-ranked. With `truth_identity` and a
-    CelebA `identity_CelebA.txt` in `source`, the summary gives the first stage's recall of that identity at
-    `rerank_top` (the ceiling of the second stage's recall).
-    Returns a summary: scanned, embedded, no_face, unreadable, cached, images_per_second, seconds, scores, top 5.
+    With `rerank_scores` (a MobileNetV2 `scores.csv`) only its top `rerank_top` files are embedded and re-ranked;
+    with `truth_identity` the summary adds the first stage's recall of that CelebA identity at `rerank_top`.
+    Returns a summary: scanned, embedded, no_face, unreadable, cached, images_per_second, seconds, top 5, ...
     """
     from classification.scan import list_scan_files, write_ranked_scores
     from common.files import read_csv
@@ -185,17 +163,15 @@ def scan_with_embeddings(scorer: IdentityScorer | str | Path, source: str | Path
     rows = write_ranked_scores({f: float(s) for f, s in zip(kept, scores)}, out / "scores.csv")
     missing = [{"file": f, "reason": "no face or unreadable"} for f, ok in zip(files, mask) if not ok]
     write_csv_atomic(out / "unembedded.csv", missing, ["file", "reason"])
-    summary.update(source=str(root), scanned=len(files), embedded=int(mask.sum()), no_face=stats["no_face"],
-                   unreadable=stats["unreadable"], cached=stats["cached"], computed=stats["computed"],
-                   images_per_second=stats["images_per_second"], seconds=stats["seconds"],
-                   scores=str(out / "scores.csv"), threshold=scorer.threshold,
+    summary.update(source=str(root), scanned=len(files), embedded=int(mask.sum()),
+                   **{k: stats[k] for k in ("no_face", "unreadable", "cached", "computed", "images_per_second",
+                                            "seconds")}, scores=str(out / "scores.csv"), threshold=scorer.threshold,
                    above_threshold=None if scorer.threshold is None else int(np.sum(scores >= scorer.threshold)),
                    top=[{"file": r["file"], "score": float(r["score"])} for r in rows[:5]])
     write_record(out / "scan_embeddings.json", _json_ready(summary))
     return _json_ready(summary)
 
 
-# ------------------------------------------------------------------------------------------------------ CLI
 def cli_add_arguments_embed_scorer(parser) -> None:
     """`python -m classification embed-scorer`: fit and measure the embedding scorer on stage 1's folders."""
     parser.add_argument("--src", dest="faces_root", required=True, help="face folders: <src>/<person>/*.jpg")

@@ -1,27 +1,10 @@
-"""A resumable hyperparameter sweep for the classifier: Optuna, SQLite, seeded TPE, median pruning (issue 13).
+"""A resumable hyperparameter sweep for the classifier: Optuna, SQLite, seeded TPE, median pruning.
 
-The related project swept with Ray Tune + Optuna + ASHA and hit quantisation and resume bugs; this is the small,
-boring version. `sweep_classifier(config)`:
-
-1. Splits the face folders exactly as `train_classifier` does (same seed and fractions, `split.csv` in the out
-   folder). Trials see only the train and validation photos; the test photos are never loaded.
-2. Runs trials until `trials` of them have finished (completed or pruned). The study lives in
-   `<out>/study.sqlite` (`load_if_exists=True`): an interrupted sweep resumes, finished trials are never redone.
-   Every trial's sampler is a TPESampler seeded with `seed + <finished trials so far>`, so a resumed sweep asks
-   for the same parameters an uninterrupted one would (TPE, too, only looks at finished trials). The first trial
-   of a new study is the default TrainConfig (what the sweep is compared against).
-3. Each trial trains with `classification.train`'s own building blocks, one epoch at a time, and reports the
-   validation macro-F1 (threshold 0.5, both classes averaged) of its lowest-validation-loss epoch so far after every
-   epoch; `MedianPruner` stops trials that fall below the median of earlier trials at the same epoch.
-   Searched: learning rate, weight decay, unfreeze k, input size and augmentation strength.
-4. Picks the best trial on validation macro-F1 only (ties: lower validation loss), retrains it once with
-   `train_classifier` (same split) and evaluates it once on test: `test_report.json/.md` with the per-class
-   precision, recall, F1 and support and the confusion matrix (`best/confusion.png`).
-5. Writes `trials.csv` and `trials.png` (objective per trial with the best so far, and a parallel-coordinates
-   plot of the parameters coloured by the objective).
-
-A demo-sized sweep (8 trials, about 70 s on 2 cores with the synthetic backbone):
-`python -m classification sweep --src data/demo/faces --out runs/demo/sweep --trials 8 --set epochs=6`.
+`sweep_classifier(config)` splits the face folders as `train_classifier` does (trials never load a test photo),
+runs trials until `trials` have finished in `<out>/study.sqlite` (a rerun resumes and asks what an uninterrupted
+sweep would; the first trial is the default TrainConfig), prunes on the validation macro-F1 reported after every
+epoch, then retrains the best trial once and evaluates it once on test (`test_report.json/.md`). Searched: learning
+rate, weight decay, unfreeze k, input size, augmentation strength. Also writes `trials.csv` and `trials.png`.
 """
 from __future__ import annotations
 
@@ -39,7 +22,7 @@ from common.config import (apply_overrides, config_to_dict, parse_set_options, p
 from common.files import atomic_write_text, read_csv, write_csv_atomic
 
 from .data import class_balance, collect_face_rows, stratified_split, write_split
-from .metrics import _new_figure, _save_figure, per_class_report
+from .metrics import new_figure, per_class_report, save_figure
 from .model import WEIGHT_CHOICES, calibrate_batchnorm
 from .train import (TrainConfig, make_loaders, predict_scores, train_classifier, train_one_epoch,
                     training_setup)
@@ -75,9 +58,6 @@ class SweepConfig:
     num_workers: int = 0                        # DataLoader workers
 
 
-# ------------------------------------------------------------------------------------------------ trials
-
-
 def default_parameters(config: SweepConfig) -> dict[str, Any]:
     """TrainConfig's defaults in the sweep's terms (the input size the sweep searches closest to 64 px)."""
     base = TrainConfig()
@@ -105,14 +85,11 @@ def macro_f1(labels, scores, threshold: float = 0.5) -> float:
 
 def train_config_for(config: SweepConfig, params: dict[str, Any], out_dir: str | Path) -> TrainConfig:
     """The TrainConfig of one set of sweep parameters (what the retrain of the best trial runs)."""
-    return TrainConfig(faces_root=config.faces_root, target=config.target, out_dir=str(out_dir),
-                       weights=config.weights, synthetic_checkpoint=config.synthetic_checkpoint,
-                       unfreeze=int(params["unfreeze"]), image_size=int(params["image_size"]),
-                       lr=float(params["lr"]), weight_decay=float(params["weight_decay"]),
-                       augment=float(params["augment"]), epochs=config.epochs, patience=config.patience,
-                       batch_size=config.batch_size, val_fraction=config.val_fraction,
-                       test_fraction=config.test_fraction, seed=config.seed, max_steps=config.max_steps,
-                       device=config.device, num_workers=config.num_workers)
+    shared = ("faces_root", "target", "weights", "synthetic_checkpoint", "epochs", "patience", "batch_size",
+              "val_fraction", "test_fraction", "seed", "max_steps", "device", "num_workers")
+    types = {"unfreeze": int, "image_size": int, "lr": float, "weight_decay": float, "augment": float}
+    return TrainConfig(out_dir=str(out_dir), **{k: getattr(config, k) for k in shared},
+                       **{k: cast(params[k]) for k, cast in types.items()})
 
 
 def run_trial(trial, config: SweepConfig, rows: list[dict]) -> float:
@@ -150,10 +127,7 @@ def run_trial(trial, config: SweepConfig, rows: list[dict]) -> float:
     return best_f1
 
 
-# ------------------------------------------------------------------------------------------------- study
-
-
-def open_study(config: SweepConfig, sampler_seed: int | None = None):
+def open_study(config: SweepConfig):
     """The study in `<out_dir>/study.sqlite`, created or loaded (`load_if_exists=True`)."""
     import optuna
 
@@ -161,7 +135,7 @@ def open_study(config: SweepConfig, sampler_seed: int | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.create_study(
         study_name=STUDY_NAME, storage=f"sqlite:///{path.as_posix()}", load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed if sampler_seed is None else sampler_seed),
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials,
                                            n_warmup_steps=config.pruner_warmup_epochs))
 
@@ -174,29 +148,17 @@ def finished_trials(study) -> list:
 
 
 def best_trial(study):
-    """The completed trial with the highest validation macro-F1; ties go to the lower validation loss, then to
-    the earlier trial. Validation numbers only."""
+    """The completed trial with the highest validation macro-F1 (ties: lower validation loss, then the earlier
+    trial), or None. Validation numbers only."""
     from optuna.trial import TrialState
 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        return None
-    return min(complete, key=lambda t: (-t.value, t.user_attrs.get("val_loss", math.inf), t.number))
-
-
-def _split_rows(config: SweepConfig) -> list[dict]:
-    collected = collect_face_rows(config.faces_root, config.target)
-    rows = stratified_split(collected.rows, config.seed, config.val_fraction, config.test_fraction)
-    write_split(rows, Path(config.out_dir) / "split.csv")
-    return rows
+    return min(complete, key=lambda t: (-t.value, t.user_attrs.get("val_loss", math.inf), t.number), default=None)
 
 
 def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
-    """Run trials until `config.trials` have finished (resuming the study on disk); no test photo is loaded.
-
-    Returns `{"study", "trials_finished", "trials_run_now", "best_trial", "best_params", "best_val_macro_f1",
-    "default_val_macro_f1", "trials_table", "figure"}`.
-    """
+    """Run trials until `config.trials` have finished (resuming the study on disk; no test photo is loaded);
+    returns the study path, trial counts, best trial and params, best and default val macro-F1, table and figure."""
     import optuna
 
     if config.weights not in WEIGHT_CHOICES:
@@ -204,7 +166,9 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "sweep_config.json")
-    rows = _split_rows(config)
+    collected = collect_face_rows(config.faces_root, config.target)
+    rows = stratified_split(collected.rows, config.seed, config.val_fraction, config.test_fraction)
+    write_split(rows, out / "split.csv")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(config)
     from optuna.trial import TrialState
@@ -228,7 +192,7 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
     best = best_trial(study)
     default = next((t for t in study.trials if t.user_attrs.get("default_config") and t.value is not None), None)
     table = write_trials_table(study, out / "trials.csv")
-    figure = plot_trials(study, out / "trials.png", config)
+    figure = plot_trials(study, out / "trials.png")
     return {"study": str(out / "study.sqlite"), "trials_finished": len(finished_trials(study)),
             "trials_run_now": ran, "best_trial": best.number if best else None,
             "best_params": best.params if best else None,
@@ -247,65 +211,24 @@ def write_trials_table(study, path: Path) -> Path:
                                          *PARAMETERS])
 
 
-def plot_trials(study, path: Path, config: SweepConfig) -> Path:
-    """Two panels: validation macro-F1 per trial (pruned trials at their last report, the best so far as a step
-    line) and a parallel-coordinates plot of the five parameters, one line per trial coloured by its value."""
-    from matplotlib import cm
+def plot_trials(study, path: Path) -> Path:
+    """Validation macro-F1 per trial (pruned trials as grey crosses at their last report) and the best so far."""
     from optuna.trial import TrialState
 
-    trials = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    figure = _new_figure(12, 4.2)
-    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-    best_so_far, best = [], -math.inf
+    figure = new_figure(6, 4)
+    ax = figure.add_subplot()
+    best, best_so_far = -math.inf, []
+    trials = finished_trials(study)
     for t in trials:
-        value = t.value if t.state == TrialState.COMPLETE else None
-        if value is not None:
-            best = max(best, value)
+        complete = t.state == TrialState.COMPLETE
+        shown = t.value if complete else (list(t.intermediate_values.values()) or [np.nan])[-1]
+        best = max(best, t.value) if complete else best
         best_so_far.append(best if best > -math.inf else np.nan)
-        shown = value if value is not None else (list(t.intermediate_values.values()) or [np.nan])[-1]
-        left.scatter(t.number, shown, marker="o" if value is not None else "x",
-                     color="tab:blue" if value is not None else "tab:gray", zorder=3)
-    left.step([t.number for t in trials], best_so_far, where="post", color="tab:orange", label="best so far")
-    plotted = [y for y in (t.value if t.state == TrialState.COMPLETE else
-                           (list(t.intermediate_values.values()) or [None])[-1] for t in trials) if y is not None]
-    if plotted:
-        left.set_ylim(min(plotted) - 0.03, max(plotted) + 0.03)
-    left.set_xlabel("trial")
-    left.set_ylabel("validation macro-F1")
-    left.set_title("Objective per trial (x: pruned, at its last report)")
-    left.legend(loc="lower right")
-    axes = {"lr": (*config.lr_range, True), "weight_decay": (*config.weight_decay_range, True),
-            "unfreeze": (min(config.unfreeze_choices), max(config.unfreeze_choices), False),
-            "image_size": (min(config.image_size_choices), max(config.image_size_choices), False),
-            "augment": (*config.augment_range, False)}
-
-    def position(name, value):
-        low, high, log = axes[name]
-        if log:
-            value, low, high = math.log10(value), math.log10(low), math.log10(high)
-        return 0.5 if high == low else (float(value) - low) / (high - low)
-
-    values = [t.value for t in trials if t.state == TrialState.COMPLETE]
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    for t in trials:
-        if not all(k in t.params for k in PARAMETERS):
-            continue
-        ys = [position(k, t.params[k]) for k in PARAMETERS]
-        if t.state != TrialState.COMPLETE:  # pruned (Optuna stores its last report as its value)
-            right.plot(range(len(PARAMETERS)), ys, color="lightgray", linewidth=1, zorder=1)
-        else:
-            shade = 0.5 if high == low else (t.value - low) / (high - low)
-            right.plot(range(len(PARAMETERS)), ys, color=cm.viridis(shade), linewidth=2, zorder=2)
-    right.set_xticks(range(len(PARAMETERS)))
-    right.set_xticklabels([f"{k}\n{'log ' if axes[k][2] else ''}{axes[k][0]:g}..{axes[k][1]:g}" for k in PARAMETERS],
-                          fontsize=8)
-    right.set_yticks([0, 1])
-    right.set_yticklabels(["low", "high"])
-    right.set_title(f"Parameters (colour: macro-F1 {low:.2f} .. {high:.2f}; gray: pruned)")
-    return _save_figure(figure, path)
-
-
-# -------------------------------------------------------------------------------------- retrain + test
+        ax.scatter(t.number, shown, marker="o" if complete else "x", color="tab:blue" if complete else "tab:gray")
+    ax.step([t.number for t in trials], best_so_far, where="post", color="tab:orange", label="best so far")
+    ax.set(xlabel="trial", ylabel="validation macro-F1", title="Objective per trial (x: pruned)")
+    ax.legend(loc="lower right")
+    return save_figure(figure, path)
 
 
 def retrain_and_test(config: SweepConfig, params: dict[str, Any]) -> dict:
@@ -349,9 +272,6 @@ def sweep_classifier(config: SweepConfig) -> dict:
     atomic_write_text(Path(config.out_dir) / "sweep.json", json.dumps(
         {**result, "config": config_to_dict(config)}, indent=1, default=str) + "\n")
     return result
-
-
-# --------------------------------------------------------------------------------------------------- CLI
 
 
 def cli_add_arguments(parser) -> None:

@@ -1,18 +1,10 @@
 """Train and evaluate the target-vs-others classifier; compare how many blocks to unfreeze.
 
-`train_classifier(config)` is a short plain loop: AdamW on the trainable parameters, a cosine learning-rate
-schedule over all steps, early stopping on validation loss, a tqdm bar per epoch. It writes into
-`config.out_dir`:
-
-    split.csv            the seeded stratified split (file, person, label, split)
-    config.json          the TrainConfig
-    best.pt              {model, optimizer, step, config, metrics} at the lowest validation loss
-    last.pt              the same plus scheduler/early-stopping state, for `resume=True`
-    metrics.json         threshold picked on val (max F1), val and test metrics, training history
-    roc.png pr.png confusion.png mistakes.png test_predictions.csv   (from `evaluate_checkpoint`)
-
-A finished run is not redone: calling again with the same config returns the stored summary. An unfinished run
-is continued only with `resume=True`; `overwrite=True` starts again.
+`train_classifier(config)` is a short plain loop (AdamW on the trainable parameters, cosine schedule, early
+stopping on validation loss) writing `RUN_FILES` into `config.out_dir`: the seeded split, the config, `best.pt` /
+`last.pt` ({model, optimizer, step, config, metrics}), `metrics.json` (threshold picked on val, val and test
+metrics, history) and the test figures. A finished run with the same config and code is reused; an unfinished
+one is continued only with `resume=True`; `overwrite=True` starts again.
 """
 from __future__ import annotations
 
@@ -61,7 +53,7 @@ class TrainConfig:
     patience: int = 2                         # stop after this many epochs without a lower validation loss
     val_fraction: float = 0.15                # share of each class held out for validation (threshold choice)
     test_fraction: float = 0.15               # share of each class held out for the final test
-    balance: str = "pos_weight"               # class imbalance: "pos_weight" (BCE weight), "sampler", "none"
+    balance: str = "pos_weight"               # class imbalance: "pos_weight" (BCE weight) or "none"
     seed: int = 0                             # seeds the split, init, shuffling and augmentation
     device: str = "auto"                      # "auto" = CUDA, then MPS, then CPU
     num_workers: int = 0                      # DataLoader workers (face folders are small; 0 avoids start-up cost)
@@ -71,9 +63,6 @@ class TrainConfig:
     bn_calibration_batches: int = 8           # batches used to estimate BatchNorm statistics (random init, precise BN)
     precise_bn: bool = True                   # before each validation, recompute trainable BatchNorm statistics
     augment: float = 1.0                      # augmentation strength: 0 none, 1 the default mild crop/flip/jitter
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -91,10 +80,8 @@ def load_classifier(checkpoint: str | Path | dict, device: str | torch.device = 
 
 
 def _json_ready(value: Any) -> Any:
+    """Numpy scalars as Python numbers, anything else unknown as text."""
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-# ------------------------------------------------------------------------------------------------ training
 
 
 def predict_scores(model: nn.Module, loader, device, criterion: nn.Module | None = None):
@@ -144,24 +131,6 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, step
     return (total / count if count else float("nan")), step
 
 
-def _criterion(balance: dict, config: TrainConfig, device) -> nn.Module:
-    if config.balance == "pos_weight":
-        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(balance["pos_weight"], device=device))
-    if config.balance in ("sampler", "none"):
-        return nn.BCEWithLogitsLoss()
-    raise ValueError(f"balance must be 'pos_weight', 'sampler' or 'none', got {config.balance!r}")
-
-
-def _prepare_split(config: TrainConfig, out: Path) -> tuple[list[dict], list[str]]:
-    split_path = out / "split.csv"
-    if config.resume and split_path.exists():
-        return read_split(split_path), []
-    collected = collect_face_rows(config.faces_root, config.target)
-    rows = stratified_split(collected.rows, config.seed, config.val_fraction, config.test_fraction)
-    write_split(rows, split_path)
-    return rows, collected.unreadable
-
-
 def classifier_code_version() -> str:
     """Fingerprint of the code a classifier run depends on (common/ and classification/)."""
     return code_version("common", "classification")
@@ -170,16 +139,12 @@ def classifier_code_version() -> str:
 def _finished_summary(config: TrainConfig, out: Path) -> dict | None:
     """The stored summary of a finished run with the same config, None if there is none. A finished run with a
     different config is an error (never overwrite silently). The caller compares its `code_version`."""
-    metrics_path = out / "metrics.json"
-    if not metrics_path.exists():
+    if not (out / "metrics.json").exists():
         return None
-    stored = json.loads(metrics_path.read_text())
-    ours = {k: v for k, v in config_to_dict(config).items() if k not in NON_RESULT_FIELDS}
-    # a field added since that run counts at its default (which is what that run did)
-    theirs = {k: v for k, v in {**config_to_dict(TrainConfig()), **stored.get("config", {})}.items()
-              if k not in NON_RESULT_FIELDS}
-    if ours != theirs:
-        changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+    stored = json.loads((out / "metrics.json").read_text())
+    theirs = {**config_to_dict(TrainConfig()), **stored.get("config", {})}  # fields added since: their default
+    changed = sorted(k for k, v in config_to_dict(config).items() if k not in NON_RESULT_FIELDS and theirs.get(k) != v)
+    if changed:
         raise FileExistsError(f"{out} holds a finished run with a different config ({', '.join(changed)}); "
                               "use overwrite=True (--overwrite) or another out_dir")
     return {**stored["summary"], "code_version": stored.get("code_version")}
@@ -189,7 +154,7 @@ def make_loaders(config: TrainConfig, train_rows: Sequence[dict], val_rows: Sequ
     """(train, validation, BatchNorm-statistics) loaders of a run: the last one holds the training photos without
     augmentation, shuffled (seeded) so a few batches mix both classes (for precise BN)."""
     args = dict(image_size=config.image_size, batch_size=config.batch_size, num_workers=config.num_workers,
-                seed=config.seed, balance=config.balance, augment=config.augment)
+                seed=config.seed, augment=config.augment)
     return (make_loader(config.faces_root, train_rows, train=True, **args),
             make_loader(config.faces_root, val_rows, train=False, **args),
             make_loader(config.faces_root, train_rows, train=False, shuffle=True, **args))
@@ -211,16 +176,15 @@ def training_setup(config: TrainConfig, train_loader, balance: dict, device, cal
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    return model, trainable, optimizer, scheduler, _criterion(balance, config, device)
+    if config.balance not in ("pos_weight", "none"):
+        raise ValueError(f"balance must be 'pos_weight' or 'none', got {config.balance!r}")
+    pos_weight = torch.tensor(balance["pos_weight"], device=device) if config.balance == "pos_weight" else None
+    return model, trainable, optimizer, scheduler, nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 
 def train_classifier(config: TrainConfig) -> dict:
     """Train, pick the threshold on val, evaluate on test, write figures; return a JSON-ready summary.
-
-    See the module docstring for the files written. Raises `FaceDataError` for unusable face folders,
-    `WeightsUnavailableError` for `weights="imagenet"` offline without a cached file, `FileExistsError` when
-    `out_dir` holds an unfinished run and neither `resume` nor `overwrite` is set.
-    """
+    `FileExistsError` when `out_dir` holds an unfinished run and neither `resume` nor `overwrite` is set."""
     out = Path(config.out_dir)
     finished = None if config.overwrite else _finished_summary(config, out)
     if finished is not None and finished["code_version"] == classifier_code_version():
@@ -236,7 +200,14 @@ def train_classifier(config: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     device = pick_device(config.device)
-    rows, unreadable = _prepare_split(config, out)
+    unreadable = []
+    if config.resume and (out / "split.csv").exists():
+        rows = read_split(out / "split.csv")
+    else:
+        collected = collect_face_rows(config.faces_root, config.target)
+        rows = stratified_split(collected.rows, config.seed, config.val_fraction, config.test_fraction)
+        write_split(rows, out / "split.csv")
+        unreadable = collected.unreadable
     save_config(config, out / "config.json")
     by_split = {name: [r for r in rows if r["split"] == name] for name in ("train", "val", "test")}
     balance = class_balance(by_split["train"])
@@ -284,34 +255,24 @@ def train_classifier(config: TrainConfig) -> dict:
     return {**evaluation["summary"], "reused": False, "redone_because": redone_because}
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-
-
 def _most_confident_mistakes(root: Path, rows: Sequence[dict], scores, labels, indices, threshold: float,
                              count: int = 12):
+    """(images, captions) of the `count` wrong predictions farthest from their label."""
     from PIL import Image
 
-    wrong = [(abs(float(s) - int(y)), int(i), float(s), int(y))
-             for s, y, i in zip(scores, labels, indices) if (s >= threshold) != bool(y)]
-    wrong.sort(reverse=True)
-    images, captions = [], []
-    for _, index, score, label in wrong[:count]:
-        row = rows[index]
-        with Image.open(root / row["file"]) as image:
-            images.append(image.convert("RGB"))
-        captions.append(f"{'target' if label else row['person']}\np={score:.3f}")
+    wrong = sorted(((abs(float(s) - int(y)), int(i), float(s), int(y))
+                    for s, y, i in zip(scores, labels, indices) if (s >= threshold) != bool(y)), reverse=True)
+    images = [Image.open(root / rows[index]["file"]).convert("RGB") for _, index, _, _ in wrong[:count]]
+    captions = [f"{'target' if label else rows[index]['person']}\np={score:.3f}"
+                for _, index, score, label in wrong[:count]]
     return images, captions
 
 
 def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
                         faces_root: str | Path | None = None, training: dict | None = None) -> dict:
-    """Pick the threshold on val (max F1), measure val and test at it, and write metrics and figures.
-
-    `checkpoint`: a `best.pt`; its folder must hold the run's `split.csv`. `out_dir` (default: that folder)
-    receives `metrics.json`, `roc.png`, `pr.png`, `confusion.png`, `mistakes.png`, `test_predictions.csv`.
-    `faces_root` overrides the folder recorded in the checkpoint's config. Also stores the threshold and the
-    metrics inside the checkpoint. Returns `{"summary": ..., "val": ..., "test": ...}`.
-    """
+    """Pick the threshold on val (max F1), measure val and test at it, write metrics and figures into `out_dir`
+    (default: the folder of `checkpoint`, a `best.pt` next to its run's `split.csv`); `faces_root` overrides the
+    recorded folder. Returns {"summary", "val", "test"}."""
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.parent
     model, payload = load_classifier(checkpoint)
@@ -333,30 +294,26 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
     test_metrics = binary_metrics(labels, scores, threshold)
 
     name = f"{config.target} vs others, k={config.unfreeze}, test"
+    images, captions = _most_confident_mistakes(root, test_rows, scores, labels, indices, threshold)
     figures = {"roc": plot_roc(labels, scores, out / "roc.png", f"ROC ({name})"),
                "pr": plot_precision_recall(labels, scores, out / "pr.png", f"Precision-recall ({name})"),
-               "confusion": plot_confusion(test_metrics, out / "confusion.png",
-                                           f"Test at threshold {threshold:.3f}")}
-    images, captions = _most_confident_mistakes(root, test_rows, scores, labels, indices, threshold)
-    figures["mistakes"] = plot_image_grid(images, captions, out / "mistakes.png",
-                                          f"Most confident test mistakes (threshold {threshold:.3f})")
+               "confusion": plot_confusion(test_metrics, out / "confusion.png", f"Test at threshold {threshold:.3f}"),
+               "mistakes": plot_image_grid(images, captions, out / "mistakes.png",
+                                           f"Most confident test mistakes (threshold {threshold:.3f})")}
     write_csv_atomic(out / "test_predictions.csv",
                      [{"file": test_rows[i]["file"], "person": test_rows[i]["person"], "label": int(y),
                        "score": f"{s:.6f}"} for s, y, i in zip(scores, labels, indices)],
                      ["file", "person", "label", "score"])
 
-    metrics_path = out / "metrics.json"
-    trained_metrics = checkpoint.parent / "metrics.json"
     command = "evaluate" if training is None else "train"
-    if training is None and trained_metrics.exists():
-        training = json.loads(trained_metrics.read_text()).get("training")
+    if training is None and (checkpoint.parent / "metrics.json").exists():
+        training = json.loads((checkpoint.parent / "metrics.json").read_text()).get("training")
     training = training or {}
     summary = {
         "command": command, "out_dir": str(out), "checkpoint": str(checkpoint),
-        "target": config.target, "unfreeze": config.unfreeze, "weights": config.weights,
-        "threshold": threshold, "test_accuracy": test_metrics["accuracy"], "test_f1": test_metrics["f1"],
-        "test_precision": test_metrics["precision"], "test_recall": test_metrics["recall"],
-        "test_roc_auc": test_metrics["roc_auc"], "test_average_precision": test_metrics["average_precision"],
+        "target": config.target, "unfreeze": config.unfreeze, "weights": config.weights, "threshold": threshold,
+        **{f"test_{k}": test_metrics[k] for k in ("accuracy", "f1", "precision", "recall", "roc_auc",
+                                                  "average_precision")},
         "val_f1": val_metrics["f1"], "epochs_run": training.get("epochs_run"), "steps": training.get("steps"),
         "train_seconds": training.get("seconds"), "trainable_parameters": training.get("trainable_parameters"),
         "unreadable_skipped": len(training.get("unreadable_skipped", [])),
@@ -365,35 +322,31 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
     record = _json_ready({"config": payload["config"], "code_version": classifier_code_version(),
                           "threshold": threshold, "val": val_metrics,
                           "test": test_metrics, "training": training, "summary": summary})
-    atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
     payload["metrics"] = {**payload.get("metrics", {}), "threshold": threshold, "val": record["val"],
                           "test": record["test"]}
     save_checkpoint(checkpoint, payload)
     return {"summary": record["summary"], "val": record["val"], "test": record["test"]}
 
 
-# ---------------------------------------------------------------------------------------------- comparison
+COMPARISON_COLUMNS = ["method", "trainable_parameters", "epochs_run", "val_f1", "threshold",
+                      "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
+                      "test_average_precision"]
 
 
 def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
                        results_dir: str | Path | None = None) -> dict:
-    """Train one run per `k` (in `<config.out_dir>/k<k>/`) and tabulate test metrics side by side.
-
-    Writes `comparison.md` and `comparison.json` to `results_dir` (default `config.out_dir`) and returns
-    `{"rows": [...], "best_k": k with the highest validation F1 (ties: fewer trainable parameters), ...}`.
-    The choice uses validation numbers only, so the test column stays an honest estimate.
-    """
+    """Train one run per `k` (in `<config.out_dir>/k<k>/`), write `comparison.md/.json` to `results_dir`
+    (default `config.out_dir`) and return {"rows", "best_k" (highest validation F1), ...}."""
     out = Path(results_dir) if results_dir is not None else Path(config.out_dir)
     rows = []
     for k in ks:
         run = apply_overrides(config, unfreeze=int(k), out_dir=str(Path(config.out_dir) / f"k{k}"))
         summary = train_classifier(run)
-        rows.append({key: summary.get(key) for key in (
+        rows.append({**{key: summary.get(key) for key in (
             "unfreeze", "trainable_parameters", "epochs_run", "steps", "train_seconds", "threshold", "val_f1",
             "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc", "test_average_precision",
-            "checkpoint", "reused", "redone_because")})
-    for row in rows:
-        row["method"] = f"MobileNetV2 k={row['unfreeze']}"
+            "checkpoint", "reused", "redone_because")}, "method": f"MobileNetV2 k={summary.get('unfreeze')}"})
     best = _best_on_validation(rows)
     markdown = write_comparison(rows, out, f"Chosen on validation F1: k = {best['unfreeze']} "
                                           f"(weights: {config.weights}).")
@@ -402,11 +355,6 @@ def compare_unfreezing(config: TrainConfig, ks: Sequence[int] = (0, 1, 2, 3),
     # timings and what was reused go to the caller, not the file: a rerun that reuses everything writes the same bytes
     write_record(out / "comparison.json", result)
     return {**result, "table": markdown}
-
-
-COMPARISON_COLUMNS = ["method", "trainable_parameters", "epochs_run", "val_f1", "threshold",
-                      "test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
-                      "test_average_precision"]
 
 
 def _best_on_validation(rows: Sequence[dict]) -> dict:
@@ -425,20 +373,14 @@ def write_comparison(rows: Sequence[dict], out: str | Path, note: str) -> str:
 
 
 def add_comparison_row(results_dir: str | Path, row: dict) -> dict:
-    """Add another method's row (e.g. the face-embedding scorer's, same metrics, same split) to the comparison
-    written by `compare_unfreezing`, replacing an earlier row of the same method; choose the method for the
-    identity search on validation F1 among the best MobileNetV2 row and the added ones.
-
-    Returns the updated comparison with `table` (markdown) and `search_method` / `search_row`.
-    """
+    """Add (or replace) another method's row, e.g. the face-embedding scorer's, to `comparison.json` and choose
+    the identity-search method on validation F1; returns the comparison with `table`, `search_method/row`."""
     out = Path(results_dir)
     comparison = json.loads((out / "comparison.json").read_text())
     kept = [r for r in comparison["rows"] if r.get("method") != row.get("method")]
     rows = kept + [{key: row.get(key) for key in (*COMPARISON_COLUMNS, "unfreeze", "steps", "checkpoint")}]
-    mobilenet = [r for r in rows if r.get("unfreeze") is not None]
-    others = [r for r in rows if r.get("unfreeze") is None]
-    best_mobilenet = next(r for r in mobilenet if r["unfreeze"] == comparison["best_k"])
-    search = _best_on_validation([best_mobilenet, *others])
+    best_mobilenet = next(r for r in rows if r.get("unfreeze") is not None and r["unfreeze"] == comparison["best_k"])
+    search = _best_on_validation([best_mobilenet, *(r for r in rows if r.get("unfreeze") is None)])
     note = (f"Chosen on validation F1: k = {comparison['best_k']} among the MobileNetV2 runs (weights: "
             f"{comparison['weights']}); for the identity search: {search['method']}.")
     markdown = write_comparison(rows, out, note)
@@ -447,10 +389,44 @@ def add_comparison_row(results_dir: str | Path, row: dict) -> dict:
     return {**comparison, "search_row": search, "table": markdown}
 
 
-# --------------------------------------------------------------------------------------------------- CLI
+PRETRAINING_KEYS = ("identities", "train_photos", "heldout_photos", "epochs_run", "heldout_accuracy",
+                    "heldout_top5_accuracy", "fingerprint", "seconds")
+EMBEDDING_KEYS = ("method", "val_f1", "test_roc_auc", "test_average_precision", "test_f1", "embedded", "no_face")
+COMPARISON_KEYS = ("val_f1", "test_roc_auc", "test_f1", "test_average_precision")
 
 
-def _add_train_arguments(parser) -> None:
+def write_summary(path: str | Path, *, config, ks, comparison: dict, best: dict, pretrained: dict | None,
+                  sanity: dict, scan: dict, scan_top_k: int, target_identity: str | None, top_hits: int | None,
+                  embedding: dict, embed_scan: dict, embed_hits: int | None, embed_top_n: int, search_method: str,
+                  seconds: float) -> dict:
+    """Write stage 2's `summary.json` (the headline numbers `make demo`, notebook 03 and the README read) and
+    return it. config: the runs' `TrainConfig`; comparison: `compare_unfreezing`'s result; best: the picked k's
+    `evaluate_checkpoint`; pretrained: `pretrain_backbone`'s result or None; sanity: `imagenet_sanity()`; scan /
+    embed_scan: the two rankings of the haystack with `top_hits` / `embed_hits` target photos in their top
+    `scan_top_k` (None without a world file); embedding: `evaluate_embedding_scorer`'s row; search_method: the
+    method chosen for stage 3; seconds: the notebook's wall time."""
+    summary = {
+        "target": config.target, "weights": config.weights, "image_size": config.image_size, "ks": list(ks),
+        "best_k": comparison["best_k"], "threshold": best["summary"]["threshold"],
+        "test_roc_auc": best["test"]["roc_auc"], "test_f1": best["test"]["f1"],
+        "test_average_precision": best["test"]["average_precision"], "val_f1": best["val"]["f1"],
+        "comparison": {f"k{row['unfreeze']}": {key: row[key] for key in COMPARISON_KEYS} for row in comparison["rows"]},
+        "pretraining": None if pretrained is None else {key: pretrained[key] for key in PRETRAINING_KEYS},
+        "sanity": sanity["status"], "scanned": scan["scored"], "scan_unreadable": scan["unreadable"],
+        "scan_images_per_second": scan["images_per_second"], "scan_above_threshold": scan["above_threshold"],
+        "scan_top_k": scan_top_k, "target_identity": target_identity, "scan_top_k_hits_target": top_hits,
+        "embedding": {key: embedding[key] for key in EMBEDDING_KEYS},
+        "embed_scan_top_k_hits_target": embed_hits, "embed_scan_embedded": embed_scan["embedded"],
+        "embed_first_stage_recall_at_n": embed_scan.get("first_stage_recall_at_n"), "embed_top_n": embed_top_n,
+        "search_method": search_method,
+        "seconds": round(seconds, 1),
+    }
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def cli_add_arguments_train(parser, compare: bool = False) -> None:
     parser.add_argument("--src", "--faces", dest="faces_root", help="face folders: <faces>/<person>/*.jpg")
     parser.add_argument("--target", help="the target person's folder name")
     parser.add_argument("--out", dest="out_dir", help="run folder (checkpoints, metrics, figures)")
@@ -461,36 +437,30 @@ def _add_train_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", default=None, help="continue an unfinished run")
     parser.add_argument("--overwrite", action="store_true", default=None, help="start this out_dir again")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field")
+    if compare:
+        parser.add_argument("--ks", default="0,1,2,3", help="comma-separated k values to compare")
+        parser.add_argument("--results", help="folder for comparison.md/json (default: --out)")
+    else:
+        parser.add_argument("--unfreeze", type=int, help="train the head + the last k blocks (0..19)")
 
 
-def config_from_args(args, keys: Sequence[str]) -> TrainConfig:
-    """TrainConfig from CLI flags (only those given) plus `--set key=value` overrides."""
+def config_from_args(args) -> TrainConfig:
+    """TrainConfig from the CLI flags given plus `--set key=value` overrides."""
+    keys = ("faces_root", "target", "out_dir", "weights", "epochs", "max_steps", "resume", "overwrite", "unfreeze")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    overrides.update(parse_set_options(args.set))
-    return apply_overrides(TrainConfig(), overrides)
-
-
-TRAIN_KEYS = ("faces_root", "target", "out_dir", "weights", "epochs", "max_steps", "resume", "overwrite")
-
-
-def cli_add_arguments_train(parser) -> None:
-    _add_train_arguments(parser)
-    parser.add_argument("--unfreeze", type=int, help="train the head + the last k blocks (0..19)")
+    return apply_overrides(TrainConfig(), {**overrides, **parse_set_options(args.set)})
 
 
 def cli_run_train(args) -> dict:
-    return train_classifier(config_from_args(args, TRAIN_KEYS + ("unfreeze",)))
+    return train_classifier(config_from_args(args))
 
 
 def cli_add_arguments_compare(parser) -> None:
-    _add_train_arguments(parser)
-    parser.add_argument("--ks", default="0,1,2,3", help="comma-separated k values to compare")
-    parser.add_argument("--results", help="folder for comparison.md/json (default: --out)")
+    cli_add_arguments_train(parser, compare=True)
 
 
 def cli_run_compare(args) -> dict:
-    result = compare_unfreezing(config_from_args(args, TRAIN_KEYS),
-                                [int(k) for k in args.ks.split(",")], args.results)
+    result = compare_unfreezing(config_from_args(args), [int(k) for k in args.ks.split(",")], args.results)
     return {"command": "compare", **{k: v for k, v in result.items() if k != "table"}}
 
 
@@ -502,4 +472,3 @@ def cli_add_arguments_evaluate(parser) -> None:
 
 def cli_run_evaluate(args) -> dict:
     return evaluate_checkpoint(args.checkpoint, args.out, args.faces)["summary"]
-

@@ -1,53 +1,23 @@
 """Identity search with face embeddings: embed face photos, score them against the target, verify an identity.
 
-A face-recognition network maps a face to a vector where photos of one person lie close together, so finding
-the target needs no training of a network at all: the scraped crops (stage 1) give the target's vectors, other
-people's crops give negatives, and every photo of a haystack is ranked by how close it is to the target.
-
-Backends (`embed_files(..., backend=)`):
-- `dlib` (default, offline): dlib's ResNet face descriptor (128-d; Davis King's `dlib_face_recognition_resnet_
-  model_v1`, 99.38% on LFW) on a face chip aligned with the 5-point landmark model. The `.dat` files come with the
-  `face-recognition-models` package (found with `importlib.util.find_spec`, without importing it: its
-  `__init__` needs `pkg_resources`), or from `model_dir=` / `$FACE_MODELS_DIR`. Only the 5-point landmark model
-  is used: the 68-point model's training data (iBUG 300-W) does not allow commercial use. Two photos whose
-  descriptors are less than 0.6 apart (Euclidean) are the same person by dlib's convention.
-- `facenet`: facenet-pytorch's `InceptionResnetV1` trained on VGGFace2 (512-d, unit length). Its weights
-  (`20180402-114759-vggface2.pt`, ~110 MB) are only used when already in the torch cache, or with
-  `allow_download=True`.
-
-Face box. Stage-1 crops are already faces (MTCNN box + `CropConfig.margin` on each side, squared), so no
-detector is needed: the landmark model gets a rectangle and the network gets the chip aligned on the landmarks.
-`face_box` chooses that rectangle: "inner" (the crop minus stage 1's margin, i.e. the MTCNN box; default),
-"whole" (the whole crop), "hog" (dlib's HOG detector first, the inner box when it finds nothing) or "hog_only"
-(no detection = no embedding). On 1,497 MTCNN crops of 74 real CelebA identities (benchmarks/
-bench_identity_search.py) mean average precision was 0.973 with the inner box, 0.973 with HOG (which costs a
-detection per image) and 0.935 with the whole crop.
-Aligned CelebA photos (178x218) use HOG first and otherwise the box dlib's detector draws around an aligned face.
-
-Speed: dlib's network runs single-threaded, ~0.18 s of CPU per face (dlib-bin wheel, one Xeon core), batched
-or not, so `embed_files` runs one worker process per core ('spawn' context, each worker loads the models once,
-files go out in chunks). Two idle cores embed ~10 faces/s: all 202,599 CelebA photos take ~5-6 h (more on a
-busy machine), which is why `scan_with_embeddings` can also re-rank only the top N of the fast MobileNetV2 scan.
-
-Cache: `cache=<file>` is an SQLite database of embeddings keyed by backend settings + absolute path, valid while
-the file's size and mtime (ns) are unchanged (a changed file is embedded again); a second scan of the same
-photos costs only the lookups. SQLite commits each chunk in one transaction, so a crash never leaves a
-half-written cache.
-
-Scorers (`fit_scorer`): "centroid" (score = minus the distance to the mean of the target's embeddings) and
-"linear" (logistic regression on L2-normalised embeddings, class-balanced, target vs other people); scores are
-"higher = more likely the target" but are not probabilities. `evaluate_embedding_scorer` chooses between them on
-the validation split and reports the classifier's metrics on test.
+A face-recognition network maps photos of one person close together, so finding the target needs no training.
+Backends: `dlib` (default, offline; 128-d ResNet descriptor on a 5-landmark aligned chip, `.dat` files from
+`face-recognition-models`, `model_dir=` or `$FACE_MODELS_DIR`) and `facenet` (facenet-pytorch's VGGFace2
+`InceptionResnetV1`, 512-d, when its weights are in the torch cache). Stage-1 crops are already faces, so the face
+rectangle is the crop minus stage 1's margin ("inner", default), the whole crop ("whole"), or dlib's HOG detection
+with the inner box as fallback ("hog"). `embed_files` caches vectors in SQLite, keyed by settings and path, valid
+while the file's size and mtime are unchanged.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +30,8 @@ from common.files import atomic_write_text
 
 BACKENDS = ("dlib", "facenet")
 DIMENSIONS = {"dlib": 128, "facenet": 512}
-FACE_BOXES = ("inner", "whole", "hog", "hog_only")
-DLIB_LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+FACE_BOXES = ("inner", "whole", "hog")
+DLIB_LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"  # the 68-point model's data forbids commercial use
 DLIB_NETWORK_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 FACENET_WEIGHTS_FILE = "20180402-114759-vggface2.pt"
 FACENET_URL = f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{FACENET_WEIGHTS_FILE}"
@@ -69,27 +39,22 @@ DLIB_SAME_PERSON_DISTANCE = 0.6  # dlib's convention: descriptors closer than th
 VERIFY_CENTROID_DISTANCE = {"dlib": 0.5, "facenet": 1.0}  # verify_identity without other people (see there)
 STAGE1_MARGIN = 0.15  # scraping.faces.CropConfig.margin: context stage 1 adds on each side of the MTCNN box
 CELEBA_ALIGNED_SIZE = (178, 218)
-# Where dlib's HOG detector puts the face in an aligned 178x218 CelebA frame (eyes at y=111, 39 px apart):
-# the fallback rectangle when HOG finds nothing there.
-CELEBA_ALIGNED_FACE_BOX = (32, 80, 139, 187)
+CELEBA_ALIGNED_FACE_BOX = (32, 80, 139, 187)  # where HOG finds the face in an aligned CelebA frame (fallback)
 MIN_FACE_SIDE = 20  # images smaller than this (px) have no usable face
-SCORE_FIELDS = ["rank", "file", "score"]
+METHODS = ("centroid", "linear")
 
 
-# ------------------------------------------------------------------------------------------- model files
 def dlib_model_dir(model_dir: str | Path | None = None) -> Path:
-    """The folder holding dlib's `.dat` model files: `model_dir`, else `$FACE_MODELS_DIR`, else the `models/`
-    folder of the installed `face_recognition_models` package (located without importing it)."""
+    """The folder of dlib's `.dat` files: `model_dir`, else `$FACE_MODELS_DIR`, else `face_recognition_models`'."""
     if model_dir is not None:
         return Path(model_dir)
     if os.environ.get("FACE_MODELS_DIR"):
         return Path(os.environ["FACE_MODELS_DIR"])
-    spec = importlib.util.find_spec("face_recognition_models")
+    spec = importlib.util.find_spec("face_recognition_models")  # not imported: its __init__ needs pkg_resources
     if spec is None:
         raise InputError("dlib face models not found: pip install face-recognition-models "
                          "(or set FACE_MODELS_DIR to a folder holding the .dat files)")
-    locations = list(spec.submodule_search_locations or []) or [str(Path(spec.origin).parent)]
-    return Path(locations[0]) / "models"
+    return Path(spec.origin).parent / "models"
 
 
 def dlib_model_file(name: str, model_dir: str | Path | None = None) -> Path:
@@ -102,26 +67,17 @@ def dlib_model_file(name: str, model_dir: str | Path | None = None) -> Path:
 
 
 def facenet_weights_file() -> Path | None:
-    """The cached VGGFace2 weights, or None: facenet-pytorch's own download place (`$TORCH_HOME/checkpoints/`)
-    first, then torch hub's (`$TORCH_HOME/hub/checkpoints/`, `common.checkpoints.torch_hub_file`)."""
+    """The cached VGGFace2 weights, or None: `$TORCH_HOME/checkpoints/` (facenet-pytorch's), then torch hub's."""
     from common.checkpoints import torch_hub_file
 
-    torch_home = Path(os.path.expanduser(os.getenv(
-        "TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))))
-    for path in (torch_home / "checkpoints" / FACENET_WEIGHTS_FILE, torch_hub_file(FACENET_WEIGHTS_FILE)):
-        if path.is_file():
-            return path
-    return None
+    torch_home = Path(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+    paths = (torch_home.expanduser() / "checkpoints" / FACENET_WEIGHTS_FILE, torch_hub_file(FACENET_WEIGHTS_FILE))
+    return next((path for path in paths if path.is_file()), None)
 
 
 def load_facenet(allow_download: bool = False, device: str = "cpu"):
-    """facenet-pytorch's `InceptionResnetV1` with the VGGFace2 weights, frozen, in eval mode (embeddings only).
-
-    The weights are read from the torch cache (`facenet_weights_file`); when absent they are downloaded there
-    only if `allow_download`, otherwise `InputError` says which file is missing and how to get it. The file is a
-    state dict; its classification head (`logits.*`, 8,631 VGGFace2 identities) is dropped, every other key must
-    match (facenet-pytorch's `load_weights` does the same load, with the head kept).
-    """
+    """facenet-pytorch's `InceptionResnetV1` with the cached VGGFace2 weights (downloaded only if
+    `allow_download`), without its classification head, frozen, in eval mode."""
     import torch
     from facenet_pytorch.models.inception_resnet_v1 import InceptionResnetV1
 
@@ -129,65 +85,51 @@ def load_facenet(allow_download: bool = False, device: str = "cpu"):
 
     path = facenet_weights_file()
     if path is None:
-        target = torch_hub_file(FACENET_WEIGHTS_FILE)
+        path = torch_hub_file(FACENET_WEIGHTS_FILE)
         if not allow_download:
             raise InputError(f"facenet weights {FACENET_WEIGHTS_FILE} are not in the torch cache "
-                             f"{target.parent}: download {FACENET_URL} there (or pass allow_download=True), "
+                             f"{path.parent}: download {FACENET_URL} there (or pass allow_download=True), "
                              f"or use backend='dlib'")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(FACENET_URL, str(target))
-        path = target
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated download, wrong format ...
-        raise InputError(f"facenet weights {path} are unreadable ({type(error).__name__}); delete the file "
-                         f"and download {FACENET_URL} again") from error
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(FACENET_URL, str(path))
     model = InceptionResnetV1(classify=False)
-    try:
+    try:  # a truncated download, a wrong format, another network ...
+        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})
-    except (RuntimeError, AttributeError) as error:
-        raise InputError(f"facenet weights {path} do not fit InceptionResnetV1 "
-                         f"({str(error).splitlines()[0][:120]})") from error
+    except Exception as error:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+        raise InputError(f"facenet weights {path} are unreadable ({reason}); delete the file and download "
+                         f"{FACENET_URL} again") from error
     return model.requires_grad_(False).eval().to(device)
 
 
 # ------------------------------------------------------------------------------------------------ face box
 def face_rectangle(width: int, height: int, face_box: str = "inner",
                    crop_margin: float = STAGE1_MARGIN) -> tuple[int, int, int, int]:
-    """The face rectangle (left, top, right, bottom; inclusive px) assumed in an image without detection.
-
-    Aligned CelebA frames (178x218) get `CELEBA_ALIGNED_FACE_BOX`; anything else is taken for a stage-1 crop:
-    "whole" is the whole image, every other mode the image shrunk by stage 1's margin (the MTCNN box).
-    """
+    """The assumed face rectangle (left, top, right, bottom; inclusive px): the aligned-CelebA box for 178x218
+    frames, else the whole image ("whole") or the image shrunk by stage 1's margin (the MTCNN box)."""
     if (width, height) == CELEBA_ALIGNED_SIZE:
         return CELEBA_ALIGNED_FACE_BOX
     if face_box == "whole":
         return 0, 0, width - 1, height - 1
     inset_x, inset_y = width * crop_margin / (1 + 2 * crop_margin), height * crop_margin / (1 + 2 * crop_margin)
-    return (round(inset_x), round(inset_y), round(width - 1 - inset_x),
-            round(height - 1 - inset_y))
+    return round(inset_x), round(inset_y), round(width - 1 - inset_x), round(height - 1 - inset_y)
 
 
-def _best_detection(detections, guess: tuple[int, int, int, int]):
-    """The HOG detection overlapping the expected face box most (None when nothing overlaps)."""
-    best, best_overlap = None, 0.0
-    for rect in detections:
-        w = min(rect.right(), guess[2]) - max(rect.left(), guess[0])
-        h = min(rect.bottom(), guess[3]) - max(rect.top(), guess[1])
-        overlap = max(0, w) * max(0, h)
-        if overlap > best_overlap:
-            best, best_overlap = rect, overlap
-    return best
+def _overlap(rect, box) -> float:
+    width = min(rect.right(), box[2]) - max(rect.left(), box[0])
+    height = min(rect.bottom(), box[3]) - max(rect.top(), box[1])
+    return max(0, width) * max(0, height)
 
 
 def load_rgb_array(path: str | Path) -> np.ndarray:
     """Decode an image file to a contiguous uint8 HxWx3 array (raises OSError / ValueError when unreadable)."""
     with Image.open(path) as image:
-        return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        return as_rgb_array(image)
 
 
 def as_rgb_array(image) -> np.ndarray:
-    """PIL image or uint8/float array (HxWx3 or HxW) -> contiguous uint8 HxWx3 array."""
+    """PIL image or uint8/float array (HxWx3, HxW or CHW) -> contiguous uint8 HxWx3 array."""
     if isinstance(image, Image.Image):
         return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
     array = np.asarray(image)
@@ -204,42 +146,32 @@ def as_rgb_array(image) -> np.ndarray:
 class DlibEmbedder:
     """dlib's face descriptor: rectangle -> 5 landmarks -> aligned 150 px chip -> 128-d vector (frozen models)."""
 
-    dimension = 128
-
     def __init__(self, model_dir: str | Path | None = None, face_box: str = "inner",
                  crop_margin: float = STAGE1_MARGIN, num_jitters: int = 0):
         import dlib
 
-        if face_box not in FACE_BOXES:
-            raise InputError(f"face_box must be one of {', '.join(FACE_BOXES)}, got {face_box!r}")
-        landmarks = dlib_model_file(DLIB_LANDMARKS_FILE, model_dir)
-        network = dlib_model_file(DLIB_NETWORK_FILE, model_dir)
         self.dlib = dlib
-        self.shape_predictor = dlib.shape_predictor(str(landmarks))
-        self.network = dlib.face_recognition_model_v1(str(network))
+        self.shape_predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_FILE, model_dir)))
+        self.network = dlib.face_recognition_model_v1(str(dlib_model_file(DLIB_NETWORK_FILE, model_dir)))
         self.face_box, self.crop_margin, self.num_jitters = face_box, crop_margin, int(num_jitters)
-        self.detector = dlib.get_frontal_face_detector()  # "hog" modes, and aligned CelebA frames in every mode
+        self.detector = dlib.get_frontal_face_detector()  # "hog" mode, and aligned CelebA frames in every mode
 
     def rectangle(self, rgb: np.ndarray):
-        """The dlib rectangle to put the landmarks in, or None (no face: only in "hog_only" mode)."""
+        """The dlib rectangle to put the landmarks in: the HOG detection overlapping the assumed box most
+        ("hog" mode and aligned CelebA frames), else the assumed box."""
         height, width = rgb.shape[:2]
         guess = face_rectangle(width, height, self.face_box, self.crop_margin)
-        if self.face_box in ("hog", "hog_only") or (width, height) == CELEBA_ALIGNED_SIZE:
-            found = _best_detection(self.detector(rgb, 0), guess)
-            if found is not None:
-                return found
-            if self.face_box == "hog_only":
-                return None
+        if self.face_box == "hog" or (width, height) == CELEBA_ALIGNED_SIZE:
+            found = [rect for rect in self.detector(rgb, 0) if _overlap(rect, guess) > 0]
+            if found:
+                return max(found, key=lambda rect: _overlap(rect, guess))
         return self.dlib.rectangle(*guess)
 
     def embed_image(self, rgb: np.ndarray) -> np.ndarray | None:
-        """128-d float32 descriptor of the face in `rgb` (uint8 HxWx3), None when there is no face."""
+        """128-d float32 descriptor of the face in `rgb` (uint8 HxWx3), None when the image is too small."""
         if min(rgb.shape[:2]) < MIN_FACE_SIDE:
             return None
-        rect = self.rectangle(rgb)
-        if rect is None:
-            return None
-        shape = self.shape_predictor(rgb, rect)
+        shape = self.shape_predictor(rgb, self.rectangle(rgb))
         return np.asarray(self.network.compute_face_descriptor(rgb, shape, self.num_jitters), dtype=np.float32)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
@@ -249,22 +181,16 @@ class DlibEmbedder:
 class FacenetEmbedder:
     """facenet-pytorch's InceptionResnetV1 (VGGFace2): face rectangle resized to 160 px -> 512-d unit vector."""
 
-    dimension = 512
-
     def __init__(self, allow_download: bool = False, face_box: str = "whole", crop_margin: float = STAGE1_MARGIN,
                  device: str = "cpu", batch_size: int = 32):
-        if face_box not in FACE_BOXES:
-            raise InputError(f"face_box must be one of {', '.join(FACE_BOXES)}, got {face_box!r}")
         self.model = load_facenet(allow_download, device)
-        self.device, self.batch_size = device, batch_size
-        self.face_box = "whole" if face_box in ("hog", "hog_only") else face_box  # no detector in this backend
-        self.crop_margin = crop_margin
+        self.device, self.batch_size, self.crop_margin = device, batch_size, crop_margin
+        self.face_box = "whole" if face_box == "hog" else face_box  # no detector in this backend
 
     def _tensor(self, rgb: np.ndarray):
         import torch
 
-        height, width = rgb.shape[:2]
-        left, top, right, bottom = face_rectangle(width, height, self.face_box, self.crop_margin)
+        left, top, right, bottom = face_rectangle(rgb.shape[1], rgb.shape[0], self.face_box, self.crop_margin)
         face = Image.fromarray(rgb).crop((left, top, right + 1, bottom + 1)).resize((160, 160), Image.BILINEAR)
         # facenet-pytorch's fixed_image_standardization, the input scaling the weights were trained with
         return (torch.from_numpy(np.asarray(face, dtype=np.float32)).permute(2, 0, 1) - 127.5) / 128.0
@@ -282,9 +208,6 @@ class FacenetEmbedder:
                     out[k] = vector.astype(np.float32)
         return out
 
-    def embed_image(self, rgb: np.ndarray) -> np.ndarray | None:
-        return self.embed_images([rgb])[0]
-
 
 @dataclass(frozen=True)
 class EmbedderSpec:
@@ -297,6 +220,12 @@ class EmbedderSpec:
     model_dir: str | None = None  # dlib model folder (None: FACE_MODELS_DIR, then face_recognition_models)
     allow_download: bool = False  # facenet only
 
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise InputError(f"unknown embedding backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.resolved_face_box() not in FACE_BOXES:
+            raise InputError(f"face_box must be one of {', '.join(FACE_BOXES)}, got {self.face_box!r}")
+
     def resolved_face_box(self) -> str:
         return self.face_box or ("inner" if self.backend == "dlib" else "whole")
 
@@ -308,12 +237,10 @@ class EmbedderSpec:
     def build(self):
         if self.backend == "dlib":
             return DlibEmbedder(self.model_dir, self.resolved_face_box(), self.crop_margin, self.num_jitters)
-        if self.backend == "facenet":
-            return FacenetEmbedder(self.allow_download, self.resolved_face_box(), self.crop_margin)
-        raise InputError(f"unknown embedding backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        return FacenetEmbedder(self.allow_download, self.resolved_face_box(), self.crop_margin)
 
 
-_EMBEDDERS: dict[EmbedderSpec, Any] = {}  # models loaded in this process, by spec (loaded once per process)
+_EMBEDDERS: dict[EmbedderSpec, Any] = {}  # models loaded in this process, by spec
 
 
 def get_embedder(spec: EmbedderSpec):
@@ -325,72 +252,19 @@ def get_embedder(spec: EmbedderSpec):
 
 def _embed_paths(spec: EmbedderSpec, paths: Sequence[str]) -> list[tuple[str, np.ndarray | None]]:
     """(status, vector) per path: "ok", "no_face" or "unreadable"."""
-    embedder = get_embedder(spec)
-    images, results = [], []
+    images = []
     for path in paths:
         try:
             images.append(load_rgb_array(path))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             images.append(None)
     readable = [k for k, image in enumerate(images) if image is not None]
-    vectors = dict(zip(readable, embedder.embed_images([images[k] for k in readable])))
-    for k in range(len(paths)):
-        if images[k] is None:
-            results.append(("unreadable", None))
-        else:
-            results.append(("ok", vectors[k]) if vectors[k] is not None else ("no_face", None))
-    return results
+    vectors = dict(zip(readable, get_embedder(spec).embed_images([images[k] for k in readable])))
+    return [("unreadable", None) if images[k] is None else ("no_face", None) if vectors[k] is None
+            else ("ok", vectors[k]) for k in range(len(paths))]
 
 
-_WORKER_SPEC: list[EmbedderSpec] = []
-
-
-def _worker_init(spec: EmbedderSpec) -> None:
-    _WORKER_SPEC[:] = [spec]
-    get_embedder(spec)  # load the models once per worker, before the first chunk
-
-
-def _worker_embed(paths: Sequence[str]) -> list[tuple[str, np.ndarray | None]]:
-    return _embed_paths(_WORKER_SPEC[0], paths)
-
-
-# ---------------------------------------------------------------------------------------------------- cache
-class EmbeddingCache:
-    """SQLite table of embeddings: (settings tag, absolute path) -> size, mtime_ns, status, float32 vector.
-
-    An entry is valid while the file's size and modification time (ns) are unchanged.
-    """
-
-    def __init__(self, path: str | Path, tag: str):
-        self.path, self.tag = Path(path), tag
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("CREATE TABLE IF NOT EXISTS embeddings (tag TEXT, path TEXT, size INTEGER, "
-                        "mtime_ns INTEGER, status TEXT, vector BLOB, PRIMARY KEY (tag, path))")
-        self.db.commit()
-
-    def lookup(self, keys: Mapping[str, tuple[int, int]]) -> dict[str, tuple[str, np.ndarray | None]]:
-        """Cached (status, vector) of each path in `keys` (path -> (size, mtime_ns)) whose stat still matches."""
-        found = {}
-        for path, size, mtime_ns, status, blob in self.db.execute(
-                "SELECT path, size, mtime_ns, status, vector FROM embeddings WHERE tag = ?", (self.tag,)):
-            if keys.get(path) == (size, mtime_ns):
-                found[path] = (status, None if blob is None else np.frombuffer(blob, dtype=np.float32).copy())
-        return found
-
-    def store(self, rows: Iterable[tuple[str, tuple[int, int], str, np.ndarray | None]]) -> None:
-        """Insert or replace (path, (size, mtime_ns), status, vector) rows in one transaction."""
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.tag, path, key[0], key[1], status,
-                  None if vector is None else np.asarray(vector, np.float32).tobytes())
-                 for path, key, status, vector in rows])
-
-    def close(self) -> None:
-        self.db.close()
-
-
+# ---------------------------------------------------------------------------------------------- embedding
 def _stat_key(path: str) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
@@ -399,83 +273,79 @@ def _stat_key(path: str) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-# ---------------------------------------------------------------------------------------------- embedding
 def embed_files(root: str | Path, files: Sequence[str], backend: str = "dlib", workers: int = 2,
                 cache: str | Path | None = None, progress: bool = True, face_box: str | None = None,
                 num_jitters: int = 0, model_dir: str | Path | None = None, allow_download: bool = False,
                 chunk_size: int = 16, stats: dict | None = None) -> np.ndarray:
-    """Embed `files` (paths relative to `root`) and return a float32 array [len(files), D].
+    """Embed `files` (paths relative to `root`): float32 [len(files), D], NaN rows where unreadable or no face.
 
-    Rows are NaN for files that are unreadable or hold no usable face (`np.isnan(out[:, 0])` is the mask).
     Args:
         backend: "dlib" (128-d, offline) or "facenet" (512-d, needs the cached VGGFace2 weights).
-        workers: processes for dlib (one per core; 0/1 = embed in this process). facenet always runs here,
-            batched (torch uses the cores itself).
-        cache: SQLite file caching embeddings (see the module docstring), or None.
+        workers: processes for dlib (0/1 = this process); facenet runs here, batched.
+        cache: SQLite file caching embeddings (each chunk committed in one transaction), or None.
         face_box, num_jitters, model_dir, allow_download: see `EmbedderSpec`.
         chunk_size: files per worker task (and per cache transaction).
-        stats: a dict to fill with images, computed, cached, ok, no_face, unreadable, seconds and
-            images_per_second (computed images over the time spent computing them).
+        stats: a dict to fill with images, computed, cached, ok, no_face, unreadable, seconds, images_per_second.
     """
+    import multiprocessing
+
     from tqdm import tqdm
 
-    if backend not in BACKENDS:
-        raise InputError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     spec = EmbedderSpec(backend, face_box, int(num_jitters), STAGE1_MARGIN,
                         None if model_dir is None else str(model_dir), allow_download)
-    if spec.resolved_face_box() not in FACE_BOXES:
-        raise InputError(f"face_box must be one of {', '.join(FACE_BOXES)}, got {spec.resolved_face_box()!r}")
     started = time.perf_counter()
     paths = [str((Path(root) / f).resolve()) for f in files]
     keys = {p: _stat_key(p) for p in paths}
-    store = EmbeddingCache(cache, spec.tag()) if cache is not None else None
     results: dict[str, tuple[str, np.ndarray | None]] = {}
+    db = None
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(cache)
+        db.execute("CREATE TABLE IF NOT EXISTS embeddings (tag TEXT, path TEXT, size INTEGER, "
+                   "mtime_ns INTEGER, status TEXT, vector BLOB, PRIMARY KEY (tag, path))")
+        for path, size, mtime_ns, status, blob in db.execute(
+                "SELECT path, size, mtime_ns, status, vector FROM embeddings WHERE tag = ?", (spec.tag(),)):
+            if keys.get(path) == (size, mtime_ns):
+                results[path] = (status, None if blob is None else np.frombuffer(blob, np.float32).copy())
+    todo = list(dict.fromkeys(p for p in paths if p not in results))
+    n_cached = len(set(paths)) - len(todo)
+    compute_started = time.perf_counter()
+    if todo and backend == "dlib":  # a missing model file fails here, with its InputError, not in a worker
+        for name in (DLIB_LANDMARKS_FILE, DLIB_NETWORK_FILE):
+            dlib_model_file(name, spec.model_dir)
+    chunks = [todo[k:k + chunk_size] for k in range(0, len(todo), chunk_size)]
+    pool = None
+    if workers > 1 and backend == "dlib" and len(chunks) > 1:
+        # each worker loads the models once, before its first chunk
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)), get_embedder, (spec,))
     try:
-        if store is not None:
-            results.update(store.lookup(keys))
-        todo = list(dict.fromkeys(p for p in paths if p not in results))
-        n_cached = len(set(paths)) - len(todo)
-        compute_started = time.perf_counter()
-        if todo:
-            if backend == "dlib":  # a missing model file fails here, with its InputError, not inside a worker
-                for name in (DLIB_LANDMARKS_FILE, DLIB_NETWORK_FILE):
-                    dlib_model_file(name, spec.model_dir)
-            chunks = [todo[k:k + chunk_size] for k in range(0, len(todo), chunk_size)]
-            bar = tqdm(total=len(todo), desc=f"embed ({backend})", unit="img", disable=not progress)
-            pool = None
-            try:
-                if workers > 1 and backend == "dlib" and len(chunks) > 1:
-                    import multiprocessing
-
-                    pool = multiprocessing.get_context("spawn").Pool(
-                        min(workers, len(chunks)), initializer=_worker_init, initargs=(spec,))
-                    outputs = pool.imap(_worker_embed, chunks)
-                else:
-                    outputs = (_embed_paths(spec, chunk) for chunk in chunks)
-                for chunk, output in zip(chunks, outputs):
-                    for path, result in zip(chunk, output):
-                        results[path] = result
-                    if store is not None:
-                        store.store((p, keys[p], *results[p]) for p in chunk if keys[p] is not None)
-                    bar.update(len(chunk))
-            finally:
-                bar.close()
-                if pool is not None:
-                    pool.close()
-                    pool.join()
-        compute_seconds = time.perf_counter() - compute_started
+        embed_chunk = functools.partial(_embed_paths, spec)
+        outputs = pool.imap(embed_chunk, chunks) if pool else map(embed_chunk, chunks)
+        with tqdm(total=len(todo), desc=f"embed ({backend})", unit="img", disable=not (progress and todo)) as bar:
+            for chunk, output in zip(chunks, outputs):
+                results.update(zip(chunk, output))
+                if db is not None:
+                    with db:
+                        db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", [
+                            (spec.tag(), p, *keys[p], results[p][0],
+                             None if results[p][1] is None else np.asarray(results[p][1], np.float32).tobytes())
+                            for p in chunk if keys[p] is not None])
+                bar.update(len(chunk))
     finally:
-        if store is not None:
-            store.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if db is not None:
+            db.close()
+    compute_seconds = time.perf_counter() - compute_started
     out = np.full((len(paths), DIMENSIONS[backend]), np.nan, dtype=np.float32)
-    counts = {"ok": 0, "no_face": 0, "unreadable": 0}
+    statuses = [results[path][0] for path in paths]
     for k, path in enumerate(paths):
-        status, vector = results[path]
-        counts[status] = counts.get(status, 0) + 1
-        if vector is not None:
-            out[k] = vector
+        if results[path][1] is not None:
+            out[k] = results[path][1]
     if stats is not None:
-        stats.update(images=len(paths), computed=len(todo), cached=n_cached, **counts,
+        stats.update(images=len(paths), computed=len(todo), cached=n_cached,
+                     **{status: statuses.count(status) for status in ("ok", "no_face", "unreadable")},
                      seconds=round(time.perf_counter() - started, 3),
                      images_per_second=round(len(todo) / compute_seconds, 2) if todo and compute_seconds > 0
                      else None)
@@ -506,16 +376,10 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------- scorers
-METHODS = ("centroid", "linear")
-
-
 @dataclass
 class IdentityScorer:
-    """A fitted "how much like the target" score on embeddings; higher = more likely the target.
-
-    centroid: score = -||x - centroid|| (raw embeddings: dlib's 0.6 convention applies to these distances).
-    linear: score = w . normalise(x) + b (logistic regression's logit on L2-normalised embeddings).
-    """
+    """A fitted "how much like the target" score on embeddings; higher = more likely the target (not a
+    probability). centroid: -||x - centroid||; linear: logistic regression's logit on L2-normalised x."""
 
     method: str
     backend: str
@@ -538,15 +402,11 @@ class IdentityScorer:
         """The `embed_files` options the scorer was fitted with (scanning must embed the same way)."""
         return {"backend": self.backend, "face_box": self.face_box, "num_jitters": self.num_jitters}
 
-    def to_dict(self) -> dict:
-        return {"method": self.method, "backend": self.backend, "centroid": self.centroid.tolist(),
-                "weights": None if self.weights is None else self.weights.tolist(), "bias": self.bias,
-                "threshold": self.threshold, "face_box": self.face_box, "num_jitters": self.num_jitters,
-                "info": self.info}
-
     def save(self, path: str | Path) -> Path:
         """Write the scorer as JSON (atomically)."""
-        return atomic_write_text(path, json.dumps(_json_ready(self.to_dict()), indent=2) + "\n")
+        data = {**self.__dict__, "centroid": self.centroid.tolist(),
+                "weights": None if self.weights is None else self.weights.tolist()}
+        return atomic_write_text(path, json.dumps(_json_ready(data), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> IdentityScorer:
@@ -555,10 +415,8 @@ class IdentityScorer:
             raise InputError(f"embedding scorer {path} does not exist (evaluate_embedding_scorer writes one)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(data["method"], data["backend"], np.asarray(data["centroid"], np.float64),
-                       None if data.get("weights") is None else np.asarray(data["weights"], np.float64),
-                       float(data.get("bias", 0.0)), data.get("threshold"), data.get("face_box"),
-                       int(data.get("num_jitters", 0)), data.get("info", {}))
+            weights = None if data.get("weights") is None else np.asarray(data["weights"], np.float64)
+            return cls(**{**data, "centroid": np.asarray(data["centroid"], np.float64), "weights": weights})
         except (ValueError, KeyError, TypeError) as error:
             raise InputError(f"embedding scorer {path} is not a scorer file ({error})") from error
 
@@ -566,67 +424,50 @@ class IdentityScorer:
 def fit_scorer(positives: np.ndarray, negatives: np.ndarray | None, method: str = "linear", backend: str = "dlib",
                face_box: str | None = None, num_jitters: int = 0, C: float = 1.0) -> IdentityScorer:
     """Fit a scorer on the target's embeddings (`positives`) and other people's (`negatives`); NaN rows are
-    dropped. "linear" needs negatives; "centroid" ignores them."""
+    dropped. "linear" (class-balanced logistic regression) needs negatives; "centroid" ignores them."""
     if method not in METHODS:
         raise InputError(f"unknown scorer method {method!r}; choose one of {', '.join(METHODS)}")
     positives = np.asarray(positives, np.float64)
     positives = positives[valid_rows(positives)]
+    negatives = np.zeros((0, positives.shape[1])) if negatives is None else np.asarray(negatives, np.float64)
+    negatives = negatives[valid_rows(negatives)]
     if len(positives) == 0:
         raise InputError("no embedded photo of the target: cannot fit a scorer")
-    negatives = None if negatives is None else np.asarray(negatives, np.float64)
-    negatives = None if negatives is None else negatives[valid_rows(negatives)]
-    centroid = positives.mean(axis=0)
-    info = {"n_positive": len(positives), "n_negative": 0 if negatives is None else len(negatives)}
-    if method == "centroid":
-        return IdentityScorer("centroid", backend, centroid, face_box=face_box, num_jitters=num_jitters, info=info)
-    if negatives is None or len(negatives) == 0:
-        raise InputError("the linear scorer needs other people's photos as negatives")
-    from sklearn.linear_model import LogisticRegression
+    scorer = IdentityScorer(method, backend, positives.mean(axis=0), face_box=face_box, num_jitters=num_jitters,
+                            info={"n_positive": len(positives), "n_negative": len(negatives)})
+    if method == "linear":
+        if len(negatives) == 0:
+            raise InputError("the linear scorer needs other people's photos as negatives")
+        from sklearn.linear_model import LogisticRegression
 
-    x = l2_normalise(np.concatenate([positives, negatives]))
-    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
-    model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(x, y)
-    return IdentityScorer("linear", backend, centroid, model.coef_[0].astype(np.float64),
-                          float(model.intercept_[0]), face_box=face_box, num_jitters=num_jitters,
-                          info={**info, "C": C})
+        x = l2_normalise(np.concatenate([positives, negatives]))
+        y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+        model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(x, y)
+        scorer.weights, scorer.bias = model.coef_[0].astype(np.float64), float(model.intercept_[0])
+        scorer.info["C"] = C
+    return scorer
 
 
 # --------------------------------------------------------------------------------------------- verification
 def _json_ready(value: Any) -> Any:
+    """Dicts, lists and numpy scalars as plain JSON values (non-finite floats -> None)."""
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _distances_to(centroid: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.asarray(vectors, np.float64) - centroid[None, :], axis=1)
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def verify_identity(celeba_root: str | Path, identity: int, target_faces_folder: str | Path,
                     backend: str = "dlib", threshold: float | None = None, cache: str | Path | None = None,
                     workers: int = 2, progress: bool = False, max_photos: int = 60, **embed_options) -> dict:
-    """Is CelebA identity `identity` the person of the scraped crops in `target_faces_folder`?
-
-    Each of the identity's photos (at most `max_photos`, evenly spread) is compared with the centroid of the
-    target's crops; the verdict uses the median distance, so a few odd photos do not decide it.
-    Threshold (unless given): with other people's folders next to the target's (stage 1 layout), midway between
-    the target's own typical distance (median leave-one-out distance of its crops to the centroid of the others)
-    and the 5th percentile of the other people's distances, capped at dlib's 0.6. On 50 real CelebA identities
-    (benchmarks/bench_identity_search.py) this confirmed every true identity and flagged every nearest impostor
-    (the most similar of 73 other identities); a midpoint to the others' median let 24% of those impostors pass.
-    Without other people: 0.5 for dlib (dlib's 0.6 is for pairs of photos; a distance to a centroid of many crops
-    is smaller, and 0.5 also separated all 50 pairs above) and 1.0 for facenet's unit vectors (not measured).
-    Returns {identity, verdict: "confirmed" | "uncertain", reason, median_distance, share_within, threshold,
-    threshold_source, n_photos, n_target_crops, ...}.
-    """
-    from common.files import list_person_images
+    """Is CelebA identity `identity` the person of the scraped crops in `target_faces_folder`? Embeds up to
+    `max_photos` of the identity's photos (evenly spread), the target's crops and the other people's crops next
+    to them (stage 1 layout) and returns `verify_embeddings`' verdict plus `identity`."""
     from common.celeba_format import read_identities
+    from common.files import list_person_images
 
     celeba_root, folder = Path(celeba_root), Path(target_faces_folder)
     names = sorted(f for f, i in read_identities(celeba_root).items() if i == int(identity))
@@ -652,8 +493,13 @@ def verify_identity(celeba_root: str | Path, identity: int, target_faces_folder:
 
 def verify_embeddings(photos: np.ndarray, target: np.ndarray, others: np.ndarray | None = None,
                       backend: str = "dlib", threshold: float | None = None) -> dict:
-    """The verdict of `verify_identity` from embeddings: `photos` of the candidate identity, the `target`'s
-    crops and (optional) `others`' crops; NaN rows are ignored. See `verify_identity` for the rule."""
+    """Verdict from embeddings (NaN rows ignored): "confirmed" when the median distance of the candidate's
+    `photos` to the centroid of the `target`'s crops is below the threshold, else "uncertain".
+
+    Threshold (unless given): with `others`' crops, midway between the target's own leave-one-out distance
+    (median) and the others' 5th percentile, capped at dlib's 0.6; without them `VERIFY_CENTROID_DISTANCE`.
+    Returns {verdict, reason, median_distance, share_within, threshold, threshold_source, n_photos, ...}.
+    """
     photos, target = photos[valid_rows(photos)], target[valid_rows(target)]
     others = np.zeros((0, target.shape[1])) if others is None else others[valid_rows(others)]
     result = {"n_photos": len(photos), "n_target_crops": len(target), "n_other_crops": len(others),
@@ -664,21 +510,19 @@ def verify_embeddings(photos: np.ndarray, target: np.ndarray, others: np.ndarray
         return {**result, "verdict": "uncertain", "reason": "no photo of this identity gave a face embedding",
                 "median_distance": None, "share_within": None, "threshold": threshold, "threshold_source": None}
     centroid = target.mean(axis=0)
-    distances = _distances_to(centroid, photos)
     source = "given"
     if threshold is None and len(others) and len(target) >= 3:
         total = target.sum(axis=0)
         own = float(np.median([np.linalg.norm(t - (total - t) / (len(target) - 1)) for t in target]))
-        theirs = float(np.percentile(_distances_to(centroid, others), 5))
-        cap = DLIB_SAME_PERSON_DISTANCE if backend == "dlib" else 2.0
-        threshold = min(cap, (own + theirs) / 2)
+        theirs = float(np.percentile(np.linalg.norm(others - centroid, axis=1), 5))
+        threshold = min(DLIB_SAME_PERSON_DISTANCE if backend == "dlib" else 2.0, (own + theirs) / 2)
         result.update(own_median_distance=own, others_p5_distance=theirs)
         source = "midway between the target's own distances and other people's 5th percentile"
     elif threshold is None:
         threshold = VERIFY_CENTROID_DISTANCE[backend]
         source = f"{backend} default for distances to a centroid"
-    median = float(np.median(distances))
-    within = float(np.mean(distances < threshold))
+    distances = np.linalg.norm(np.asarray(photos, np.float64) - centroid, axis=1)
+    median, within = float(np.median(distances)), float(np.mean(distances < threshold))
     confirmed = median < threshold
     reason = (f"median distance {median:.3f} of {len(photos)} photos to the target's centroid is "
               f"{'below' if confirmed else 'not below'} {threshold:.3f} ({source}); "
@@ -689,8 +533,8 @@ def verify_embeddings(photos: np.ndarray, target: np.ndarray, others: np.ndarray
 
 
 # ------------------------------------------------------------------------------------- identity preservation
-# VAE images (vae.celeba): the 148 px centre square of the aligned 178x218 frame, at 64 px. The face box in that
-# square, as fractions of its side: CELEBA_ALIGNED_FACE_BOX shifted by the square's corner (15, 35).
+# VAE images (vae.celeba): the 148 px centre square of the aligned 178x218 frame; the face box in it, as
+# fractions of its side, is CELEBA_ALIGNED_FACE_BOX shifted by the square's corner (15, 35).
 VAE_FRAME = 148
 VAE_FACE_BOX = tuple(v / VAE_FRAME for v in (CELEBA_ALIGNED_FACE_BOX[0] - 15, CELEBA_ALIGNED_FACE_BOX[1] - 35,
                                              CELEBA_ALIGNED_FACE_BOX[2] - 15, CELEBA_ALIGNED_FACE_BOX[3] - 35))
@@ -704,15 +548,11 @@ def _embed_frames(images: Sequence, box: Sequence[float], side: int, spec: Embed
         picture = Image.fromarray(as_rgb_array(image)).resize((side, side), Image.BICUBIC)
         rgb = np.ascontiguousarray(np.asarray(picture))
         if spec.backend == "dlib":
-            import dlib
-
-            rect = dlib.rectangle(*(round(v * (side - 1)) for v in box))
-            shape = embedder.shape_predictor(rgb, rect)
+            shape = embedder.shape_predictor(rgb, embedder.dlib.rectangle(*(round(v * (side - 1)) for v in box)))
             out[k] = np.asarray(embedder.network.compute_face_descriptor(rgb, shape, spec.num_jitters), np.float32)
         else:
             left, top, right, bottom = (round(v * side) for v in box)
-            face = np.ascontiguousarray(rgb[top:bottom, left:right])
-            vector = embedder.embed_images([face])[0]
+            vector = embedder.embed_images([np.ascontiguousarray(rgb[top:bottom, left:right])])[0]
             if vector is not None:
                 out[k] = vector
     return out
@@ -725,16 +565,13 @@ def identity_preservation(original_images: Sequence, reconstructions: Sequence,
     """Does a reconstruction still look like the same person?
 
     Args:
-        original_images, reconstructions: paired images (PIL or uint8/float arrays, HxWx3 or CHW; VAE outputs
-            are 64 px), framed alike; they are upsampled to `upsample` px before embedding (dlib aligns a
-            150 px chip from the landmarks).
+        original_images, reconstructions: paired images (PIL or arrays, HxWx3 or CHW), framed alike; both are
+            upsampled to `upsample` px before embedding.
         gallery_embeddings_by_identity: {identity: embeddings [n, D] or a centroid [D]} of known people.
         true_identity: the key of the photographed person in the gallery.
-        face_box: the face rectangle in the frame, as fractions (left, top, right, bottom) of its side; the
-            default fits vae.celeba's 148 px centre square of aligned CelebA.
-    Returns mean/median distance between each photo and its reconstruction, the share of reconstructions (and,
-    for reference, of originals) whose nearest gallery centroid is `true_identity`, and the mean distance of the
-    reconstructions to the true centroid.
+        face_box: the face rectangle as fractions (left, top, right, bottom) of the frame's side.
+    Returns mean/median photo-to-reconstruction distance, the share of reconstructions (and of originals)
+    whose nearest gallery centroid is `true_identity`, and the reconstructions' mean distance to it.
     """
     if len(original_images) != len(reconstructions):
         raise ValueError(f"{len(original_images)} originals but {len(reconstructions)} reconstructions")
@@ -744,12 +581,8 @@ def identity_preservation(original_images: Sequence, reconstructions: Sequence,
     originals = _embed_frames(original_images, face_box, upsample, spec)
     recon = _embed_frames(reconstructions, face_box, upsample, spec)
     keys = list(gallery_embeddings_by_identity)
-    centroids = []
-    for key in keys:
-        gallery = np.asarray(gallery_embeddings_by_identity[key], np.float64)
-        gallery = gallery[None, :] if gallery.ndim == 1 else gallery[valid_rows(gallery)]
-        centroids.append(gallery.mean(axis=0))
-    centroids = np.stack(centroids)
+    galleries = [np.atleast_2d(np.asarray(gallery_embeddings_by_identity[key], np.float64)) for key in keys]
+    centroids = np.stack([gallery[valid_rows(gallery)].mean(axis=0) for gallery in galleries])
     truth = keys.index(true_identity)
 
     def nearest_is_true(vectors):

@@ -1,18 +1,9 @@
-"""Find the target's CelebA identity from the classifier's scan, then expand it to all of that identity's photos.
+"""Find the target's CelebA identity from stage 2's scan, then expand it to all of that identity's photos.
 
-Stage 2 scores every CelebA image with the "is this the target?" classifier and writes `scores.csv`
-(rank, file, score; file is the CelebA image id such as `000123.jpg`, rows by descending score). Here:
-
-1. `candidates_sheet` shows the top-k images labelled with their CelebA identity ids and scores, for a human to
-   look at;
-2. `pick_identity` proposes the identity with the most top-k votes (ties broken by the summed score of its
-   votes); a person confirms it, or names another with `confirm=<id>`;
-3. `expand_identity` lists every image of that identity (CelebA's `identity_CelebA.txt`) — the fine-tuning set;
-4. where the true identity is known (the synthetic haystack records it in `world.json` as `target_identity`),
-   precision@k, recall@k and the recall of the expansion measure how well the search worked;
-5. `verify_pick` compares the picked identity's photos with the scraped target's crops through the face
-   embedding (stage 2's `identity.embed.verify_identity`): "confirmed", or "uncertain" with the reason,
-   so a wrong vote is flagged before anything is fine-tuned on it.
+`find_identity` draws the top candidates with their identity ids (`candidates.png`), picks the identity with the
+most top-k votes (or the one a person names with `confirm=`), lists every photo of it (the fine-tuning set) and,
+when the true identity is known (`target_identity` in the synthetic world's `world.json`), measures the search;
+`verify_pick` checks the pick against the scraped crops with face embeddings.
 """
 from __future__ import annotations
 
@@ -22,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from common.celeba_format import read_identities
 from common.errors import InputError
 from common.files import atomic_write_text, read_csv, write_csv_atomic
 from common.images import SheetCell, open_thumbnail, save_sheet, thumbnail_sheet
@@ -32,13 +24,8 @@ PICKED_COLOUR = (20, 160, 60)  # frame around candidates of the picked identity
 OTHER_COLOUR = (200, 200, 200)
 
 
-# --------------------------------------------------------------------------------------------- reading
 def read_scores(path: str | Path) -> list[dict]:
-    """Rows of stage 2's `scores.csv` as dicts {rank: int, file: str, score: float}, highest score first.
-
-    `file` is reduced to the CelebA image id (its base name) so a path like `img_align_celeba/000123.jpg` also
-    matches the identity list.
-    """
+    """Rows of stage 2's `scores.csv` as {rank, file (the base name: a CelebA image id), score}, best first."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run stage 2's scan (notebook 02 or `python -m classification "
@@ -57,68 +44,43 @@ def read_scores(path: str | Path) -> list[dict]:
 
 
 def read_truth_identity(world_json: str | Path) -> int | None:
-    """The planted target identity recorded by the synthetic world generator (`target_identity` in
-    `world.json`, at the top level or inside a section), or None when the file or key is absent."""
+    """`target_identity` from the synthetic world's `world.json` (at any depth), or None when absent."""
     path = Path(world_json)
-    if not path.is_file():
-        return None
-
-    def find(node):
-        if isinstance(node, dict):
-            if node.get("target_identity") is not None:
-                return int(node["target_identity"])
-            for value in node.values():
-                found = find(value)
-                if found is not None:
-                    return found
-        return None
-
-    return find(json.loads(path.read_text(encoding="utf-8")))
+    nodes = [json.loads(path.read_text(encoding="utf-8"))] if path.is_file() else []
+    while nodes:  # breadth-first over the nested dicts
+        node = nodes.pop(0)
+        if node.get("target_identity") is not None:
+            return int(node["target_identity"])
+        nodes += [value for value in node.values() if isinstance(value, dict)]
+    return None
 
 
-def celeba_identities(root: str | Path) -> dict[str, int]:
-    """CelebA image id -> identity id, from `<root>/identity_CelebA.txt`."""
-    from common.celeba_format import read_identities
-
-    return read_identities(root)
+celeba_identities = read_identities  # CelebA image id -> identity id, from `<root>/identity_CelebA.txt`
 
 
-# ------------------------------------------------------------------------------------------ the search
 def top_candidates(scores: Sequence[Mapping], k: int) -> list[Mapping]:
     """The k highest-scoring rows (fewer when the scan holds fewer)."""
     return sorted(scores, key=lambda r: -float(r["score"]))[:k]
 
 
 def identity_votes(scores: Sequence[Mapping], identities: Mapping[str, int], k: int = 50) -> list[dict]:
-    """Identities among the top-k, each with its vote count and summed score, best first.
-
-    Ordered by votes, then by summed score (a tie in votes goes to the identity the classifier is surer of),
-    then by identity id so the order is deterministic. Files missing from `identities` cast no vote.
-    """
+    """Identities among the top-k with their vote count and summed score, by votes, then summed score, then id.
+    Files missing from `identities` cast no vote."""
     votes: dict[int, int] = defaultdict(int)
     summed: dict[int, float] = defaultdict(float)
     for row in top_candidates(scores, k):
         identity = identities.get(Path(row["file"]).name)
-        if identity is None:
-            continue
-        votes[identity] += 1
-        summed[identity] += float(row["score"])
+        if identity is not None:
+            votes[identity] += 1
+            summed[identity] += float(row["score"])
     ranking = [{"identity": i, "votes": votes[i], "summed_score": summed[i]} for i in votes]
     return sorted(ranking, key=lambda r: (-r["votes"], -r["summed_score"], r["identity"]))
 
 
 def pick_identity(scores: Sequence[Mapping], identities: Mapping[str, int], k: int = 50,
                   confirm: int | None = None) -> int:
-    """The identity to fine-tune on.
-
-    Args:
-        scores: rows with "file" (CelebA image id) and "score" (higher = more like the target).
-        identities: image id -> identity id (`common.celeba_format.read_identities`).
-        k: how many top-scoring images vote.
-        confirm: a person's choice after looking at the candidates sheet; overrides the vote (must be an
-            identity CelebA knows).
-    Returns the identity with the most top-k votes (ties: larger summed score), or `confirm`.
-    """
+    """The identity to fine-tune on: the winner of `identity_votes` over the top `k` scores (rows with "file"
+    and "score"), or `confirm`, a person's choice after looking at the candidates sheet."""
     if confirm is not None:
         confirm = int(confirm)
         if confirm not in set(identities.values()):
@@ -143,80 +105,56 @@ def expand_identity(root: str | Path, identity: int) -> list[str]:
     return files
 
 
-# ---------------------------------------------------------------------------------------------- metrics
-def precision_at_k(scores: Sequence[Mapping], identities: Mapping[str, int], truth_identity: int, k: int) -> float:
-    """Share of the top-k images that belong to `truth_identity` (denominator: top-k rows actually present)."""
-    top = top_candidates(scores, k)
-    if not top:
-        return 0.0
-    return sum(identities.get(Path(r["file"]).name) == truth_identity for r in top) / len(top)
-
-
-def recall_at_k(scores: Sequence[Mapping], identities: Mapping[str, int], truth_identity: int, k: int) -> float:
-    """Share of `truth_identity`'s images that appear among the top-k."""
-    truth = set(files_of(identities, truth_identity))
-    if not truth:
-        raise ValueError(f"identity {truth_identity} has no images")
-    return len(truth & {Path(r["file"]).name for r in top_candidates(scores, k)}) / len(truth)
+def expansion_precision(expanded: Sequence[str], identities: Mapping[str, int], truth_identity: int) -> float:
+    """Share of the `expanded` image ids that belong to `truth_identity` (0 for an empty list)."""
+    return sum(identities.get(f) == truth_identity for f in expanded) / len(expanded) if expanded else 0.0
 
 
 def expansion_recall(expanded: Sequence[str], identities: Mapping[str, int], truth_identity: int) -> float:
-    """Share of `truth_identity`'s images in the expanded list (1.0 when the right identity was picked)."""
+    """Share of `truth_identity`'s images in the `expanded` image ids (1.0 when the right identity was picked)."""
     truth = set(files_of(identities, truth_identity))
     if not truth:
         raise ValueError(f"identity {truth_identity} has no images")
     return len(truth & set(expanded)) / len(truth)
 
 
-def expansion_precision(expanded: Sequence[str], identities: Mapping[str, int], truth_identity: int) -> float:
-    """Share of the expanded list that belongs to `truth_identity`."""
-    if not expanded:
-        return 0.0
-    return sum(identities.get(f) == truth_identity for f in expanded) / len(expanded)
+def precision_at_k(scores: Sequence[Mapping], identities: Mapping[str, int], truth_identity: int, k: int) -> float:
+    """Share of the top-k images that belong to `truth_identity` (denominator: top-k rows actually present)."""
+    return expansion_precision([Path(r["file"]).name for r in top_candidates(scores, k)], identities, truth_identity)
 
 
-# ------------------------------------------------------------------------------------------------ figure
+def recall_at_k(scores: Sequence[Mapping], identities: Mapping[str, int], truth_identity: int, k: int) -> float:
+    """Share of `truth_identity`'s images that appear among the top-k."""
+    return expansion_recall([Path(r["file"]).name for r in top_candidates(scores, k)], identities, truth_identity)
+
+
 def candidates_sheet(scores: Sequence[Mapping], root: str | Path, out_png: str | Path, k: int = 50,
                      identities: Mapping[str, int] | None = None, picked: int | None = None,
                      columns: int = 10, thumb: int = 96) -> dict:
-    """Contact sheet of the top-k images, each captioned "id <identity> <score>".
-
-    Args:
-        scores: scan rows (see `read_scores`).
-        root: CelebA root; images are read from `<root>/img_align_celeba/`.
-        out_png: output path.
-        k: how many candidates to show.
-        identities: image id -> identity (read from `root` when None).
-        picked: identity to frame in green (the proposed or confirmed one).
-        columns, thumb: layout; thumb is the thumbnail edge in pixels.
-    Returns {"path", "n_shown", "missing"}; missing counts candidates whose image file is absent.
-    """
+    """Contact sheet of the top-k images of CelebA root `root`, captioned "id <identity> <score>", the `picked`
+    identity framed in green. Returns {"path", "n_shown", "missing" (image files absent)}."""
     identities = celeba_identities(root) if identities is None else identities
     top = top_candidates(scores, k)
     cells, missing = [], 0
     for row in top:
-        name = Path(row["file"]).name
-        identity = identities.get(name)
-        path = Path(root) / "img_align_celeba" / name
+        identity = identities.get(Path(row["file"]).name)
+        path = Path(root) / "img_align_celeba" / Path(row["file"]).name
         image = open_thumbnail(path, thumb) if path.is_file() else None
         missing += image is None
-        picked_here = picked is not None and identity == picked
         cells.append(SheetCell(image, (f"id {identity} {float(row['score']):.2f}",),
-                               frame=PICKED_COLOUR if picked_here else OTHER_COLOUR))
+                               frame=PICKED_COLOUR if picked is not None and identity == picked else OTHER_COLOUR))
     sheet = thumbnail_sheet(cells, max(1, min(columns, len(cells))), thumb, fit="cover", empty_text="no candidates")
     path = save_sheet(sheet, out_png)
     return {"path": str(path), "n_shown": len(top), "missing": missing}
 
 
-# ----------------------------------------------------------------------------------------- whole step
 def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str | Path, k: int = 50,
                   confirm: int | None = None, truth_identity: int | None = None) -> dict:
-    """Scores → candidates sheet → picked identity → expansion, with metrics against the truth when known.
+    """Scores -> candidates sheet -> picked identity -> expansion, measured against `truth_identity` when given.
 
-    Writes `<out_dir>/candidates.png`, `<out_dir>/identity_files.csv` (the expansion) and
-    `<out_dir>/identity.json` (this summary). Returns the summary: identity, votes (top 5), confirmed,
-    n_expanded, files_csv, candidates_png, and — when `truth_identity` is given — correct, precision_at_k,
-    recall_at_k, expansion_recall, expansion_precision.
+    Writes `candidates.png`, `identity_files.csv` (the expansion) and `identity.json` (the returned summary:
+    identity, votes, confirmed, n_expanded, ... and correct, precision_at_k, recall_at_k, expansion_recall,
+    expansion_precision with a truth) into `out_dir`.
     """
     out_dir = Path(out_dir)
     scores = read_scores(scores_csv)
@@ -229,16 +167,9 @@ def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str 
                              picked=identity)
     files_csv = write_csv_atomic(out_dir / "identity_files.csv", [{"file": f, "identity": identity} for f in expanded],
                                  ["file", "identity"])
-    summary = {
-        "identity": identity,
-        "confirmed": confirm is not None,
-        "k": k,
-        "votes": votes[:5],
-        "n_expanded": len(expanded),
-        "files_csv": str(files_csv),
-        "candidates_png": sheet["path"],
-        "truth_identity": truth_identity,
-    }
+    summary = {"identity": identity, "confirmed": confirm is not None, "k": k, "votes": votes[:5],
+               "n_expanded": len(expanded), "files_csv": str(files_csv), "candidates_png": sheet["path"],
+               "truth_identity": truth_identity}
     if truth_identity is not None:
         truth_identity = int(truth_identity)
         summary.update(
@@ -254,17 +185,12 @@ def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str 
 
 def verify_pick(celeba_root: str | Path, identity: int, target_faces_folder: str | Path,
                 cache: str | Path | None = None, workers: int = 2) -> dict:
-    """Face-embedding verification of a picked identity against the scraped target (see module docstring).
-
-    Returns `identity.embed.verify_identity`'s dict: verdict ("confirmed" | "uncertain"), reason,
-    median_distance, threshold, ...
-    """
+    """`identity.embed.verify_identity` of a picked identity against the scraped target's crops."""
     from identity.embed import verify_identity
 
     return verify_identity(celeba_root, identity, target_faces_folder, cache=cache, workers=workers)
 
 
-# ------------------------------------------------------------------------------------------------------ CLI
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     """`python -m vae find-identity`: pick the CelebA identity the classifier's top scores point at."""
     parser.add_argument("--scores", required=True, help="stage 2's scores.csv over the CelebA folder")

@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps
 
-from classification import embed
+from classification.second_opinion import evaluate_embedding_scorer, scan_with_embeddings, train_embedding_scorer
+from identity import embed
 from identity.embed import (
     DLIB_LANDMARKS_FILE,
     DLIB_NETWORK_FILE,
     FACENET_WEIGHTS_FILE,
     IdentityScorer,
     embed_files,
-    evaluate_embedding_scorer,
     identity_preservation,
-    scan_with_embeddings,
     verify_identity,
 )
 from common.errors import InputError
@@ -178,7 +177,7 @@ def test_scorer_separates_synthetic_identities_and_reloads(world, tmp_path):
 
 @pytest.fixture(scope="module")
 def scan(world, tmp_path_factory):
-    scorer = embed.train_embedding_scorer(world["faces"], "target", method="linear", cache=world["cache"],
+    scorer = train_embedding_scorer(world["faces"], "target", method="linear", cache=world["cache"],
                                           workers=1, progress=False)
     out = tmp_path_factory.mktemp("scan")
     summary = scan_with_embeddings(scorer, world["celeba"], out, cache=world["cache"], workers=2, progress=False)
@@ -206,7 +205,7 @@ def test_scan_scores_feed_find_identity_unchanged(world, scan, tmp_path):
                                   workers=1, progress=False, rerank_scores=tmp_path / "first" / "scores.csv",
                                   rerank_top=10, truth_identity=truth)
     assert second["reranked"] == second["scanned"] == 10 == len(first[:10])
-    from vae.celeba import read_identities
+    from common.celeba_format import read_identities
 
     identities = read_identities(world["celeba"])
     top10 = {row["file"] for row in first[:10]}
@@ -217,7 +216,7 @@ def test_scan_scores_feed_find_identity_unchanged(world, scan, tmp_path):
 
 def test_verification_confirms_the_target_and_flags_a_wrong_identity(world, scan):
     truth = world["haystack"]["target_identity"]
-    from vae.celeba import read_identities
+    from common.celeba_format import read_identities
 
     wrong = min({i for i in read_identities(world["celeba"]).values() if i != truth})
     right = verify_identity(world["celeba"], truth, world["faces"] / "target", cache=world["cache"], workers=1)
@@ -230,7 +229,7 @@ def test_verification_confirms_the_target_and_flags_a_wrong_identity(world, scan
 
 
 def test_identity_preservation_of_blurred_and_swapped_reconstructions(world):
-    from vae.celeba import read_identities
+    from common.celeba_format import read_identities
 
     identities = read_identities(world["celeba"])
     truth = world["haystack"]["target_identity"]

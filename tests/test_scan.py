@@ -3,16 +3,52 @@ corrupt files are counted instead of stopping the scan, and a sharded scan equal
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from classification.scan import ScanConfig, list_scan_files, scan_images, scan_images_plain
+from classification.scan import ScanConfig, celeba_face_box, list_scan_files, scan_images
+from classification.train import load_classifier
+from common.images import IMAGENET_MEAN, IMAGENET_STD
 from common.images import SHEET_PADDING
 from toy_faces import draw_toy_face, make_toy_celeba, make_toy_faces
 from classification.train import TrainConfig, train_classifier
 from common.files import read_csv
+
+
+def scan_images_plain(checkpoint: str | Path, source: str | Path, config: ScanConfig | None = None,
+                      batch_size: int = 32) -> dict[str, float]:
+    """Reference scorer: torchvision Resize + CenterCrop + ToTensor + Normalize on fully decoded images, no
+    workers, no draft mode, no layout tricks. Same CelebA face square as the fast path. Returns {file: score};
+    unreadable files are left out."""
+    from torchvision import transforms as T
+
+    config = config or ScanConfig()
+    root, files = list_scan_files(source)
+    model, payload = load_classifier(checkpoint)
+    image_size = config.image_size or int(payload["config"].get("image_size", 160))
+    transform = T.Compose([T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor(),
+                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    scores: dict[str, float] = {}
+    for start in range(0, len(files), batch_size):
+        tensors, names = [], []
+        for name in files[start:start + batch_size]:
+            try:
+                with Image.open(root / name) as image:
+                    rgb = image.convert("RGB")
+            except (OSError, UnidentifiedImageError, ValueError):
+                continue
+            box = celeba_face_box(rgb.size, config)
+            tensors.append(transform(rgb.crop(box) if box else rgb))
+            names.append(name)
+        if tensors:
+            with torch.no_grad():
+                probs = torch.sigmoid(model(torch.stack(tensors)).squeeze(1)).tolist()
+            scores.update(zip(names, probs))
+    return scores
+
 
 IMAGE_SIZE = 32
 # Draft decoding changes pixels slightly (libjpeg's DCT scaling instead of a full decode); scores may move by this
