@@ -89,7 +89,8 @@ class FetchFailure(PageFetchError):
     `note` (e.g. "Connection refused") goes into the message, not into `reason_text` (the manifest's)."""
 
     def __init__(self, status: str, reason: str, detail: str = "", note: str = ""):
-        self.status, self.reason, self.reason_text = status, reason, f"{reason}: {detail}" if detail else reason
+        self.status, self.reason, self.detail = status, reason, detail
+        self.reason_text = f"{reason}: {detail}" if detail else reason
         super().__init__(f"{self.reason_text} ({note})" if note else self.reason_text)
 
 
@@ -98,10 +99,6 @@ class FetchStopped(FetchFailure):
 
     def __init__(self) -> None:
         super().__init__("error", "interrupted")
-
-
-class _Truncated(Exception):
-    """The body ended before its Content-Length."""
 
 
 class _Attempt:
@@ -115,14 +112,15 @@ class _Attempt:
     def attach(self, sock) -> None:
         with self.lock:
             self.sock = sock
-            if sock is not None and self.why:
-                _shut(sock)
+        if self.why:
+            self.cut(self.why)
 
     def cut(self, why: str) -> None:
         with self.lock:
             self.why = self.why or why
-            if self.sock is not None:
-                _shut(self.sock)
+            sock = getattr(self.sock, "socket", self.sock)  # urllib3's SSLTransport (TLS in TLS) wraps the socket
+            with suppress(OSError, TypeError):  # the plain socket's shutdown: an SSLSocket's own drops TLS state
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def check(self) -> None:
         """Raise if cut or past the deadline (an EOF caused by a cut reads like a normal end of headers or body)."""
@@ -130,12 +128,6 @@ class _Attempt:
             raise FetchStopped()
         if self.why or time.monotonic() > self.deadline:
             raise FetchFailure("error", "too_slow", f"over {self.seconds:g} s")
-
-
-def _shut(sock) -> None:
-    sock = getattr(sock, "socket", sock)  # urllib3's SSLTransport (TLS in TLS) wraps the real socket
-    with suppress(OSError, TypeError):  # the plain socket's shutdown: an SSLSocket's own would drop the TLS state
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _current = threading.local()  # .attempt: the `_Attempt` this thread runs
@@ -279,9 +271,10 @@ class PoliteClient:
             wait_s, note, truncated = config.backoff_s * 2**attempt, "", ""
             try:
                 status, body, headers = self._request(url, host)
-            except _Truncated as exc:
-
-                reason, truncated = "truncated", str(exc)
+            except FetchFailure as exc:
+                if exc.reason != "truncated":
+                    raise
+                reason, truncated = "truncated", exc.detail
             except ValueError as exc:  # requests' InvalidURL and its kin
                 raise FetchFailure("rejected", "invalid_url", str(exc)[:200]) from exc
             except (requests.RequestException, OSError) as exc:  # OSError: a socket error requests did not wrap
@@ -335,7 +328,7 @@ class PoliteClient:
                     except requests.RequestException as exc:
                         got = response.raw.tell()  # bytes that came over the wire, a short last read included
                         if got < declared and not attempt.why and not _is_read_timeout(exc):
-                            raise _Truncated(f"got {got} of {declared} bytes") from exc
+                            raise FetchFailure("rejected", "truncated", f"got {got} of {declared} bytes") from exc
                         raise
                     attempt.check()  # the EOF that ended the body may be the cut, not the end
                     return response.status_code, bytes(body), response.headers
@@ -462,19 +455,14 @@ class Dedupe:
         if row.get("phash"):
             self.hashes.append((int(row["phash"], 16), row["file"]))
 
-    def _nearest(self, row: Mapping[str, str]) -> tuple[int, str] | None:
-        """(distance, file) of the kept image nearest to `row`'s pHash (the first kept of equally near ones)."""
-        if not row.get("phash") or not self.hashes:
-            return None
-        phash = int(row["phash"], 16)
-        return min((hamming_distance(phash, h), k, name) for k, (h, name) in enumerate(self.hashes))[::2]
-
-    def _judge(self, row: Mapping[str, str]) -> tuple[str, str]:
+    def _judge(self, row: Mapping[str, str], threshold: int | None = None) -> tuple[str, str]:
         if row["sha256"] in self.by_sha:
             return "duplicate", f"duplicate_of: {self.by_sha[row['sha256']]}"
-        near = self._nearest(row)
-        if near is not None and near[0] <= self.threshold:
-            return "near_duplicate", f"near_duplicate_of: {near[1]} (distance {near[0]})"
+        if row.get("phash") and self.hashes:  # the first kept of equally near ones
+            phash = int(row["phash"], 16)
+            distance, _, name = min((hamming_distance(phash, h), k, name) for k, (h, name) in enumerate(self.hashes))
+            if distance <= (self.threshold if threshold is None else threshold):
+                return "near_duplicate", f"near_duplicate_of: {name} (distance {distance})"
         return "saved", ""
 
     def _write(self, name: str, data: bytes) -> None:
@@ -493,7 +481,7 @@ class Dedupe:
 
     def settle(self, ranked: Iterable[dict[str, str]]) -> None:
         """Redo the decisions for manifest rows `ranked` in that order; an earlier run's duplicate has no bytes
-        and stays a near duplicate."""
+        and stays a near duplicate of the nearest kept image."""
         self.by_sha, self.hashes = {}, []
         for row in filter(_is_image, ranked):
             (status, reason), name = self._judge(row), row["file"]
@@ -501,10 +489,10 @@ class Dedupe:
                 if row["sha256"] in self.spare:
                     name, data = self.spare[row["sha256"]]
                     self._write(name, data)
-                elif (near := self._nearest(row)) is not None:
-                    status, reason = "near_duplicate", f"near_duplicate_of: {near[1]} (distance {near[0]})"
-                else:
-                    continue
+                else:  # no bytes: near the nearest kept image, or left as it was when none is kept
+                    status, reason = self._judge(row, threshold=64)
+                    if status == "saved":
+                        continue
             row.update(status=status, reason=reason, file=name if status == "saved" else "")
             if status == "saved":
                 self._keep(row)
