@@ -1,7 +1,4 @@
-"""Command line for the GAN baseline and its metrics: `python -m generative gan|metrics ...`.
-
-Each command is `cli_add_arguments` + `cli_run` in the module that does the work.
-"""
+"""Command line for the GAN baseline and its metrics: `python -m generative gan|metrics ...`."""
 from __future__ import annotations
 
 import sys

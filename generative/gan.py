@@ -1,8 +1,6 @@
 """A DCGAN baseline beside the VAE (pytorch/examples' `dcgan`, Radford et al. 2016, widths sized for a CPU).
 
-`train_gan` reuses the VAE's data pipeline (`vae.train`) and writes under `out_dir`: config.json, checkpoint.pt (both
-networks and optimisers, step, config, metrics, history, RNG states), metrics.json, monitor/step_*.png (fixed latents)
-and monitor.gif; a resumed run computes exactly the losses an uninterrupted run would.
+`train_gan` reuses the VAE's data pipeline and run bookkeeping (`vae.train`: checkpoint, exact resume, monitor GIF).
 """
 from __future__ import annotations
 
@@ -96,14 +94,13 @@ class Generator(nn.Module):
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+        return self.net(z.view(-1, self.latent_dim, 1, 1))
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: torch.Tensor | None = None, generator: torch.Generator | None = None):
         """Images in [0, 1] ([B, 3, S, S]) for `z` or `n` draws from N(0, I). BatchNorm uses the sampled batch's
         statistics, as in training (running averages lag a moving generator): draw batches of 16 or more."""
-        if z is None:
-            z = torch.randn(n, self.latent_dim, generator=generator)
+        z = torch.randn(n, self.latent_dim, generator=generator) if z is None else z
         h = z.to(next(self.parameters()).device).view(-1, self.latent_dim, 1, 1)
         for layer in self.net:
             if isinstance(layer, nn.BatchNorm2d):
@@ -133,9 +130,8 @@ class Discriminator(nn.Module):
         return self.net(x).flatten()
 
 
-def build_networks(config: GanConfig | dict) -> tuple[Generator, Discriminator]:
-    """A fresh generator and discriminator for `config` (a GanConfig or its saved dict)."""
-    c = config if isinstance(config, dict) else config_to_dict(config)
+def build_networks(c: dict) -> tuple[Generator, Discriminator]:
+    """A fresh generator and discriminator for a GanConfig's dict."""
     return Generator(c["latent_dim"], c["image_size"], c["g_width"]), Discriminator(c["image_size"], c["d_width"])
 
 
@@ -165,7 +161,6 @@ def gan_step(generator: Generator, discriminator: Discriminator, optimizer_g, op
     loss_d = discriminator_loss(real_logits, fake_logits, kind)
     loss_d.backward()
     optimizer_d.step()
-
     optimizer_g.zero_grad(set_to_none=True)
     loss_g = generator_loss(discriminator(fake), kind)
     loss_g.backward()
@@ -179,9 +174,10 @@ def load_gan(checkpoint_path: str | Path, device: str = "auto") -> tuple[Generat
     """`(generator in eval mode, checkpoint dict)` from a GAN `checkpoint.pt` or its run folder."""
     path = Path(checkpoint_path)
     path = path / "checkpoint.pt" if path.is_dir() else path
-    checkpoint = load_checkpoint(path, hint="train one with `python -m generative gan`")
-    if checkpoint.get("kind") != "gan" or "generator" not in checkpoint:
-        raise InputError(f"checkpoint {path} is not a GAN checkpoint; train one with `python -m generative gan`")
+    hint = "train one with `python -m generative gan`"
+    checkpoint = load_checkpoint(path, hint=hint)
+    if checkpoint.get("kind") != "gan":
+        raise InputError(f"checkpoint {path} is not a GAN checkpoint; {hint}")
     generator, _ = build_networks(checkpoint["config"])
     generator.load_state_dict(checkpoint["generator"])
     return generator.to(pick_device(device)).eval(), checkpoint
@@ -194,9 +190,8 @@ def recent_means(history: list[dict], window: int = 20) -> dict[str, float]:
 
 
 def train_gan(config: GanConfig) -> dict:
-    """Train (or resume) the DCGAN described by `config`; returns a JSON-ready summary (steps, images_per_s,
-    history, metrics, monitor_gif, ...). Raises RunExistsError when out_dir holds a run and neither resume nor
-    overwrite is set; a resumed checkpoint from other code starts again (redone_because "code changed")."""
+    """Train (or resume) the DCGAN of `config`; returns a JSON-ready summary (steps, images_per_s, history, metrics,
+    monitor_gif, ...). RunExistsError when out_dir holds a run and neither resume nor overwrite is set."""
     if config.loss not in ("bce", "hinge"):
         raise ValueError(f"loss must be 'bce' or 'hinge', got {config.loss!r}")
     out_dir = Path(config.out_dir)
@@ -208,16 +203,13 @@ def train_gan(config: GanConfig) -> dict:
     redone_because = None
     if checkpoint is not None and checkpoint.get("code_version") != vae_code_version():
         config, checkpoint = dataclasses.replace(config, resume=False, overwrite=True), None
-        redone_because = "code changed"
-    if checkpoint is not None:
-        mismatched = [f"{k}: {checkpoint['config'].get(k)} there vs {getattr(config, k)} here"
-                      for k in GAN_ARCHITECTURE_FIELDS if checkpoint["config"].get(k) != getattr(config, k)]
-        if mismatched:
-            raise ValueError(f"checkpoint {path} has a different architecture ({'; '.join(mismatched)})")
-    elif config.overwrite:
-        _remove_run_outputs(out_dir)
+        redone_because = "code changed"  # its numbers describe other code
+    mismatched = [f"{k}: {checkpoint['config'].get(k)} there vs {getattr(config, k)} here"
+                  for k in GAN_ARCHITECTURE_FIELDS if checkpoint and checkpoint["config"].get(k) != getattr(config, k)]
+    if mismatched:
+        raise ValueError(f"checkpoint {path} has a different architecture ({'; '.join(mismatched)})")
     start = checkpoint["step"] if checkpoint else 0
-    _remove_run_outputs(out_dir, after_step=start)
+    _remove_run_outputs(out_dir, after_step=-1 if config.overwrite and not checkpoint else start)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.json")
 
@@ -225,12 +217,11 @@ def train_gan(config: GanConfig) -> dict:
     device = pick_device(config.device)
     train_set, train_indices, _, _, held_from = split_datasets(config)
     batch_size = min(config.batch_size, len(train_indices))
-    generator, discriminator = build_networks(config)
+    generator, discriminator = build_networks(config_to_dict(config))
     for net in (generator, discriminator):
         net.to(device, memory_format=torch.channels_last).train()
-    betas = (config.beta1, 0.999)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas)
+    optimizer_g, optimizer_d = (torch.optim.Adam(net.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+                                for net in (generator, discriminator))
     history = []
     if checkpoint is not None:
         for name, module in (("generator", generator), ("discriminator", discriminator),
@@ -247,18 +238,7 @@ def train_gan(config: GanConfig) -> dict:
                         pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(config.seed * 1_000_003 + start))
 
-    def save(step: int) -> None:
-        metrics = recent_means(history)
-        save_checkpoint(path, {
-            "kind": "gan", "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(), "step": step,
-            "config": config_to_dict(config), "metrics": metrics, "history": history, "rng": rng_state(),
-            "code_version": vae_code_version()})
-        atomic_write_text(out_dir / "metrics.json", json.dumps(
-            {"step": step, "metrics": metrics, "history": history}, indent=1) + "\n")
-        write_monitor_gif(out_dir / "monitor", out_dir / "monitor.gif")
-
-    step, train_seconds, images_seen = start, 0.0, 0
+    step, train_seconds = start, 0.0
     progress = tqdm(total=config.max_steps, initial=step, desc="gan train", dynamic_ncols=True)
     tick = loop_started = time.perf_counter()
     for batch in loader:
@@ -271,18 +251,24 @@ def train_gan(config: GanConfig) -> dict:
         if not all(np.isfinite(v) for v in row.values()):
             raise RuntimeError(f"non-finite GAN loss at step {step + 1} ({row}); lower lr or check the data")
         step += 1
-        images_seen += x.shape[0]
         history.append(row)
         progress.update(1)
         train_seconds += time.perf_counter() - tick
         out_of_time = config.max_minutes is not None and time.perf_counter() - loop_started >= 60 * config.max_minutes
         last = step == config.max_steps or out_of_time
         if step % config.monitor_every == 0 or last:
-            images = generator.sample(z=monitor_noise).cpu()
-            grid = image_grid([images[r * MONITOR_COLUMNS:(r + 1) * MONITOR_COLUMNS] for r in range(MONITOR_ROWS)])
+            grid = image_grid(list(generator.sample(z=monitor_noise).cpu().split(MONITOR_COLUMNS)))
             atomic_save_image(Image.fromarray(grid), out_dir / "monitor" / f"step_{step:06d}.png")
         if step % config.checkpoint_every == 0 or last:
-            save(step)
+            metrics = recent_means(history)
+            save_checkpoint(path, {
+                "kind": "gan", "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(), "step": step,
+                "config": config_to_dict(config), "metrics": metrics, "history": history, "rng": rng_state(),
+                "code_version": vae_code_version()})
+            atomic_write_text(out_dir / "metrics.json", json.dumps(
+                {"step": step, "metrics": metrics, "history": history}, indent=1) + "\n")
+            write_monitor_gif(out_dir / "monitor", out_dir / "monitor.gif")
         progress.set_postfix(d=f"{row['loss_d']:.2f}", g=f"{row['loss_g']:.2f}", refresh=False)
         tick = time.perf_counter()
         if last:
@@ -291,8 +277,9 @@ def train_gan(config: GanConfig) -> dict:
     gif = out_dir / "monitor.gif"
     return {
         "checkpoint": str(path), "out_dir": str(out_dir), "steps": step, "steps_this_run": step - start,
-        "reused": step == start, "images_per_s": round(images_seen / train_seconds, 2) if train_seconds > 0 else None,
-        "history": history, "metrics": recent_means(history), "monitor_gif": str(gif) if gif.exists() else None,
+        "reused": step == start, "history": history, "metrics": recent_means(history),
+        "images_per_s": round((step - start) * batch_size / train_seconds, 2) if train_seconds > 0 else None,
+        "monitor_gif": str(gif) if gif.exists() else None,
         "train_images": len(train_indices), "held_out_from": held_from, "redone_because": redone_because,
     }
 

@@ -1,14 +1,11 @@
 """Generative metrics that work offline: KID, FID, precision/recall, MTCNN face share and a memorisation check.
 
 Features are dlib's 128-d face descriptor (the whole 64 px frame as the face box), not Inception-v3's, so values are
-NOT comparable with published FIDs or KIDs. A sample is flagged as a likely copy when its nearest/second-nearest
-training-image distance ratio is below the held-out images' 1st percentile of that ratio.
-`python -m generative metrics --checkpoint runs/gan,runs/vae --src data/celeba` scores trained models.
+NOT comparable with published FIDs or KIDs.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
@@ -64,23 +61,21 @@ def mmd2_unbiased(a: np.ndarray, b: np.ndarray) -> float:
     """Unbiased MMD² between samples `a` [m, d] and `b` [n, d] with KID's kernel k(x, y) = (x·y / d + 1)³
     (diagonal terms left out of the within-set means; Gretton et al. 2012, eq. 3)."""
     k_aa, k_bb, k_ab = ((x @ y.T / a.shape[1] + 1.0) ** 3 for x, y in ((a, a), (b, b), (a, b)))
-    m, n = len(a), len(b)
-    within_a = (k_aa.sum() - np.trace(k_aa)) / (m * (m - 1))
-    within_b = (k_bb.sum() - np.trace(k_bb)) / (n * (n - 1))
-    return float(within_a + within_b - 2.0 * k_ab.mean())
+    within = [(k.sum() - np.trace(k)) / (len(k) * (len(k) - 1)) for k in (k_aa, k_bb)]
+    return float(within[0] + within[1] - 2.0 * k_ab.mean())
 
 
 def kid(features: np.ndarray, reference: np.ndarray, subset_size: int = KID_SUBSET_SIZE,
         subsets: int = KID_SUBSETS, seed: int = 0) -> dict[str, float]:
     """KID (Bińkowski et al. 2018, on face features): mean and std of the unbiased MMD² over `subsets` random subsets
     of `subset_size` images per set. Returns {"kid", "kid_std", "subset_size", "subsets"}."""
-    features, reference = np.asarray(features, np.float64), np.asarray(reference, np.float64)
     size = min(subset_size, len(features), len(reference))
     if size < 2:
         raise ValueError("KID needs at least 2 images in each set")
     rng = np.random.default_rng(seed)
-    values = [mmd2_unbiased(features[rng.choice(len(features), size, replace=False)],
-                            reference[rng.choice(len(reference), size, replace=False)]) for _ in range(subsets)]
+    values = [mmd2_unbiased(np.asarray(features, np.float64)[rng.choice(len(features), size, replace=False)],
+                            np.asarray(reference, np.float64)[rng.choice(len(reference), size, replace=False)])
+              for _ in range(subsets)]
     return {"kid": float(np.mean(values)), "kid_std": float(np.std(values)), "subset_size": int(size),
             "subsets": int(subsets)}
 
@@ -131,17 +126,15 @@ def nearest_distances(queries: torch.Tensor, references: torch.Tensor | Iterable
 
 def memorisation(sample_nearest: np.ndarray, held_out_nearest: np.ndarray,
                  percentile: float = MEMORISATION_PERCENTILE) -> dict:
-    """Flag samples whose nearest/second-nearest training distance ratio (`nearest_distances`) is below `percentile` %
-    of the held-out images' ratios (a copy scores ~0, a blurry average face ~1). Returns threshold, flagged (count,
-    share, indices) and the median sample and held-out nearest distances."""
+    """Flag samples whose nearest/second-nearest training distance ratio (`nearest_distances`; a copy ~0, a blurry
+    average face ~1) is below `percentile` % of the held-out images' ratios: threshold, flagged, median distance."""
     sample_nearest, held_out_nearest = np.asarray(sample_nearest, float), np.asarray(held_out_nearest, float)
     ratio = [n[:, 0] / np.maximum(n[:, 1], 1e-12) for n in (sample_nearest, held_out_nearest)]
     threshold = float(np.percentile(ratio[1], percentile))
     flagged = np.flatnonzero(ratio[0] < threshold)
     return {"threshold": threshold, "flagged": len(flagged),
             "flagged_share": len(flagged) / max(1, len(sample_nearest)), "flagged_indices": flagged.tolist(),
-            "median_sample_distance": float(np.median(sample_nearest[:, 0])),
-            "median_held_out_distance": float(np.median(held_out_nearest[:, 0]))}
+            "median_sample_distance": float(np.median(sample_nearest[:, 0]))}
 
 
 def real_image_sets(data_root: str | Path, n: int = 300, image_size: int = 64, seed: int = 0) -> dict:
@@ -178,9 +171,9 @@ def score_sets(sets: Mapping[str, torch.Tensor], real: dict, workers: int = 2, p
     names, seconds, tick = list(all_sets), {}, time.perf_counter()
     # one feature pass over everything: the worker processes load dlib's models once
     features = image_features(torch.cat([real["reference"], *all_sets.values()]), workers, progress=progress)
-    reference, start, per_set = features[:len(real["reference"])], len(real["reference"]), {}
-    for name in names:
-        per_set[name], start = features[start:start + len(all_sets[name])], start + len(all_sets[name])
+    ends = np.cumsum([len(real["reference"])] + [len(all_sets[name]) for name in names])
+    reference, *parts = np.split(features, ends[:-1])
+    per_set = dict(zip(names, parts))
     seconds["features"], tick = time.perf_counter() - tick, time.perf_counter()
     train = real["train_dataset"]
     batches = [torch.stack([train[i] for i in real["train_indices"][s:s + 256]])
@@ -194,8 +187,7 @@ def score_sets(sets: Mapping[str, torch.Tensor], real: dict, workers: int = 2, p
     out = {"reference_images": len(real["reference"]), "reference_from": real.get("reference_from"),
            "train_images": len(real["train_indices"]), "features": FEATURES,
            "seconds": {k: round(v, 1) for k, v in seconds.items()}}
-    for name in names:
-        memo = memos[name]
+    for name, memo in memos.items():
         out[name] = {"images": len(all_sets[name]), **kid(per_set[name], reference, seed=seed),
                      "fid": fid(per_set[name], reference), **precision_recall(per_set[name], reference),
                      "mtcnn_face_share": shares[name], "memorised": memo["flagged"],
@@ -212,17 +204,16 @@ def comparison_figure(samples: Mapping[str, torch.Tensor], scores: Mapping[str, 
                       columns: int = 6, rows: int = 3, title: str = "") -> Path:
     """Captioned sample grids (`rows` × `columns` of each set in `samples`, e.g. real / vae / gan) over one bar
     chart per metric of `scores` ({set name: its `score_sets` dict}; KID with its std as an error bar)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from PIL import Image
 
     from vae.train import image_grid
 
     names, colours = list(samples), {"real": "#4d4d4d", "vae": "#1f77b4", "gan": "#d62728"}
     grids = [image_grid(list(samples[n][:rows * columns].split(columns))[:rows]) for n in names]
-    figure = plt.figure(figsize=(12, 5.6), dpi=90)
+    figure = Figure(figsize=(12, 5.6), dpi=90)
+    canvas = FigureCanvasAgg(figure)
     grid = figure.add_gridspec(2, len(METRIC_BARS), height_ratios=[1.1, 1])
     top = figure.add_subplot(grid[0, :])
     top.imshow(label_image(grids, names))
@@ -238,11 +229,8 @@ def comparison_figure(samples: Mapping[str, torch.Tensor], scores: Mapping[str, 
             axis.set_ylim(0, 1.05)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    with Image.open(buffer) as image:
-        return save_sheet(image.convert("RGB"), out_png)
+    canvas.draw()
+    return save_sheet(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]), out_png)
 
 
 TABLE_COLUMNS = (("model", "set"), ("steps", "steps"), ("images_per_s", "img/s"), ("kid", "KID"),
@@ -265,10 +253,8 @@ def results_table(rows: Sequence[Mapping]) -> str:
             return f"{100 * value:.0f} %"
         return f"{value:.3f}" if isinstance(value, float) and key != "images_per_s" else str(value)
 
-    lines = ["| " + " | ".join(label for _, label in TABLE_COLUMNS) + " |",
-             "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cell(row, key) for key, _ in TABLE_COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    lines = ["| " + " | ".join(label for _, label in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(cell(row, key) for key, _ in TABLE_COLUMNS) + " |" for row in rows])
 
 
 def benchmark_summary(record: str | Path = "results/benchmarks/gan_vs_vae.json") -> tuple[str, str | None]:
@@ -291,8 +277,7 @@ def load_sampler(checkpoint: str | Path, device: str = "cpu"):
     path = Path(checkpoint)
     path = path / "checkpoint.pt" if path.is_dir() else path
     kind = "gan" if load_checkpoint(path).get("kind") == "gan" else "vae"
-    model, saved = (load_gan if kind == "gan" else load_vae)(path, device)
-    model.eval()
+    model, saved = (load_gan if kind == "gan" else load_vae)(path, device)  # in eval mode
 
     def sample(n: int, seed: int = 0, batch: int = 100) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)

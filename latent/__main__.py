@@ -1,7 +1,4 @@
-"""Command line for the latent-space work: `python -m latent beta-sweep|transfer ...`.
-
-Each command is `cli_add_arguments` + `cli_run` in the module that does the work.
-"""
+"""Command line for the latent-space work: `python -m latent beta-sweep|transfer ...`."""
 from __future__ import annotations
 
 import sys

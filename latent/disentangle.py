@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.stats import entropy
 from sklearn.metrics import mutual_info_score
 from tqdm import tqdm
 
@@ -31,10 +32,8 @@ SUMMARY_KEYS = ("mig", "factor_vae", "dci_disentanglement", "mse", "ssim", "acti
 
 
 def mig(latents: np.ndarray, codes: np.ndarray, bins: int = MIG_BINS) -> dict:
-    """Mutual-information gap: each latent dimension cut into `bins` equal-width bins; per factor, the gap between
-    the two most informative dimensions' MI (nats) over the factor's entropy, averaged over factors (1: each factor
-    read off one dimension alone; 0: none stands out). Returns {"mig", "per_factor" [F], "mi" [D, F], "entropy" [F]}.
-    """
+    """Mutual-information gap (latents in `bins` equal-width bins): per factor, the MI gap (nats) between its two most
+    informative dimensions over its entropy, averaged. Returns {"mig", "per_factor" [F], "mi" [D, F], "entropy" [F]}."""
     latents, codes = np.asarray(latents, np.float64), np.asarray(codes)
     if latents.shape[1] < 2:
         raise ValueError("MIG needs at least two latent dimensions")
@@ -49,14 +48,13 @@ def mig(latents: np.ndarray, codes: np.ndarray, bins: int = MIG_BINS) -> dict:
 
 def factor_vae_score(latents: np.ndarray, codes: np.ndarray, n_train: int = 2000, n_eval: int = 1000,
                      batch_size: int = 64, seed: int = 0) -> dict:
-    """FactorVAE score: each vote fixes one factor, takes `batch_size` pool images sharing its level and picks the
-    latent of least normalised variance; a majority-vote classifier fit on training votes is scored on others.
-    Returns {"score", "train_accuracy", "active_dims", "dim_to_factor"}."""
+    """FactorVAE score: each vote fixes a factor's level in `batch_size` pool images and picks the latent of least
+    normalised variance; a majority-vote classifier of training votes is scored on others: {"score", "active_dims"}."""
     latents, codes = np.asarray(latents, np.float64), np.asarray(codes)
     scale = latents.std(axis=0)
     active = np.flatnonzero(scale > 1e-8)
     if not len(active):
-        return {"score": 0.0, "train_accuracy": 0.0, "active_dims": 0, "dim_to_factor": []}
+        return {"score": 0.0, "active_dims": 0}
     rng = np.random.default_rng(seed)
     n, n_factors = codes.shape
     rows_by_level = [{v: np.flatnonzero(codes[:, k] == v) for v in np.unique(codes[:, k])} for k in range(n_factors)]
@@ -73,23 +71,14 @@ def factor_vae_score(latents: np.ndarray, codes: np.ndarray, n_train: int = 2000
     train, evaluation = votes(n_train), votes(n_eval)
     counts = np.zeros((latents.shape[1], n_factors), np.int64)
     np.add.at(counts, (train[:, 0], train[:, 1]), 1)
-    dim_to_factor = counts.argmax(axis=1)
-    return {"score": float((dim_to_factor[evaluation[:, 0]] == evaluation[:, 1]).mean()),
-            "train_accuracy": float((dim_to_factor[train[:, 0]] == train[:, 1]).mean()),
-            "active_dims": len(active), "dim_to_factor": dim_to_factor.tolist()}
-
-
-def _row_entropy(p: np.ndarray, base: int) -> np.ndarray:
-    """Entropy of each row of `p` normalised to sum 1, in log base `base` (at least 2); 0 for an all-zero row."""
-    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
-    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1) / np.log(max(base, 2))
+    return {"score": float((counts.argmax(axis=1)[evaluation[:, 0]] == evaluation[:, 1]).mean()),
+            "active_dims": len(active)}
 
 
 def dci(latents: np.ndarray, codes: np.ndarray, train_fraction: float = 0.8, n_estimators: int = 30,
         seed: int = 0) -> dict:
-    """DCI with one gradient-boosted tree classifier per factor: its feature importances R[j, k] give disentanglement
-    (how few factors each dimension matters for) and completeness (how few dimensions each factor needs), its
-    held-out accuracy the informativeness."""
+    """DCI from one gradient-boosted classifier per factor: its importances give disentanglement (few factors per
+    dimension) and completeness (few dimensions per factor), its held-out accuracy the informativeness."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     latents, codes = np.asarray(latents, np.float64), np.asarray(codes)
@@ -109,8 +98,10 @@ def dci(latents: np.ndarray, codes: np.ndarray, train_fraction: float = 0.8, n_e
     out = {"disentanglement": 0.0, "completeness": 0.0, "informativeness": float(np.mean(accuracy)),
            "importance": importance.tolist()}
     if total > 0:  # 1 - normalised entropy of each dimension's (factor's) importances, weighted by its share
-        out["disentanglement"] = float(importance.sum(1) / total @ (1 - _row_entropy(importance, n_factors)))
-        out["completeness"] = float(importance.sum(0) / total @ (1 - _row_entropy(importance.T, n_dims)))
+        h_dims = np.nan_to_num(entropy(importance, base=max(n_factors, 2), axis=1))  # an unused dimension: 0
+        h_factors = np.nan_to_num(entropy(importance.T, base=max(n_dims, 2), axis=1))
+        out["disentanglement"] = float(importance.sum(1) / total @ (1 - h_dims))
+        out["completeness"] = float(importance.sum(0) / total @ (1 - h_factors))
     return out
 
 
@@ -193,9 +184,8 @@ def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def evaluate_beta_vae(model, pool_images: torch.Tensor, pool_codes: np.ndarray, names: Sequence[str],
                       seed: int = 0, with_dci: bool = True) -> dict:
-    """Scores of one trained model on a labelled held-out pool: `score_representation` of the posterior means,
-    reconstruction MSE and SSIM from them, KL per dimension and each dimension's label: the factor it carries most
-    (by MI / H(factor)) with that normalised MI."""
+    """`score_representation` of the posterior means on a labelled held-out pool, plus reconstruction MSE and SSIM,
+    KL per dimension and each dimension's label: the factor it carries most (by MI / H(factor)) and that ratio."""
     encoded = [model.encode(batch) for batch in pool_images.split(256)]
     mu, logvar = torch.cat([e[0] for e in encoded]), torch.cat([e[1] for e in encoded])
     x_hat = torch.cat([model.decode(batch) for batch in mu.split(256)])
@@ -229,9 +219,8 @@ def traversal_figure(model, image: torch.Tensor, kl: Sequence[float], labels: Se
 
 def beta_sweep(train, pool, betas: Sequence[float], seeds: Sequence[int], out_dir: str | Path, steps: int = 1500,
                threads: int | None = None, with_dci: bool = True, progress: bool = True) -> dict:
-    """Train and score a β-VAE for every (β, seed) on `train` and `pool` (`latent.factors.FactorData`); write
-    `sweep.json` and one traversal figure per β (of the first seed). Returns {"config", "runs", "by_beta": {β: mean,
-    min and max over seeds of SUMMARY_KEYS}, "figures": {β: file name in out_dir}}."""
+    """Train and score a β-VAE per (β, seed) on `train` and `pool` (`FactorData`); write `sweep.json` and a traversal
+    figure per β. Returns {"config", "runs", "by_beta": {β: {key: mean, min, max over seeds}}, "figures"}."""
     out_dir = Path(out_dir)
     train_images, pool_images = train.tensors(), pool.tensors()
     runs, figures = [], {}

@@ -7,13 +7,13 @@ fixed base person (`vary_identity=False`) or a random one per photo (`vary_ident
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from world.generate import process_pool
 from world.portraits import HAIR_COLOURS, Identity, Nuisance, random_identity, render_portrait
 
 # Seed-sequence namespace of the factor data, disjoint from the world's and the pretraining faces' streams.
@@ -57,15 +57,11 @@ TRANSFER_FACTORS: tuple[Factor, ...] = (
     Factor("light", (0.0, 90.0, 180.0, 270.0), "photo"),
 )
 TRANSFER_ATTRIBUTES = ("smile", "glasses")
-
-CROP_EYE_Y = 0.42
-CROP_INTEROCULAR = 0.33
-BACKDROP_RGB = (176, 178, 184)
-CLOTHES_RGB = (60, 70, 90)
 GLASSES_RGB = (30, 60, 170)  # one frame colour that stands out on every skin tone (dark frames vanish on dark skin)
 
 
 def factor_index(name: str, factors: Sequence[Factor] = FACTORS) -> int:
+    """Position of factor `name` in `factors`."""
     names = [f.name for f in factors]
     if name not in names:
         raise ValueError(f"unknown factor {name!r}; known: {', '.join(names)}")
@@ -105,13 +101,11 @@ def apply_codes(person: Identity, codes: Sequence[int], factors: Sequence[Factor
     if "glasses" in value:
         changes.update(glasses=value["glasses"], glasses_rgb=GLASSES_RGB)
     identity = dataclasses.replace(person, **changes)
-    light = value.get("light")
-    nuisance = Nuisance(
-        face_x=0.5, face_y=CROP_EYE_Y, face_scale=CROP_INTEROCULAR, rotation=0.0,
-        yaw=float(value.get("yaw", 0.0)), gaze=0.0, smile=float(value.get("smile", 0.0)),
-        mouth_open=float(value.get("mouth_open", 0.0)),
-        light_angle=float(light if light is not None else 0.0), light_strength=0.4 if light is not None else 0.0,
-        brightness=1.0, warmth=0.0, background_rgb=BACKDROP_RGB, clutter=0, clothes_rgb=CLOTHES_RGB, blur=0.0,
+    nuisance = Nuisance(  # an aligned crop (eyes at 42 % height, 33 % apart), a plain backdrop, no photo defects
+        face_x=0.5, face_y=0.42, face_scale=0.33, rotation=0.0, yaw=float(value.get("yaw", 0.0)), gaze=0.0,
+        smile=float(value.get("smile", 0.0)), mouth_open=float(value.get("mouth_open", 0.0)),
+        light_angle=float(value.get("light", 0.0)), light_strength=0.4 if "light" in value else 0.0,
+        brightness=1.0, warmth=0.0, background_rgb=(176, 178, 184), clutter=0, clothes_rgb=(60, 70, 90), blur=0.0,
         noise=0.0, jpeg_quality=95, seed=int(photo_seed))
     return identity, nuisance
 
@@ -154,16 +148,14 @@ def render_codes(codes: np.ndarray, seed: int = 0, size: int = 64, vary_identity
     indices = np.arange(len(codes)) if indices is None else np.asarray(indices, np.int64)
     if len(indices) != len(codes):
         raise ValueError("indices must have one entry per row of codes")
-    chunk = 32
-    jobs = [(indices[s:s + chunk], codes[s:s + chunk], seed, size, vary_identity, tuple(factors))
-            for s in range(0, len(codes), chunk)]
+    jobs = [(indices[s:s + 32], codes[s:s + 32], seed, size, vary_identity, tuple(factors))
+            for s in range(0, len(codes), 32)]
     bar = dict(total=len(jobs), desc="rendering factor portraits", disable=not progress, leave=False)
     if workers <= 1 or len(jobs) < 4:
         blocks = [_render_rows(job) for job in tqdm(jobs, **bar)]
     else:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            blocks = list(tqdm(pool.imap(_render_rows, jobs), **bar))
+        with process_pool(workers) as pool:
+            blocks = list(tqdm(pool.map(_render_rows, jobs), **bar))
     return np.concatenate(blocks) if blocks else np.empty((0, size, size, 3), np.uint8)
 
 

@@ -20,10 +20,10 @@ def _mean_range(stats: dict | None, digits: int = 3) -> str:
     return f"{stats['mean']:.{digits}f} [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list]) -> list[str]:
     """Markdown table lines."""
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(str, row)) + " |" for row in rows]
 
 
 def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:

@@ -1,11 +1,9 @@
-"""Conditional attribute transfer, scored against counterfactual ground truth.
+"""Conditional attribute transfer on labelled synthetic portraits, scored against counterfactual ground truth.
 
-Three ways to flip smile or glasses on the same labelled synthetic portraits (`latent.factors.TRANSFER_FACTORS`):
-**vector** (attribute-vector arithmetic on a plain VAE, White 2016), **cvae** (Sohn et al. 2015: bits as input planes
-and next to z) and **trvae** (cvae plus an RBF MMD between the decoder's first-layer outputs of every pair of
-conditions, Lotfollahi et al. 2020). Each transfer is scored against the world's re-render (MSE, SSIM,
-`edit_region_mse`), by an independent `AttributeJudge` and by the dlib descriptor distance. `HELD_OUT_CELL` never
-appears in training. On CelebA: `python -m latent transfer --src data/celeba --attributes Smiling --out runs/t`.
+Smile and glasses (`latent.factors.TRANSFER_FACTORS`) flipped three ways: **vector** (attribute-vector arithmetic on a
+plain VAE, White 2016), **cvae** (Sohn et al. 2015) and **trvae** (cvae plus an RBF MMD between conditions on the
+decoder's first layer, Lotfollahi et al. 2020); scored against the world's re-render, by an independent
+`AttributeJudge` and by the dlib descriptor distance. `HELD_OUT_CELL` never appears in training.
 """
 from __future__ import annotations
 
@@ -44,11 +42,8 @@ class ConditionalVAE(ConvVAE):
 
     def __init__(self, n_conditions: int, latent_dim: int = 32, image_size: int = 64, base_channels: int = 16):
         super().__init__(latent_dim=latent_dim, image_size=image_size, base_channels=base_channels)
-        self.n_conditions = int(n_conditions)
-        first = self.encoder[0][0]
-        self.encoder[0][0] = nn.Conv2d(3 + self.n_conditions, first.out_channels, kernel_size=4, stride=2, padding=1,
-                                       bias=False)
-        self.fc_decode = nn.Linear(latent_dim + self.n_conditions, self.fc_decode.out_features)
+        self.encoder[0][0] = nn.Conv2d(3 + n_conditions, self.encoder[0][0].out_channels, 4, 2, 1, bias=False)
+        self.fc_decode = nn.Linear(latent_dim + n_conditions, self.fc_decode.out_features)
 
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         planes = c.to(x.dtype)[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
@@ -78,10 +73,9 @@ def rbf_mmd(x: torch.Tensor, y: torch.Tensor, scales: Sequence[float] = MMD_SCAL
     x, y = x.flatten(1).float(), y.flatten(1).float()
 
     def kernel(a, b):
-        squared = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-squared / (s * x.shape[1])) for s in scales)
+        return sum(torch.exp(-torch.cdist(a, b).pow(2) / (s * x.shape[1])) for s in scales).mean()
 
-    return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
+    return kernel(x, x) + kernel(y, y) - 2 * kernel(x, y)
 
 
 def condition_ids(c: torch.Tensor) -> torch.Tensor:
@@ -147,13 +141,11 @@ class AttributeJudge(nn.Module):
 
     def __init__(self, n_attributes: int, width: int = 16):
         super().__init__()
-        layers, channels = [], 3
-        for k in range(4):
-            layers += [nn.Conv2d(channels, width * 2**k, 3, stride=2, padding=1), nn.BatchNorm2d(width * 2**k),
-                       nn.ReLU(inplace=True)]
-            channels = width * 2**k
+        widths, layers = [3, width, width * 2, width * 4, width * 8], []
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(channels, n_attributes)
+        self.head = nn.Linear(widths[-1], n_attributes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -166,9 +158,8 @@ class AttributeJudge(nn.Module):
 
 
 def soften(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A render made to look like a decoder's output (one look per batch: unchanged, blurred σ 0.5–1.5 px, or
-    halved and enlarged; then 0–30 % less contrast and a little noise), so the judge reads the attribute, not
-    the sharpness."""
+    """A render made to look like a decoder's output (per batch: unchanged, blurred σ 0.5–1.5 px, or halved and
+    enlarged; then 0–30 % less contrast and a little noise), so the judge reads the attribute, not the sharpness."""
     from torchvision.transforms.functional import gaussian_blur
 
     kind = int(torch.randint(3, (), generator=generator))
@@ -238,9 +229,9 @@ def edit_region_mse(out: torch.Tensor, truth: torch.Tensor, original: torch.Tens
 def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudge, test, attributes: Sequence[str],
                        held_out: dict | None = HELD_OUT_CELL, identity_workers: int = 2,
                        with_identity: bool = True, progress: bool = True) -> dict:
-    """Flip each attribute of every face of `test` (a `FactorData`) with every method, scored against the world's
-    re-render. Returns rows per (method, attribute, cell group), by_method (seen -> seen pooled), judge_accuracy,
-    identity_reference and outputs."""
+    """Flip each attribute of every face of `test` (`FactorData`) with every method, scored against the re-render:
+    rows per (method, attribute, cell group), by_method (seen cells pooled), judge_accuracy, identity_reference and
+    outputs."""
     x = test.tensors()
     bits = torch.as_tensor(test.codes[:, [factor_index(a, test.factors) for a in attributes]])
 
@@ -286,12 +277,9 @@ def evaluate_transfers(models: dict, vectors: torch.Tensor, judge: AttributeJudg
              "n": int((r["groups"] == group).sum()),
              **{k: float(np.nanmean(r[k][r["groups"] == group])) for k in keys if k in r}}
             for r in records for group in sorted(set(r["groups"]))]
-    by_method = {}
-    for method in METHODS:
-        seen = [r for r in rows if r["method"] == method and r["group"] == "seen -> seen"]
-        if seen:
-            by_method[method] = {k: float(np.average([r[k] for r in seen], weights=[r["n"] for r in seen]))
-                                 for k in keys if k in seen[0]}
+    seen = {m: [r for r in rows if r["method"] == m and r["group"] == "seen -> seen"] for m in METHODS}
+    by_method = {m: {k: float(np.average([r[k] for r in g], weights=[r["n"] for r in g])) for k in keys if k in g[0]}
+                 for m, g in seen.items() if g}
     return {"rows": rows, "by_method": by_method, "judge_accuracy": float((judge.predict(x) == bits).float().mean()),
             "identity_reference": reference, "outputs": outputs}
 
