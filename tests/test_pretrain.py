@@ -14,14 +14,14 @@ from classification.pretrain import (PretrainConfig, face_set_fingerprint, pretr
                                      pretrained_dir)
 from common.errors import InputError
 from world.generate import WorldConfig, world_identities
-from world.portraits import identity_distance, identity_to_dict
+from world.portraits import identity_distance
 from world.pretraining_faces import identities_unlike_world, pretraining_identities
 
 
 def factor_vector(identity) -> tuple:
     """Every identity factor flattened into one tuple (colours as their channels)."""
     flat = []
-    for value in identity_to_dict(identity).values():
+    for value in dataclasses.asdict(identity).values():
         flat.extend(value if isinstance(value, (list, tuple)) else [value])
     return tuple(flat)
 

@@ -17,7 +17,7 @@ import json
 import multiprocessing
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +29,7 @@ from common.config import apply_overrides, code_version, config_to_dict, parse_s
 from common.files import atomic_write_bytes, atomic_write_text, slugify
 from common.images import caption_font, save_sheet
 from .portraits import (ALIGNED_SIZE, CELEBA_ATTRIBUTES, Identity, Nuisance, celeba_attributes, draw_background,
-                        encode_jpeg, finish_photo, identity_distance, identity_to_dict, paste_person, random_identity,
+                        encode_jpeg, finish_photo, identity_distance, paste_person, random_identity,
                         random_nuisance, render_portrait)
 
 # A 1x1 transparent GIF: what lazy-loading galleries put in `src` until a script swaps in `data-src`.
@@ -74,13 +74,18 @@ class WorldConfig:
     workers: int = 2  # processes rendering the haystack (1 = in this process)
 
 
+def _draw_until(rng: np.random.Generator, accept: Callable[[Identity], bool], who: str = "a person") -> Identity:
+    """The first `random_identity(rng)` that `accept`s."""
+    for _ in range(100_000):
+        identity = random_identity(rng)
+        if accept(identity):
+            return identity
+    raise RuntimeError(f"could not draw {who} for the synthetic world: relax min_target_distance")
+
+
 def target_identity(seed: int, male: bool = False) -> Identity:
     """The target person of the world with this seed (same on the web and in the haystack)."""
-    rng = np.random.default_rng([seed, _TARGET])
-    while True:
-        identity = random_identity(rng)
-        if identity.male == male:
-            return identity
+    return _draw_until(np.random.default_rng([seed, _TARGET]), lambda identity: identity.male == male)
 
 
 def web_people(config: WorldConfig) -> list[dict[str, Any]]:
@@ -92,19 +97,15 @@ def web_people(config: WorldConfig) -> list[dict[str, Any]]:
                "is_target": True}]
     rng = np.random.default_rng([config.seed, _OTHERS])
     near = config.min_target_distance
+
+    def fits(candidate: Identity, lookalike: bool) -> bool:
+        if lookalike:
+            return (candidate.male == target.male and near <= identity_distance(candidate, target) <= near + 1.5
+                    and all(identity_distance(candidate, p["identity"]) >= near for p in people[1:]))
+        return all(identity_distance(candidate, p["identity"]) >= near + 1 for p in people)
+
     for index, name in enumerate(config.other_names):
-        lookalike = index < config.lookalike_others
-        for _ in range(100_000):
-            candidate = random_identity(rng)
-            if lookalike:
-                ok = (candidate.male == target.male and near <= identity_distance(candidate, target) <= near + 1.5
-                      and all(identity_distance(candidate, p["identity"]) >= near for p in people[1:]))
-            else:
-                ok = all(identity_distance(candidate, p["identity"]) >= near + 1 for p in people)
-            if ok:
-                break
-        else:
-            raise RuntimeError(f"could not draw {name!r} for the synthetic world: relax min_target_distance")
+        candidate = _draw_until(rng, lambda c: fits(c, index < config.lookalike_others), repr(name))
         people.append({"name": name, "slug": slugify(name), "identity": candidate, "is_target": False})
     return people
 
@@ -161,10 +162,6 @@ def _gallery_item(entry: dict, k: int) -> str:
     return f'<li><figure><a href="{href}">{img}</a><figcaption>{alt}</figcaption></figure></li>'
 
 
-def _page_html(title: str, body: str) -> str:
-    return PAGE.format(title=html.escape(title), body=body)
-
-
 def _write_gallery_pages(web: Path, person: dict, items: list[dict], per_page: int) -> list[str]:
     """Write people/<slug>/index.html, page2.html, ...; returns their paths relative to the site root."""
     folder = web / "people" / person["slug"]
@@ -178,7 +175,7 @@ def _write_gallery_pages(web: Path, person: dict, items: list[dict], per_page: i
         body = (f'<header><a href="../../index.html">All people</a></header>\n'
                 f'<h1>{html.escape(person["name"])} &mdash; photos (page {number + 1} of {len(pages)})</h1>\n'
                 f'<ul class="gallery">\n{listing}\n</ul>\n<nav class="pagination">{" ".join(nav)}</nav>')
-        atomic_write_text(folder / name, _page_html(f'{person["name"]} photos', body))
+        atomic_write_text(folder / name, PAGE.format(title=html.escape(f'{person["name"]} photos'), body=body))
     return [f"people/{person['slug']}/{name}" for name in names]
 
 
@@ -289,17 +286,17 @@ def generate_web(config: WorldConfig, web: Path, progress: bool = True) -> dict[
 
     people_links = "\n".join(
         f'<li><a href="people/{p["slug"]}/index.html">{html.escape(p["name"])}</a></li>' for p in people)
-    atomic_write_text(web / "index.html", _page_html(
-        "Celebrity photo galleries",
-        f"<h1>Celebrity photo galleries</h1>\n<ul class=\"people\">\n{people_links}\n</ul>\n"
-        f'<p><a href="people/{target["slug"]}/interview.html">Interview with {html.escape(target["name"])}</a></p>'))
-    atomic_write_text(web / f"people/{target['slug']}/interview.html", _page_html(
-        "Interview", f"<h1>An interview with {html.escape(target['name'])}</h1><p>No photos on this page.</p>"))
+    name = html.escape(target["name"])
+    atomic_write_text(web / "index.html", PAGE.format(title="Celebrity photo galleries", body=(
+        f'<h1>Celebrity photo galleries</h1>\n<ul class="people">\n{people_links}\n</ul>\n'
+        f'<p><a href="people/{target["slug"]}/interview.html">Interview with {name}</a></p>')))
+    atomic_write_text(web / f"people/{target['slug']}/interview.html", PAGE.format(
+        title="Interview", body=f"<h1>An interview with {name}</h1><p>No photos on this page.</p>"))
     atomic_write_text(web / "robots.txt", "User-agent: *\nAllow: /\n")
 
     return {"photos": photos, "broken_links": broken, "non_image_links": non_image, "pages": pages,
             "people": [{"name": p["name"], "slug": p["slug"], "is_target": p["is_target"],
-                        "identity": identity_to_dict(p["identity"])} for p in people]}
+                        "identity": asdict(p["identity"])} for p in people]}
 
 
 def _render_haystack_batch(root: str, items: list[tuple[str, Identity, Nuisance]]) -> None:
@@ -314,15 +311,9 @@ def haystack_strangers(seed: int, n_identities: int, planted: Identity | None = 
                        min_planted_distance: float = 3.0) -> list[Identity]:
     """The haystack's `n_identities` strangers for `seed`, each redrawn while within `min_planted_distance` of
     `planted`."""
-    stranger_rng = np.random.default_rng([seed, _STRANGERS])
-    strangers = []
-    for _ in range(n_identities):
-        while True:
-            identity = random_identity(stranger_rng)
-            if planted is None or identity_distance(identity, planted) >= min_planted_distance:
-                break
-        strangers.append(identity)
-    return strangers
+    rng = np.random.default_rng([seed, _STRANGERS])
+    return [_draw_until(rng, lambda p: planted is None or identity_distance(p, planted) >= min_planted_distance)
+            for _ in range(n_identities)]
 
 
 def world_identities(config: WorldConfig) -> list[Identity]:
@@ -399,7 +390,7 @@ def make_celeba_haystack(out: str | Path, n_identities: int = 200, photos_per_id
     atomic_write_text(out / "list_eval_partition.txt",
                       "".join(f"{name} {partition_of[number]}\n" for name, (number, _, _) in zip(names, records)))
     atomic_write_text(out / "synthetic_identities.json", json.dumps(
-        {str(number): identity_to_dict(identity) for number, identity, _ in people}, sort_keys=True) + "\n")
+        {str(number): asdict(identity) for number, identity, _ in people}, sort_keys=True) + "\n")
     return {"celeba_root": str(out), "images": len(records), "identities": len(people),
             "target_identity": numbers[0] if planted is not None else None,
             "target_count": planted_count if planted is not None else 0}
@@ -430,15 +421,14 @@ def generate_world(config: WorldConfig, out: str | Path, overwrite: bool = False
             stale.unlink(missing_ok=True)
     start = time.time()
     save_config(config, config_json)
-    web, celeba = out / "web", out / "celeba"
     web_result: dict[str, Any] = {}
 
     def draw_web() -> None:  # runs while the haystack workers render
-        web_result.update(generate_web(config, web, progress=progress))
+        web_result.update(generate_web(config, out / "web", progress=progress))
         atomic_write_text(out / "web_truth.json", json.dumps(web_result, indent=1, sort_keys=True) + "\n")
 
     haystack = make_celeba_haystack(
-        celeba, config.haystack_identities, config.haystack_photos_per_identity, config.seed,
+        out / "celeba", config.haystack_identities, config.haystack_photos_per_identity, config.seed,
         planted=target_identity(config.seed, config.target_male), planted_count=config.target_count,
         planted_partition=config.target_partition, partition_fractions=config.partition_fractions,
         min_planted_distance=config.min_target_distance, workers=config.workers, progress=progress,

@@ -1,14 +1,12 @@
 """Procedural portraits: draw a person (an `Identity`) in a photo (a `Nuisance`) with PIL and NumPy only.
 
-Each person is drawn at twice the final size on a tile of their own and downsampled, then pasted into the photo.
-Drawing happens in face units: the origin is the midpoint between the eyes, x right, y down, one unit about the
-distance between the eyes. The faces are cartoons that MTCNN finds; `celeba_attributes` gives the 40 CelebA
-attributes a drawing shows.
+Each person is drawn on a tile of their own in face units (origin between the eyes, x right, y down, one unit
+about the distance between the eyes), then pasted into the photo. The faces are cartoons that MTCNN finds;
+`celeba_attributes` gives the 40 CelebA attributes a drawing shows.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import io
 import math
@@ -142,9 +140,8 @@ def random_identity(rng: np.random.Generator) -> Identity:
     if male and rng.random() < 0.45:
         beard = str(rng.choice(["stubble", "mustache", "goatee", "full"], p=[0.3, 0.15, 0.2, 0.35]))
     glasses = str(rng.choice(["none", "round", "rect"], p=[0.72, 0.12, 0.16]))
-    brow_base = np.array(hair_rgb) * (0.55 if hair_colour in ("blond", "gray") else 0.8)
-    if bald:
-        brow_base = np.array(HAIR_COLOURS["brown"]) * 0.8
+    brow_scale = 0.55 if hair_colour in ("blond", "gray") else 0.8  # eyebrows a shade darker than the hair
+    brow_base = np.array(HAIR_COLOURS["brown"]) * 0.8 if bald else np.array(hair_rgb) * brow_scale
     lip_base = np.array(skin) * np.array([0.85, 0.62, 0.62]) + np.array([25, 0, 5])
     lipstick = bool(not male and rng.random() < 0.45)
     if lipstick:
@@ -273,26 +270,20 @@ class _FacePen:
         return np.column_stack((self.ox + (xs * self.cos + ys * self.sin) * self.unit,
                                 self.oy + (-xs * self.sin + ys * self.cos) * self.unit)).ravel().tolist()
 
-    def ellipse(self, draw, cx, cy, hw, hh, fill):
-        draw.polygon(self._curve(cx, cy, hw, hh), fill=fill)
+    def ellipse(self, draw, cx, cy, hw, hh, fill, power=1.0):
+        """A filled ellipse; `power` 0.3 makes it a rounded rectangle."""
+        draw.polygon(self._curve(cx, cy, hw, hh, power=power), fill=fill)
 
-    def outline(self, draw, cx, cy, hw, hh, fill, width, rounded_rect=False):
-        pts = self._curve(cx, cy, hw, hh, power=0.3 if rounded_rect else 1.0)
-        draw.line(pts + pts[:2], fill=fill, width=self.w(width), joint="curve")
-
-    def rounded_rect(self, draw, cx, cy, hw, hh, fill):
-        draw.polygon(self._curve(cx, cy, hw, hh, power=0.3), fill=fill)
-
-    def arc(self, draw, cx, cy, hw, hh, start, end, fill, width):
-        draw.line(self._curve(cx, cy, hw, hh, start, end), fill=fill, width=self.w(width), joint="curve")
+    def arc(self, draw, cx, cy, hw, hh, start, end, fill, width, power=1.0):
+        """An elliptic arc from `start` to `end` degrees; a full turn is drawn closed."""
+        pts = self._curve(cx, cy, hw, hh, start, end, power)
+        draw.line(pts + pts[:2] if end - start >= 360 else pts, fill=fill, width=self.w(width), joint="curve")
 
     def poly(self, draw, pts, fill):
-        xy = np.asarray(pts, float)
-        draw.polygon(self.points(xy[:, 0], xy[:, 1]), fill=fill)
+        draw.polygon(self.points(*np.asarray(pts, float).T), fill=fill)
 
     def line(self, draw, pts, fill, width):
-        xy = np.asarray(pts, float)
-        draw.line(self.points(xy[:, 0], xy[:, 1]), fill=fill, width=self.w(width), joint="curve")
+        draw.line(self.points(*np.asarray(pts, float).T), fill=fill, width=self.w(width), joint="curve")
 
     def rect(self, draw, x0, y0, x1, y1, fill):
         self.poly(draw, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], fill=fill)
@@ -390,9 +381,8 @@ def _draw_hair_cap(tile: Image.Image, i: Identity, n: Nuisance, pen: _FacePen, r
     fx = n.yaw * 0.12
     vol = 0.04 if i.hair_length == "buzz" else i.hair_volume
     hw, cy, hh = i.face_width + vol, 0.05, 1.95 + vol
-    side_drop = {"buzz": -0.35, "short": -0.2, "medium": 1.0, "long": 1.35}[i.hair_length]
-    if i.bald:  # what is left of the hair stays above the ears
-        side_drop = -0.1
+    # How far the hair reaches down the sides; what is left of a bald head's hair stays above the ears.
+    side_drop = -0.1 if i.bald else {"buzz": -0.35, "short": -0.2, "medium": 1.0, "long": 1.35}[i.hair_length]
     margin = 0.1 + vol  # room for the bumps of wavy hair
     box = pen.bounds(-hw - margin, cy - hh - margin, hw + margin, side_drop + 0.1, tile.size)
     if box[2] <= box[0] or box[3] <= box[1]:
@@ -459,7 +449,7 @@ def _draw_person_tile(i: Identity, n: Nuisance, unit: float, below_chin: float, 
         drop = 1.1 if i.hair_length == "medium" else 2.4
         back = _scale_rgb(hair, 0.8)
         w = i.face_width + 0.25 + i.hair_volume
-        pen.rounded_rect(draw, 0, (drop - 1.9) / 2, w, (drop + 1.9) / 2 + 0.1, fill=back)
+        pen.ellipse(draw, 0, (drop - 1.9) / 2, w, (drop + 1.9) / 2 + 0.1, fill=back, power=0.3)
         if i.hair_texture != "straight":
             for k in range(9):
                 y = -0.6 + k * (drop + 0.6) / 8
@@ -468,7 +458,7 @@ def _draw_person_tile(i: Identity, n: Nuisance, unit: float, below_chin: float, 
 
     # Shoulders and neck.
     shoulder_y = i.face_length + 0.75
-    pen.rounded_rect(draw, 0, shoulder_y + 3.0, 2.6, 3.0, fill=n.clothes_rgb)
+    pen.ellipse(draw, 0, shoulder_y + 3.0, 2.6, 3.0, fill=n.clothes_rgb, power=0.3)
     pen.poly(draw, [(-0.75, shoulder_y), (0.75, shoulder_y), (0.0, shoulder_y + 0.7)], fill=_scale_rgb(skin, 0.8))
     pen.rect(draw, -0.48, 0.8, 0.48, shoulder_y, fill=_scale_rgb(skin, 0.78))
 
@@ -567,8 +557,8 @@ def _draw_person_tile(i: Identity, n: Nuisance, unit: float, below_chin: float, 
         g = i.glasses_rgb
         for side in (-1, 1):
             ex = side * i.eye_spacing + fx
-            pen.outline(draw, ex, 0.02, i.eye_size + 0.1, 0.21, fill=g, width=0.035,
-                        rounded_rect=i.glasses == "rect")
+            pen.arc(draw, ex, 0.02, i.eye_size + 0.1, 0.21, 0, 360, fill=g, width=0.035,
+                    power=0.3 if i.glasses == "rect" else 1.0)
             pen.line(draw, [(ex + side * (i.eye_size + 0.1), -0.02), (side * i.face_width + fx * 0.2, 0.0)],
                      fill=g, width=0.035)
         pen.arc(draw, fx, 0.0, i.eye_spacing - i.eye_size - 0.1, 0.08, 200, 340, fill=g, width=0.035)
@@ -654,8 +644,3 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=int(quality))
     return buffer.getvalue()
-
-
-def identity_to_dict(identity: Identity) -> dict:
-    """JSON-ready dict of an identity (tuples become lists)."""
-    return dataclasses.asdict(identity)
