@@ -1,18 +1,12 @@
-"""Command line for the web app: `python -m app [serve] [--port 7860] ...` and `python -m app screenshot --out ...`.
-
-`serve` (the default) serves the page with the last demo's models or the paths given by flags; `screenshot` starts
-it on a free port, uploads a photo in headless Chromium and saves a PNG of the answer (the README's figure).
-"""
+"""Command line for the web app: `python -m app [serve] [--port 7860] ...` and `python -m app screenshot --out ...`."""
 from __future__ import annotations
 
 import sys
 
 from common.command_line import run_commands
 
-COMMANDS = {  # command -> (module holding it, one-line help)
-    "serve": ("app.ui", "serve the page on 127.0.0.1 (default command)"),
-    "screenshot": ("app.screenshot", "start the page, upload a photo in headless Chromium and save a screenshot"),
-}
+COMMANDS = {"serve": ("app.ui", "serve the page on 127.0.0.1 (default command)"),  # name: (module, one-line help)
+            "screenshot": ("app.screenshot", "start the page, upload a photo in headless Chromium, save a screenshot")}
 
 
 def main(argv: list[str] | None = None) -> int:

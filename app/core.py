@@ -1,21 +1,19 @@
-"""What the web app does with one photo, as plain functions (`app.ui` puts them on a page).
-
-detect (MTCNN) -> stage 1's square crop -> classifier probability -> dlib distance to the target's centroid ->
-VAE reconstruction -> morph GIF from the photo to the target (base and fine-tuned VAE side by side).
-Models are found in the last demo's outputs (`demo_paths`) unless paths are given; `load_models` loads them once.
-"""
+"""What the web app does with one photo, as plain functions (`app.ui` puts them on a page): MTCNN faces, stage 1's
+crop, the classifier's probability, the dlib distance to the target, the VAE's reconstruction and morph GIF."""
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.functional import to_tensor
 
 from common.errors import InputError
 from common.images import is_image_file, to_pil
@@ -27,11 +25,8 @@ MORPH_SIZE = 96  # GIF frame edge per model, pixels
 DEFAULT_THREADS = 1  # torch CPU threads: one photo at a time gains nothing from more (benchmarks/bench_app.py)
 MIN_FACE_SIZE = 40  # smallest face searched for in the 512 px detection view, as in the demo's stage 1
 BOXES_SIDE = 800  # the photo with its face boxes is sent to the page at most this many pixels on its longer side
-# Where MTCNN's eye landmarks sit in the VAE's training frames (the 148 px centre crop of an aligned 178x218
-# portrait), measured on 114 demo haystack portraits: eyes 0.258 of the frame apart, their midpoint at (0.506, 0.513)
-# of its width and height. The VAE sees a photo's face aligned the same way (a test checks it on fresh portraits).
-FRAME_EYE_DISTANCE = 0.258
-FRAME_EYES_AT = (0.506, 0.513)
+FRAME_EYE_DISTANCE = 0.258  # MTCNN's eyes in the VAE's training frames are this fraction of the frame apart,
+FRAME_EYES_AT = (0.506, 0.513)  # their midpoint at these fractions of its width and height
 DEMO_HINT = "run `make demo` first, or pass the model paths (see `python -m app serve --help`)"
 
 
@@ -68,11 +63,10 @@ def _read_json(path: Path) -> dict:
         raise InputError(f"cannot read {path} ({type(error).__name__}): {DEMO_HINT}") from None
 
 
-def demo_paths(root: str | Path = ".", summary: str | Path | None = None) -> ModelPaths:
-    """The models of the last demo under `root`, named by `results/demo/demo_summary.json` (or `summary`)."""
-    root = Path(root)
-    results, runs, data = root / "results" / "demo", root / "runs" / "demo", root / "data" / "demo"
-    info = _read_json(Path(summary) if summary else results / "demo_summary.json")
+def demo_paths(root: str | Path = ".") -> ModelPaths:
+    """The models of the last demo under `root`, named by its `results/demo/demo_summary.json`."""
+    results, runs, data = (Path(root) / folder / "demo" for folder in ("results", "runs", "data"))
+    info = _read_json(results / "demo_summary.json")
     stages, world = info.get("stages", {}), info.get("world", {})
     classification = stages.get("classification", {})
     target = classification.get("target") or stages.get("scraping", {}).get("target")
@@ -80,6 +74,10 @@ def demo_paths(root: str | Path = ".", summary: str | Path | None = None) -> Mod
         raise InputError(f"the demo summary names no target or best classifier: {DEMO_HINT}")
     identity = stages.get("vae", {}).get("picked_identity", world.get("target_identity"))
     finetuned = runs / "vae" / f"finetune_{identity}" / "checkpoint.pt"
+    # photos to try on the page: three of the target's, then one per other person (sorted names), six at most
+    photos = {p.name: sorted(f for f in p.glob("*") if is_image_file(f)) for p in sorted((data / "raw").glob("*"))}
+    picks = photos.get(target, [])[:3]
+    others = [files[0] for name, files in photos.items() if name != target and files]
     return ModelPaths(
         classifier=runs / "classification" / f"k{classification['best_k']}" / "best.pt",
         scorer=results / "classification" / "embedding" / "embedding_scorer.json",
@@ -87,21 +85,8 @@ def demo_paths(root: str | Path = ".", summary: str | Path | None = None) -> Mod
         target_faces=data / "faces" / target,
         target_name=world.get("target_name") or target.replace("_", " ").title(),
         vae_finetuned=finetuned if identity is not None and finetuned.exists() else None,
-        examples=demo_examples(data / "raw", target),
+        examples=picks + others[: 6 - len(picks)],
     )
-
-
-def demo_examples(raw: Path, target: str, n: int = 6) -> list[Path]:
-    """A few scraped photos to try: half of the target's, the rest one per other person (sorted names)."""
-    if not Path(raw).is_dir():
-        return []
-    photos = {p.name: sorted(f for f in p.iterdir() if is_image_file(f)) for p in sorted(Path(raw).iterdir())
-              if p.is_dir()}
-    picks = photos.get(target, [])[: max(1, n // 2)]
-    for name, files in photos.items():
-        if name != target and files and len(picks) < n:
-            picks.append(files[0])
-    return picks
 
 
 @dataclass
@@ -116,13 +101,12 @@ class Models:
     scorer: object  # identity.embed.IdentityScorer
     vae: torch.nn.Module
     vae_finetuned: torch.nn.Module | None
-    target_image: torch.Tensor  # [3, S, S] in [0, 1]: the target's most typical photo (nearest the mean latent)
+    target_image: torch.Tensor  # [3, S, S] in [0, 1]: the target's most typical photo
 
 
 def typical_target_image(vae, folder: Path, finetuned: dict | None = None, max_faces: int = 64) -> torch.Tensor:
-    """The morph's end point: the target photo whose VAE mean is nearest the mean of all of them. The photos are
-    those the fine-tuned VAE was trained on (framed like the VAE's data) when its checkpoint is given, else the
-    target's stage-1 crops in `folder`."""
+    """The morph's end point: the target photo whose VAE mean is nearest the mean of all: among the fine-tuned VAE's
+    training photos when its checkpoint is given, else the target's stage-1 crops in `folder`."""
     from vae.celeba import open_image_dataset
     from vae.morph import encode_means
 
@@ -131,7 +115,7 @@ def typical_target_image(vae, folder: Path, finetuned: dict | None = None, max_f
         dataset = open_image_dataset(config["data_root"], "all", vae.image_size, identities=config["identities"])
         images = [dataset[k] for k in range(min(len(dataset), max_faces))]
     else:
-        files = sorted(f for f in Path(folder).iterdir() if is_image_file(f))[:max_faces] if Path(folder).is_dir() else []
+        files = sorted(f for f in Path(folder).glob("*") if is_image_file(f))[:max_faces]
         images = [to_vae_input(Image.open(f).convert("RGB"), vae.image_size) for f in files]
     if not images:
         raise InputError(f"target faces folder {folder} holds no face crops: {DEMO_HINT}")
@@ -141,8 +125,7 @@ def typical_target_image(vae, folder: Path, finetuned: dict | None = None, max_f
 
 
 def load_models(paths: ModelPaths) -> Models:
-    """Load every model of `paths` on the CPU, then answer the target's crop once so that the first real request
-    does not pay for torch's and dlib's first-call set-up."""
+    """Load every model of `paths` on the CPU, then answer the target's crop once (torch's and dlib's set-up)."""
     from classification.train import load_classifier
     from identity.embed import IdentityScorer
     from scraping.faces import CropConfig, build_detector
@@ -151,14 +134,13 @@ def load_models(paths: ModelPaths) -> Models:
     paths.check()
     classifier, checkpoint = load_classifier(paths.classifier, "cpu")
     metrics = paths.classifier.parent / "metrics.json"  # the threshold chosen on validation, else 0.5
-    threshold = _read_json(metrics).get("threshold") if metrics.is_file() else None
+    threshold = (_read_json(metrics) if metrics.is_file() else {}).get("threshold")
     vae = load_vae(paths.vae, "cpu")[0]
     finetuned, finetuned_checkpoint = load_vae(paths.vae_finetuned, "cpu") if paths.vae_finetuned else (None, None)
     models = Models(paths=paths, detector=build_detector(CropConfig(min_face_size=MIN_FACE_SIZE, device="cpu")),
                     classifier=classifier, classifier_size=int(checkpoint.get("config", {}).get("image_size", 160)),
                     classifier_threshold=0.5 if threshold is None else float(threshold),
-                    scorer=IdentityScorer.load(paths.scorer), vae=vae,
-                    vae_finetuned=finetuned,
+                    scorer=IdentityScorer.load(paths.scorer), vae=vae, vae_finetuned=finetuned,
                     target_image=typical_target_image(vae, paths.target_faces, finetuned_checkpoint))
     picture = to_pil(models.target_image).resize((160, 160))
     find_faces(models, picture)
@@ -168,18 +150,17 @@ def load_models(paths: ModelPaths) -> Models:
 
 def read_photo(path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode an uploaded photo to upright RGB, or raise `PhotoError` with a message for the user (never the path).
-    The file size is checked before anything is decoded, then the pixel count in the header (decompression bombs)."""
+    The file size is checked before anything is decoded, then the header's pixel count (decompression bombs)."""
     from scraping.faces import load_rgb
 
-    path = Path(path)
+    size = Path(path).stat().st_size if Path(path).is_file() else None
+    if size is None:
+        raise PhotoError("it is not a file (gone already, or a folder)")
+    if size > max_bytes:
+        raise PhotoError(f"the file is too big ({size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB)")
+    if size == 0:
+        raise PhotoError("the file is empty")
     try:
-        if not path.is_file():
-            raise PhotoError("it is not a file (gone already, or a folder)")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise PhotoError(f"the file is too big ({size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB)")
-        if size == 0:
-            raise PhotoError("the file is empty")
         with Image.open(path) as header:
             width, height = header.size
         if width * height > max_pixels:
@@ -206,23 +187,19 @@ def find_faces(models: Models, image: Image.Image) -> list:
 
 def boxes_picture(image: Image.Image, faces: list, side: int = BOXES_SIDE) -> Image.Image:
     """The photo at display size (longer side at most `side` pixels) with every face's box drawn on it."""
-    from dataclasses import replace
-
     from scraping.faces import draw_faces
 
     scale = min(1.0, side / max(image.size))
-    if scale < 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR, reducing_gap=2.0)
-        faces = [replace(f, box=tuple(v * scale for v in f.box), landmarks=tuple(v * scale for v in f.landmarks))
-                 for f in faces]
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                         Image.BILINEAR, reducing_gap=2.0)
+    faces = [replace(f, box=tuple(v * scale for v in f.box), landmarks=tuple(v * scale for v in f.landmarks))
+             for f in faces]
     return draw_faces(image, faces, line=max(2, max(image.size) // 200))
 
 
 def to_vae_input(crop: Image.Image, size: int) -> torch.Tensor:
     """A crop as the VAE's input: [3, size, size] floats in [0, 1]."""
-    array = np.asarray(crop.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return to_tensor(crop.convert("RGB").resize((size, size), Image.BILINEAR))
 
 
 def vae_frame(image: Image.Image, face, size: int) -> Image.Image:
@@ -238,19 +215,9 @@ def vae_frame(image: Image.Image, face, size: int) -> Image.Image:
     return image.transform((work, work), Image.AFFINE, affine, Image.BILINEAR).resize((size, size), Image.BOX)
 
 
-@torch.inference_mode()
-def classify_crop(models: Models, crop: Image.Image) -> float:
-    """The classifier's probability that the crop shows the target (its evaluation transform)."""
-    from classification.data import make_transforms
-
-    device = next(models.classifier.parameters()).device
-    x = make_transforms(models.classifier_size, train=False)(crop).unsqueeze(0).to(device)
-    return float(torch.sigmoid(models.classifier(x)).squeeze())
-
-
 def embedding_distance(models: Models, crop: Image.Image) -> dict:
-    """dlib distance of the crop to the target's centroid and the scorer's verdict: {distance, threshold (None for
-    a linear scorer), score, verdict: "same person" | "someone else" | "no embedding"}."""
+    """{distance (dlib, to the target's centroid), threshold (None for a linear scorer), score, verdict: "same
+    person" | "someone else" | "no embedding"}."""
     from identity.embed import VERIFY_CENTROID_DISTANCE, embed_images
 
     scorer = models.scorer
@@ -269,29 +236,6 @@ def embedding_distance(models: Models, crop: Image.Image) -> dict:
             "verdict": "same person" if same else "someone else"}
 
 
-def reconstruct(models: Models, frame: Image.Image) -> Image.Image:
-    """The base VAE's reconstruction (decoded posterior mean) of a face's `vae_frame`, as a PIL image."""
-    from vae.morph import decode_latents, encode_means
-
-    x = to_vae_input(frame, models.vae.image_size)
-    return to_pil(decode_latents(models.vae, encode_means(models.vae, x[None]))[0])
-
-
-def morph_gif_bytes(models: Models, frame: Image.Image, scratch: Path) -> bytes:
-    """A looping GIF (bytes, written in `scratch`) from the photo to the target and back: base VAE and, when given,
-    the fine-tuned one side by side."""
-    from vae.morph import morph_gif, side_by_side_morph_gif
-
-    roster = torch.stack([to_vae_input(frame, models.vae.image_size), models.target_image])
-    out = Path(scratch) / "morph.gif"
-    if models.vae_finetuned is not None:
-        side_by_side_morph_gif(models.vae, models.vae_finetuned, roster, out, MORPH_STEPS, size=MORPH_SIZE,
-                               labels=("base", "fine-tuned"))
-    else:
-        morph_gif(models.vae, roster, out, MORPH_STEPS, size=MORPH_SIZE)
-    return out.read_bytes()
-
-
 @dataclass
 class Answer:
     """Everything the page shows for one photo and one chosen face."""
@@ -299,7 +243,7 @@ class Answer:
     message: str
     n_faces: int = 0
     face_index: int = 0
-    boxes: Image.Image | None = None  # the photo at display size with every face's box drawn (None: unchanged)
+    boxes: Image.Image | None = None  # the photo with its face boxes, display size (None: unchanged)
     crop: Image.Image | None = None
     probability: float | None = None
     classifier_threshold: float | None = None
@@ -315,49 +259,62 @@ def face_choices(n_faces: int) -> list[str]:
     return [f"face {k + 1}" + (" (largest)" if k == 0 else "") for k in range(n_faces)]
 
 
-def faces_message(n_faces: int, face_index: int) -> str:
-    if n_faces == 1:
-        return "1 face found."
-    return (f"{n_faces} faces found: showing face {face_index + 1}"
-            f"{' (the largest)' if face_index == 0 else ''}; pick another one with the face selector.")
-
-
+@torch.inference_mode()
 def answer_photo(models: Models, image: Image.Image | None, face_index: int = 0, faces: list | None = None,
                  with_morph: bool = True, scratch_root: str | Path | None = None) -> Answer:
     """Run the whole pipeline on a decoded photo; `faces` (an earlier answer's, same photo) skips the detection and
-    `boxes` stays None. Scratch files go to a temporary folder (under `scratch_root`) removed before returning."""
+    `boxes` stays None. Scratch files go to a temporary folder under `scratch_root`, removed before returning."""
+    from classification.data import make_transforms
     from scraping.faces import CropConfig, crop_face
+    from vae.figures import reconstruct
+    from vae.morph import morph_gif, side_by_side_morph_gif
 
     timings, started = {}, time.perf_counter()
 
-    def timed(name: str, step, *args):
+    @contextlib.contextmanager
+    def timed(name: str):
         begin = time.perf_counter()
-        result = step(*args)
+        yield
         timings[name] = round(time.perf_counter() - begin, 4)
-        return result
 
     boxes = None
     if faces is None:
-        found = timed("detect", find_faces, models, image)
-        size = models.vae.image_size
-        boxes, faces = timed("crop", lambda: (boxes_picture(image, found), [
-            (crop_face(image, face, CropConfig()), vae_frame(image, face, size)) for face in found]))
+        with timed("detect"):
+            found = find_faces(models, image)
+        with timed("crop"):
+            boxes = boxes_picture(image, found)
+            faces = [(crop_face(image, face, CropConfig()), vae_frame(image, face, models.vae.image_size))
+                     for face in found]
     if not faces:
         timings["total"] = round(time.perf_counter() - started, 4)
         return Answer("No face found in this photo: try one where a face is clearly visible, seen from the front.",
                       boxes=boxes, timings=timings)
     face_index = min(max(0, int(face_index)), len(faces) - 1)
     crop, frame = faces[face_index]
-    probability = timed("classify", classify_crop, models, crop)
-    embedding = timed("embed", embedding_distance, models, crop)
-    reconstruction = timed("reconstruct", reconstruct, models, frame)
+    with timed("classify"):  # the classifier's probability that the crop shows the target
+        x = make_transforms(models.classifier_size, train=False)(crop)[None]
+        probability = float(torch.sigmoid(models.classifier(x)).squeeze())
+    with timed("embed"):
+        embedding = embedding_distance(models, crop)
+    with timed("reconstruct"):  # the base VAE's decoded posterior mean
+        reconstruction = to_pil(reconstruct(models.vae, to_vae_input(frame, models.vae.image_size)[None])[0])
     gif = None
-    if with_morph:
-        with tempfile.TemporaryDirectory(prefix="morph-", dir=scratch_root) as scratch:
-            gif = timed("morph", morph_gif_bytes, models, frame, Path(scratch))
+    if with_morph:  # photo -> target -> photo, by the base VAE and the fine-tuned one side by side
+        with tempfile.TemporaryDirectory(prefix="morph-", dir=scratch_root) as scratch, timed("morph"):
+            roster = torch.stack([to_vae_input(frame, models.vae.image_size), models.target_image])
+            out = Path(scratch) / "morph.gif"
+            if models.vae_finetuned is None:
+                morph_gif(models.vae, roster, out, MORPH_STEPS, size=MORPH_SIZE)
+            else:
+                side_by_side_morph_gif(models.vae, models.vae_finetuned, roster, out, MORPH_STEPS, size=MORPH_SIZE,
+                                       labels=("base", "fine-tuned"))
+            gif = out.read_bytes()
     timings["total"] = round(time.perf_counter() - started, 4)
-    return Answer(faces_message(len(faces), face_index), len(faces), face_index, boxes, crop, probability,
-                  models.classifier_threshold, embedding, reconstruction, gif, timings, list(faces))
+    message = "1 face found." if len(faces) == 1 else (
+        f"{len(faces)} faces found: showing face {face_index + 1}{' (the largest)' if face_index == 0 else ''}; "
+        "pick another one with the face selector.")
+    return Answer(message, len(faces), face_index, boxes, crop, probability, models.classifier_threshold,
+                  embedding, reconstruction, gif, timings, list(faces))
 
 
 def verdict_text(models: Models, answer: Answer) -> str:
@@ -366,43 +323,35 @@ def verdict_text(models: Models, answer: Answer) -> str:
         return ""
     name, emb = models.paths.target_name, answer.embedding
     probability, threshold = answer.probability, answer.classifier_threshold
-    lines = [f"**Classifier (MobileNetV2):** P({name}) = {probability:.2f}, threshold {threshold:.2f} → "
-             f"**{'yes' if probability >= threshold else 'no'}**"]
-    if emb.get("distance") is None:
-        lines.append("**Face embedding (dlib):** no embedding for this crop.")
-    else:
-        limit = f", threshold {emb['threshold']:.3f}" if emb.get("threshold") is not None else ""
-        lines.append(f"**Face embedding (dlib):** distance {emb['distance']:.3f} to {name}'s centroid{limit} → "
-                     f"**{emb['verdict']}**")
+    limit = f", threshold {emb['threshold']:.3f}" if emb.get("threshold") is not None else ""
+    embedding = ("no embedding for this crop." if emb.get("distance") is None else
+                 f"distance {emb['distance']:.3f} to {name}'s centroid{limit} → **{emb['verdict']}**")
     says = "is" if emb.get("verdict") == "same person" else "is not"
-    lines.append(f"**Verdict:** the face embedding says this {says} {name}.")
-    return "\n\n".join(lines)
+    return (f"**Classifier (MobileNetV2):** P({name}) = {probability:.2f}, threshold {threshold:.2f} → "
+            f"**{'yes' if probability >= threshold else 'no'}**\n\n**Face embedding (dlib):** {embedding}\n\n"
+            f"**Verdict:** the face embedding says this {says} {name}.")
 
 
 def add_model_arguments(parser) -> None:
     """The flags naming the app's models; each defaults to the last demo's file."""
-    for flag, dest, what in (("--summary", "summary", "the demo summary naming the target and the best run"),
-                             ("--classifier-checkpoint", "classifier", "classifier best.pt"),
+    for flag, dest, what in (("--classifier-checkpoint", "classifier", "classifier best.pt"),
                              ("--scorer-checkpoint", "scorer", "embedding_scorer.json"),
                              ("--vae-checkpoint", "vae", "base VAE checkpoint.pt"),
                              ("--finetuned-checkpoint", "vae_finetuned", "VAE fine-tuned on the target"),
                              ("--target-faces", "target_faces", "folder of the target's face crops")):
-        parser.add_argument(flag, dest=dest, default=None, help=f"{what} (default: the last demo's)")
-    parser.add_argument("--target-name", default=None, help="the name shown on the page")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
+        parser.add_argument(flag, dest=dest, help=f"{what} (default: the last demo's)")
+    parser.add_argument("--target-name", help="the name shown on the page")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads (default %(default)s)")
 
 
-def paths_from_args(args) -> ModelPaths:
-    """`ModelPaths` from the flags; the demo's files fill in whatever was not given. Every path is checked."""
-    required = {key: getattr(args, key) for key in ("classifier", "scorer", "vae", "target_faces")}
-    if all(required.values()) and args.summary is None:
-        paths = ModelPaths(**{k: Path(v) for k, v in required.items()},
-                           target_name=Path(args.target_faces).name.replace("_", " ").title())
+def models_from_args(args) -> Models:
+    """Load the models the flags name (the demo's files fill in the rest), with `--threads` torch threads."""
+    given = {key: Path(getattr(args, key)) for key in ("classifier", "scorer", "vae", "target_faces", "vae_finetuned")
+             if getattr(args, key)}
+    if {"classifier", "scorer", "vae", "target_faces"} <= set(given):
+        paths = ModelPaths(**given, target_name=given["target_faces"].name.replace("_", " ").title())
     else:
-        paths = demo_paths(summary=args.summary)
-    for key in (*required, "vae_finetuned"):
-        if getattr(args, key):
-            setattr(paths, key, Path(getattr(args, key)))
-    if args.target_name:
-        paths.target_name = args.target_name
-    return paths.check()
+        paths = replace(demo_paths(), **given)
+    paths.target_name = args.target_name or paths.target_name
+    torch.set_num_threads(args.threads)
+    return load_models(paths)

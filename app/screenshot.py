@@ -1,10 +1,6 @@
-"""Drive the page in headless Chromium (Playwright for Python): upload a photo, wait for the answer, save a PNG.
-
-`python -m app screenshot --out results/app/screenshot.png` starts the page with the demo's models on a free port
-and writes the README's figure; the browser test calls the same functions. Debian's Chromium is used
-(`/usr/bin/chromium`, or `$CHROMIUM_PATH`), with the flags that keep it from calling home, so every request the
-page makes is its own and can be checked for a non-loopback host (`foreign_requests`).
-"""
+"""Drive the page in headless Chromium (Playwright): upload a photo, wait for the answer, save a PNG (the README's
+figure, `python -m app screenshot`; the browser test uses the same functions). Chromium's flags keep it from calling
+home, so a request to a non-loopback host is the page's own (`foreign_requests`)."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +11,12 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from PIL import Image
+
+from common.images import save_sheet
+
 from . import core
 
-DEFAULT_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 VIEWPORT = {"width": 1280, "height": 860}
@@ -27,15 +26,13 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 def chromium_path() -> str:
-    """The Chromium binary: `$CHROMIUM_PATH`, else Debian's `/usr/bin/chromium`, else `chromium` on PATH."""
-    if os.environ.get("CHROMIUM_PATH"):
-        return os.environ["CHROMIUM_PATH"]
-    return DEFAULT_CHROMIUM if Path(DEFAULT_CHROMIUM).exists() else (shutil.which("chromium") or DEFAULT_CHROMIUM)
+    """The Chromium binary: `$CHROMIUM_PATH`, else `chromium` on PATH, else Debian's `/usr/bin/chromium`."""
+    return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind((host, 0))
+        probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
@@ -80,14 +77,8 @@ def wait_for_message(page, text: str, timeout_ms: int = ANSWER_TIMEOUT_MS) -> st
 
 def save_screenshot(page, out: str | Path, width: int = SCREENSHOT_WIDTH) -> Path:
     """A full-page screenshot scaled to `width` px and saved as a 256-colour PNG (`common.images.save_sheet`)."""
-    from PIL import Image
-
-    from common.images import save_sheet
-
-    with Image.open(io.BytesIO(page.screenshot(full_page=True))) as shot:
-        picture = shot.convert("RGB")
-    if picture.width > width:
-        picture = picture.resize((width, round(picture.height * width / picture.width)), Image.LANCZOS)
+    picture = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    picture.thumbnail((width, picture.height), Image.LANCZOS)  # shrunk to `width`, never enlarged
     return save_sheet(picture, out)
 
 
@@ -95,44 +86,35 @@ def screenshot_app(url: str, photo: str | Path, out: str | Path) -> dict:
     """Open `url`, upload `photo`, wait for the answer, save the screenshot; returns what the page showed."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            urls = record_requests(page)
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#upload input[type=file]", state="attached")
-            upload_photo(page, photo)
-            wait_for_answer(page)
-            page.wait_for_timeout(500)  # let the images finish painting
-            path = save_screenshot(page, out)
-            message, verdict = page.inner_text("#message"), page.inner_text("#verdict")
-        finally:
-            browser.close()
+    with sync_playwright() as playwright:  # leaving it closes the browser
+        page = launch_browser(playwright).new_page(viewport=VIEWPORT)
+        urls = record_requests(page)
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#upload input[type=file]", state="attached")
+        upload_photo(page, photo)
+        wait_for_answer(page)
+        page.wait_for_timeout(500)  # let the images finish painting
+        path = save_screenshot(page, out)
+        message, verdict = page.inner_text("#message"), page.inner_text("#verdict")
     return {"path": str(path), "bytes": Path(path).stat().st_size, "message": message.strip(),
             "verdict": " ".join(verdict.split()), "requests": len(urls), "foreign_requests": foreign_requests(urls)}
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/app/screenshot.png", help="PNG to write (default %(default)s)")
-    parser.add_argument("--src", dest="photo", default=None, help="the photo to upload (default: the first demo "
-                        "photo of the target)")
     core.add_model_arguments(parser)
 
 
 def cli_run(args: argparse.Namespace) -> dict:
-    import torch
-
+    """Upload the first demo photo (one of the target's) to the page and save the screenshot."""
     from .ui import start_server
 
-    torch.set_num_threads(args.threads)
-    paths = core.paths_from_args(args)
-    photo = Path(args.photo) if args.photo else (paths.examples[0] if paths.examples else None)
-    if photo is None or not photo.is_file():
-        raise core.InputError(f"no photo to upload ({photo}): pass --src PHOTO")
-    server = start_server(core.load_models(paths), port=free_port())
+    models = core.models_from_args(args)
+    if not models.paths.examples:
+        raise core.InputError(f"no demo photo to upload: {core.DEMO_HINT}")
+    server = start_server(models, port=free_port())
     try:
-        shot = screenshot_app(server.url, photo, args.out)
+        shot = screenshot_app(server.url, models.paths.examples[0], args.out)
     finally:
         server.close()
-    return {"command": "screenshot", "photo": str(photo), **shot}
+    return {"command": "screenshot", "photo": str(models.paths.examples[0]), **shot}

@@ -1,10 +1,6 @@
-"""The page (`python -m app serve`): a Gradio Blocks app over `app.core`, on 127.0.0.1, working offline.
-
-The server owns one temporary folder (Gradio's uploads and cache, each request's scratch), swept while it runs and
-removed when it stops. Uploads are shared by content hash, so the app never deletes one and reads only files
-Gradio's upload route wrote. A tab keeps only its faces' crops and VAE frames; cross-origin writes are refused, and error messages
-never carry the exception's text, so no server path reaches a visitor.
-"""
+"""The page (`python -m app serve`): a Gradio Blocks app over `app.core`, on 127.0.0.1, working offline. Its one
+temporary folder is swept while it runs and removed when it stops; it reads only files Gradio's upload route wrote,
+deletes no upload (they are shared by content hash), refuses cross-origin writes and shows no exception's text."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +13,13 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from . import core
 
-# every 30 s, files of the temp folder written more than 300 s ago are deleted, then its emptied folders
-CACHE_SWEEP = (30, 300)
+CACHE_SWEEP = (30, 300)  # every 30 s, files of the temporary folder older than 300 s are deleted
 MAX_SESSIONS = 100  # tabs whose answers the server keeps in memory (Gradio's state_session_capacity); oldest go first
 SESSION_IDLE_SECONDS = 1800  # a tab's faces are dropped after this long without a new photo or face
 PAGE_CSS = "#morph-gif {width: 100%; max-width: 420px;} footer {display: none !important;}"
@@ -36,20 +31,13 @@ def morph_html(gif: bytes | None) -> str:
     if not gif:
         return ""
     uri = "data:image/gif;base64," + base64.b64encode(gif).decode("ascii")
-    return (f'<img id="morph-gif" src="{uri}" alt="morph from the photo to the target"/>'
-            f'<p><a id="morph-download" href="{uri}" download="morph.gif">Download the morph (GIF, '
-            f'{len(gif) // 1024} KB)</a></p>')
-
-
-def timings_text(timings: dict) -> str:
-    parts = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items() if name != "total")
-    return f"<small>answered in {timings.get('total', 0):.2f} s ({parts})</small>" if timings else ""
+    return (f'<img id="morph-gif" src="{uri}" alt="morph from the photo to the target"/><p><a id="morph-download" '
+            f'href="{uri}" download="morph.gif">Download the morph (GIF, {len(gif) // 1024} KB)</a></p>')
 
 
 def sweep(folder: Path, age: float, tracked: list[set] = ()) -> int:
-    """Delete the files under `folder` last written more than `age` seconds ago, then its subfolders that are empty
-    and unchanged for 5 s (a folder Gradio has just made for an upload is left alone). Deleted paths are dropped
-    from the sets in `tracked` (Gradio's records of the files it made). Returns how many entries were removed."""
+    """Delete the files under `folder` older than `age` seconds and its subfolders empty and unchanged for 5 s, and
+    drop them from the sets in `tracked` (Gradio's records); returns how many entries were removed."""
     now, removed = time.time(), set()
     for path in sorted(Path(folder).rglob("*"), key=lambda p: len(p.parts), reverse=True):  # contents first
         with contextlib.suppress(OSError):
@@ -62,37 +50,30 @@ def sweep(folder: Path, age: float, tracked: list[set] = ()) -> int:
     return len(removed)
 
 
-class SameOriginWrites:
+def same_origin_writes(app):
     """ASGI middleware: a POST, PUT, PATCH or DELETE sent by another web page is refused (403) before it is read
     (a browser sends a cross-origin form post without asking first, and Gradio's upload route would store it)."""
+    from starlette.responses import PlainTextResponse
 
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            headers = dict(scope["headers"])
-            origin, host = headers.get(b"origin"), headers.get(b"host", b"").decode("latin-1")
-            if origin is not None and urlsplit(origin.decode("latin-1")).netloc != host:
-                from starlette.responses import PlainTextResponse
-
-                await PlainTextResponse("cross-origin request refused", status_code=403)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    async def guarded(scope, receive, send):
+        headers = dict(scope.get("headers", []))
+        origin, host = headers.get(b"origin"), headers.get(b"host", b"").decode("latin-1")
+        if (scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS") and origin is not None
+                and urlsplit(origin.decode("latin-1")).netloc != host):
+            return await PlainTextResponse("cross-origin request refused", status_code=403)(scope, receive, send)
+        await app(scope, receive, send)
+    return guarded
 
 
 def release_freed_memory() -> None:
     """Hand freed memory back to the system (glibc's `malloc_trim`): glibc keeps a pool per thread, and Gradio
     answers on whichever worker thread is free, so resident memory would climb by a decoded photo per thread."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def build_page(models: core.Models, scratch_root: str | Path):
-    """The Blocks page for `models`; each request's scratch files go to a folder under `scratch_root`, removed
-    before the answer is sent."""
+    """The Blocks page for `models`; each request's scratch files go to a folder under `scratch_root`."""
     import gradio as gr
     from PIL import Image
 
@@ -105,39 +86,37 @@ def build_page(models: core.Models, scratch_root: str | Path):
         picker = gr.update(choices=choices, value=choices[answer.face_index] if choices else None,
                            visible=answer.n_faces > 1)
         boxes = gr.skip() if answer.boxes is None and answer.faces else answer.boxes  # another face: same picture
-        reconstruction = answer.reconstruction
-        if reconstruction is not None:  # the VAE's 64 px output, enlarged for the page
-            reconstruction = reconstruction.resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.BICUBIC)
+        reconstruction = (None if answer.reconstruction is None  # the VAE's 64 px output, enlarged for the page
+                          else answer.reconstruction.resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.BICUBIC))
+        steps = ", ".join(f"{step} {seconds * 1000:.0f} ms" for step, seconds in answer.timings.items()
+                          if step != "total")
+        timings = f"<small>answered in {answer.timings['total']:.2f} s ({steps})</small>" if answer.timings else ""
         return (f"**{answer.message}**", boxes, answer.crop, core.verdict_text(models, answer), reconstruction,
-                morph_html(answer.morph_gif), timings_text(answer.timings), picker, answer.faces)
-
-    def failure(message: str):
-        return f"**{message}**", None, None, "", None, "", "", gr.update(choices=[], value=None, visible=False), []
+                morph_html(answer.morph_gif), timings, picker, answer.faces)
 
     def analyse_upload(upload, faces):
-        """`upload` is the File component's raw value (the event skips Gradio's preprocessing, which would leave
-        an empty temporary file behind on every call): only a file Gradio's upload route wrote is read."""
+        # `upload` is the File's raw value: Gradio's preprocessing would leave an empty temporary file each call
         path = upload.get("path") if isinstance(upload, dict) else None
         if not path:
-            return failure("Upload a photo or pick one of the demo's.")
+            return outputs_of(core.Answer("Upload a photo or pick one of the demo's."))
         if os.path.abspath(path) not in blocks.upload_file_set:
-            return failure("Cannot use this file: it was not uploaded to this page.")
+            return outputs_of(core.Answer("Cannot use this file: it was not uploaded to this page."))
         try:
             image = core.read_photo(path)
         except core.PhotoError as error:
-            return failure(f"Cannot use this file: {error}.")
+            return outputs_of(core.Answer(f"Cannot use this file: {error}."))
         answer = core.answer_photo(models, image, scratch_root=scratch_root)
         del image  # the full-size photo is freed before `outputs_of` hands freed memory back
         return outputs_of(answer)
 
     def analyse_example(choice: str | None, faces):
         if choice not in examples:
-            return failure("Upload a photo or pick one of the demo's.")
+            return outputs_of(core.Answer("Upload a photo or pick one of the demo's."))
         return outputs_of(core.answer_photo(models, core.read_photo(examples[choice]), scratch_root=scratch_root))
 
     def pick_face(choice: str | None, faces):
         if not faces:
-            return failure("Upload a photo first.")
+            return outputs_of(core.Answer("Upload a photo first."))
         choices = core.face_choices(len(faces))
         index = choices.index(choice) if choice in choices else 0
         return outputs_of(core.answer_photo(models, None, index, faces=faces, scratch_root=scratch_root))
@@ -175,24 +154,9 @@ def build_page(models: core.Models, scratch_root: str | Path):
     return blocks
 
 
-@dataclass
-class Server:
-    """A running app: its URL, the page, and the temporary folder removed by `close`."""
-
-    url: str
-    blocks: object
-    folder: tempfile.TemporaryDirectory
-    stop_sweeping: threading.Event
-
-    def close(self) -> None:
-        self.stop_sweeping.set()
-        self.blocks.close(verbose=False)
-        self.folder.cleanup()
-
-
-def start_server(models: core.Models, port: int = 7860, cache_sweep: tuple[float, float] = CACHE_SWEEP) -> Server:
-    """Serve the page on 127.0.0.1 in a background thread; returns once it answers. `close()` stops it.
-    `cache_sweep` = (every, age) seconds: how often the temporary folder is swept and how old a file must be."""
+def start_server(models: core.Models, port: int = 7860, cache_sweep: tuple[float, float] = CACHE_SWEEP):
+    """Serve the page on 127.0.0.1 in a background thread; returns {url, blocks, folder (temporary), close()} once
+    it answers. The folder is swept every `cache_sweep[0]` s of files older than `cache_sweep[1]` s."""
     from starlette.middleware import Middleware
 
     # read by Gradio at import: no analytics, version check or telemetry, no server-side rendering (it needs Node)
@@ -205,15 +169,14 @@ def start_server(models: core.Models, port: int = 7860, cache_sweep: tuple[float
     root = Path(folder.name).resolve()  # Gradio records the paths it writes as they are spelled here
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")  # Gradio's upload + cache folder, swept
     try:
-        blocks = build_page(models, root)
-        blocks.queue(default_concurrency_limit=1)
+        blocks = build_page(models, root).queue(default_concurrency_limit=1)
         theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "DejaVu Sans", "Arial", "sans-serif"],
                                   font_mono=["ui-monospace", "DejaVu Sans Mono", "Consolas", "monospace"])
         _, url, _ = blocks.launch(
             server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True, quiet=True,
             inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
             max_file_size=core.MAX_UPLOAD_BYTES, state_session_capacity=MAX_SESSIONS, theme=theme, css=PAGE_CSS,
-            footer_links=[], enable_monitoring=False, app_kwargs={"middleware": [Middleware(SameOriginWrites)]})
+            footer_links=[], enable_monitoring=False, app_kwargs={"middleware": [Middleware(same_origin_writes)]})
     except BaseException:
         folder.cleanup()
         raise
@@ -223,8 +186,13 @@ def start_server(models: core.Models, port: int = 7860, cache_sweep: tuple[float
         while not stop.wait(every):
             sweep(root / "gradio", age, blocks.temp_file_sets)
 
+    def close() -> None:
+        stop.set()
+        blocks.close(verbose=False)
+        folder.cleanup()
+
     threading.Thread(target=sweep_until_stopped, name="temp-sweep", daemon=True).start()
-    return Server(url.rstrip("/") + "/", blocks, folder, stop)
+    return SimpleNamespace(url=url.rstrip("/") + "/", blocks=blocks, folder=folder, close=close)
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -234,23 +202,19 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_run(args: argparse.Namespace) -> dict:
-    import torch
-
-    torch.set_num_threads(args.threads)
     # SIGTERM (kill, a service manager) stops the server as Ctrl-C does, so its temporary folder is removed. SIGINT
     # too: a process started in the background by a shell inherits SIGINT ignored, and Python leaves it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    models = core.load_models(core.paths_from_args(args))
+    models = core.models_from_args(args)
     server = start_server(models, args.port)
     print(f"serving {server.url} with the models of {models.paths.classifier.parent} (Ctrl-C or SIGTERM stops)",
           flush=True)
     started = time.monotonic()
     try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(1.0)
     finally:
         server.close()
     return {"command": "serve", "url": server.url, "served_seconds": round(time.monotonic() - started, 1)}

@@ -244,7 +244,7 @@ def test_two_fresh_smoke_demos_tell_the_same_story(smoke_run, tmp_path):
     summaries = [json.loads((root / "results/demo/demo_summary.json").read_text()) for root in (first_root, tmp_path)]
     assert summaries[0] == summaries[1]  # demo_summary.json holds no timings (they go to timings.json)
     assert all(v["ok"] for v in summaries[1]["verdicts"] if v["headline"])  # the planted identity, verified
-    # one progress line per stage and the table: no kernel notices, no progress-bar floods
+    # one progress line per stage and the verdicts: no kernel notices, no progress-bar floods
     assert "Kernel is running" not in second.stderr and second.stderr.count("\r") < 50
 
 
