@@ -1,11 +1,9 @@
 """`weights="synthetic"`: a MobileNetV2 backbone pretrained on synthetic faces, the offline stand-in for ImageNet.
 
-`pretrain_backbone` renders `identities` strangers of the world's portrait generator (none of them a person of the
-demo world of the same seed; cached by fingerprint) and trains MobileNetV2 to tell them apart (softmax over
-identities, AdamW one-cycle, flips/shifts/zooms/brightness), measuring top-1 accuracy on `heldout_photos` per
-identity never trained on. It writes `<cache_root>/mobilenet_v2_synthetic_<fingerprint>/` (`checkpoint.pt`,
-`config.json`, `model_card.json/.md`, `faces_sheet.png`); the fingerprint covers the result-changing config
-fields and the code (common/, world/, this file). An interrupted run resumes from its last epoch.
+`pretrain_backbone` renders `identities` strangers (none of them a person of the demo world of the same seed) and
+trains MobileNetV2 to tell them apart, measuring top-1 accuracy on held-out photos. Face set and backbone are
+cached under `<cache_root>/` by a fingerprint of the result-changing config fields and the code; an interrupted
+run resumes from its last epoch.
 """
 from __future__ import annotations
 

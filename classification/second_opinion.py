@@ -89,32 +89,22 @@ def evaluate_embedding_scorer(faces_root: str | Path, target: str, split: str | 
     return row
 
 
-def person_embeddings(faces_root: str | Path, backend: str = "dlib", cache: str | Path | None = None,
-                      workers: int = 2, progress: bool = True, **embed_options) -> dict[str, np.ndarray]:
-    """Embeddings of every person folder under `faces_root` (stage 1 layout; `_x`/`.x` folders skipped),
-    NaN rows dropped: {person: array [n, D]}."""
+def train_embedding_scorer(faces_root: str | Path, target: str, method: str = "linear", backend: str = "dlib",
+                           cache: str | Path | None = None, workers: int = 2, progress: bool = True,
+                           out_path: str | Path | None = None, **embed_options) -> IdentityScorer:
+    """Fit one scorer on ALL the target's crops vs all other people's (stage 1 layout; no held-out data: use
+    `evaluate_embedding_scorer` to measure and choose). Saved to `out_path` when given."""
     from common.files import list_person_images
 
     root = Path(faces_root)
     people = list_person_images(root)
+    if target not in people:
+        raise InputError(f"target folder {root / target} is missing (found: {', '.join(people)})")
     owners = np.array([person for person, paths in people.items() for _ in paths], dtype=object)
     files = [path.relative_to(root).as_posix() for paths in people.values() for path in paths]
     vectors = embed_files(root, files, backend, workers, cache, progress, **embed_options)
-    ok = valid_rows(vectors)
-    return {person: vectors[ok & (owners == person)] for person in people}
-
-
-def train_embedding_scorer(faces_root: str | Path, target: str, method: str = "linear", backend: str = "dlib",
-                           cache: str | Path | None = None, workers: int = 2, progress: bool = True,
-                           out_path: str | Path | None = None, **embed_options) -> IdentityScorer:
-    """Fit one scorer on ALL the target's crops vs all other people's (no held-out data; use
-    `evaluate_embedding_scorer` to measure and choose). Saved to `out_path` when given."""
-    people = person_embeddings(faces_root, backend, cache, workers, progress, **embed_options)
-    if target not in people:
-        raise InputError(f"target folder {Path(faces_root) / target} is missing (found: {', '.join(people)})")
-    others = [v for p, v in people.items() if p != target and len(v)]
-    scorer = fit_scorer(people[target], np.concatenate(others) if others else None, method, backend,
-                        embed_options.get("face_box"), embed_options.get("num_jitters", 0))
+    scorer = fit_scorer(vectors[owners == target], vectors[owners != target] if len(people) > 1 else None, method,
+                        backend, embed_options.get("face_box"), embed_options.get("num_jitters", 0))
     if out_path is not None:
         scorer.save(out_path)
     return scorer

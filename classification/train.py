@@ -8,6 +8,7 @@ one is continued only with `resume=True`; `overwrite=True` starts again.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -399,12 +400,9 @@ def write_summary(path: str | Path, *, config, ks, comparison: dict, best: dict,
                   sanity: dict, scan: dict, scan_top_k: int, target_identity: str | None, top_hits: int | None,
                   embedding: dict, embed_scan: dict, embed_hits: int | None, embed_top_n: int, search_method: str,
                   seconds: float) -> dict:
-    """Write stage 2's `summary.json` (the headline numbers `make demo`, notebook 03 and the README read) and
-    return it. config: the runs' `TrainConfig`; comparison: `compare_unfreezing`'s result; best: the picked k's
-    `evaluate_checkpoint`; pretrained: `pretrain_backbone`'s result or None; sanity: `imagenet_sanity()`; scan /
-    embed_scan: the two rankings of the haystack with `top_hits` / `embed_hits` target photos in their top
-    `scan_top_k` (None without a world file); embedding: `evaluate_embedding_scorer`'s row; search_method: the
-    method chosen for stage 3; seconds: the notebook's wall time."""
+    """Write and return stage 2's `summary.json` (the headline numbers `make demo`, notebook 03 and the README
+    read) from the results of notebook 02's steps; `top_hits` / `embed_hits`: target photos in each ranking's top
+    `scan_top_k` (None without a world file); seconds: the notebook's wall time."""
     summary = {
         "target": config.target, "weights": config.weights, "image_size": config.image_size, "ks": list(ks),
         "best_k": comparison["best_k"], "threshold": best["summary"]["threshold"],
@@ -455,8 +453,7 @@ def cli_run_train(args) -> dict:
     return train_classifier(config_from_args(args))
 
 
-def cli_add_arguments_compare(parser) -> None:
-    cli_add_arguments_train(parser, compare=True)
+cli_add_arguments_compare = functools.partial(cli_add_arguments_train, compare=True)
 
 
 def cli_run_compare(args) -> dict:

@@ -1,12 +1,8 @@
 """Identity search with face embeddings: embed face photos, score them against the target, verify an identity.
 
-A face-recognition network maps photos of one person close together, so finding the target needs no training.
-Backends: `dlib` (default, offline; 128-d ResNet descriptor on a 5-landmark aligned chip, `.dat` files from
-`face-recognition-models`, `model_dir=` or `$FACE_MODELS_DIR`) and `facenet` (facenet-pytorch's VGGFace2
-`InceptionResnetV1`, 512-d, when its weights are in the torch cache). Stage-1 crops are already faces, so the face
-rectangle is the crop minus stage 1's margin ("inner", default), the whole crop ("whole"), or dlib's HOG detection
-with the inner box as fallback ("hog"). `embed_files` caches vectors in SQLite, keyed by settings and path, valid
-while the file's size and mtime are unchanged.
+Backends: `dlib` (default, offline, 128-d) and `facenet` (VGGFace2 `InceptionResnetV1`, 512-d, cached weights).
+The face rectangle of a stage-1 crop is the crop minus stage 1's margin ("inner"), the whole crop ("whole") or
+dlib's HOG detection ("hog"). `embed_files` caches vectors in SQLite, valid while a file's size and mtime hold.
 """
 from __future__ import annotations
 
@@ -104,15 +100,14 @@ def load_facenet(allow_download: bool = False, device: str = "cpu"):
 
 
 # ------------------------------------------------------------------------------------------------ face box
-def face_rectangle(width: int, height: int, face_box: str = "inner",
-                   crop_margin: float = STAGE1_MARGIN) -> tuple[int, int, int, int]:
+def face_rectangle(width: int, height: int, face_box: str = "inner") -> tuple[int, int, int, int]:
     """The assumed face rectangle (left, top, right, bottom; inclusive px): the aligned-CelebA box for 178x218
     frames, else the whole image ("whole") or the image shrunk by stage 1's margin (the MTCNN box)."""
     if (width, height) == CELEBA_ALIGNED_SIZE:
         return CELEBA_ALIGNED_FACE_BOX
     if face_box == "whole":
         return 0, 0, width - 1, height - 1
-    inset_x, inset_y = width * crop_margin / (1 + 2 * crop_margin), height * crop_margin / (1 + 2 * crop_margin)
+    inset_x, inset_y = (side * STAGE1_MARGIN / (1 + 2 * STAGE1_MARGIN) for side in (width, height))
     return round(inset_x), round(inset_y), round(width - 1 - inset_x), round(height - 1 - inset_y)
 
 
@@ -146,21 +141,20 @@ def as_rgb_array(image) -> np.ndarray:
 class DlibEmbedder:
     """dlib's face descriptor: rectangle -> 5 landmarks -> aligned 150 px chip -> 128-d vector (frozen models)."""
 
-    def __init__(self, model_dir: str | Path | None = None, face_box: str = "inner",
-                 crop_margin: float = STAGE1_MARGIN, num_jitters: int = 0):
+    def __init__(self, model_dir: str | Path | None = None, face_box: str = "inner", num_jitters: int = 0):
         import dlib
 
         self.dlib = dlib
         self.shape_predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_FILE, model_dir)))
         self.network = dlib.face_recognition_model_v1(str(dlib_model_file(DLIB_NETWORK_FILE, model_dir)))
-        self.face_box, self.crop_margin, self.num_jitters = face_box, crop_margin, int(num_jitters)
+        self.face_box, self.num_jitters = face_box, int(num_jitters)
         self.detector = dlib.get_frontal_face_detector()  # "hog" mode, and aligned CelebA frames in every mode
 
     def rectangle(self, rgb: np.ndarray):
         """The dlib rectangle to put the landmarks in: the HOG detection overlapping the assumed box most
         ("hog" mode and aligned CelebA frames), else the assumed box."""
         height, width = rgb.shape[:2]
-        guess = face_rectangle(width, height, self.face_box, self.crop_margin)
+        guess = face_rectangle(width, height, self.face_box)
         if self.face_box == "hog" or (width, height) == CELEBA_ALIGNED_SIZE:
             found = [rect for rect in self.detector(rgb, 0) if _overlap(rect, guess) > 0]
             if found:
@@ -169,9 +163,11 @@ class DlibEmbedder:
 
     def embed_image(self, rgb: np.ndarray) -> np.ndarray | None:
         """128-d float32 descriptor of the face in `rgb` (uint8 HxWx3), None when the image is too small."""
-        if min(rgb.shape[:2]) < MIN_FACE_SIDE:
-            return None
-        shape = self.shape_predictor(rgb, self.rectangle(rgb))
+        return None if min(rgb.shape[:2]) < MIN_FACE_SIDE else self.descriptor(rgb, self.rectangle(rgb))
+
+    def descriptor(self, rgb: np.ndarray, rectangle) -> np.ndarray:
+        """128-d float32 descriptor of the face in dlib `rectangle` of `rgb`."""
+        shape = self.shape_predictor(rgb, rectangle)
         return np.asarray(self.network.compute_face_descriptor(rgb, shape, self.num_jitters), dtype=np.float32)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
@@ -181,16 +177,16 @@ class DlibEmbedder:
 class FacenetEmbedder:
     """facenet-pytorch's InceptionResnetV1 (VGGFace2): face rectangle resized to 160 px -> 512-d unit vector."""
 
-    def __init__(self, allow_download: bool = False, face_box: str = "whole", crop_margin: float = STAGE1_MARGIN,
-                 device: str = "cpu", batch_size: int = 32):
+    def __init__(self, allow_download: bool = False, face_box: str = "whole", device: str = "cpu",
+                 batch_size: int = 32):
         self.model = load_facenet(allow_download, device)
-        self.device, self.batch_size, self.crop_margin = device, batch_size, crop_margin
+        self.device, self.batch_size = device, batch_size
         self.face_box = "whole" if face_box == "hog" else face_box  # no detector in this backend
 
     def _tensor(self, rgb: np.ndarray):
         import torch
 
-        left, top, right, bottom = face_rectangle(rgb.shape[1], rgb.shape[0], self.face_box, self.crop_margin)
+        left, top, right, bottom = face_rectangle(rgb.shape[1], rgb.shape[0], self.face_box)
         face = Image.fromarray(rgb).crop((left, top, right + 1, bottom + 1)).resize((160, 160), Image.BILINEAR)
         # facenet-pytorch's fixed_image_standardization, the input scaling the weights were trained with
         return (torch.from_numpy(np.asarray(face, dtype=np.float32)).permute(2, 0, 1) - 127.5) / 128.0
@@ -216,7 +212,6 @@ class EmbedderSpec:
     backend: str = "dlib"
     face_box: str | None = None  # None: "inner" for dlib, "whole" for facenet
     num_jitters: int = 0  # dlib only: average over this many jittered copies (x10 slower for 10)
-    crop_margin: float = STAGE1_MARGIN
     model_dir: str | None = None  # dlib model folder (None: FACE_MODELS_DIR, then face_recognition_models)
     allow_download: bool = False  # facenet only
 
@@ -232,22 +227,18 @@ class EmbedderSpec:
     def tag(self) -> str:
         """A short text naming the settings; embeddings are cached per tag."""
         jitter = f":j{self.num_jitters}" if self.backend == "dlib" else ""
-        return f"{self.backend}:{self.resolved_face_box()}:m{self.crop_margin:g}{jitter}"
+        return f"{self.backend}:{self.resolved_face_box()}:m{STAGE1_MARGIN:g}{jitter}"
 
     def build(self):
         if self.backend == "dlib":
-            return DlibEmbedder(self.model_dir, self.resolved_face_box(), self.crop_margin, self.num_jitters)
-        return FacenetEmbedder(self.allow_download, self.resolved_face_box(), self.crop_margin)
+            return DlibEmbedder(self.model_dir, self.resolved_face_box(), self.num_jitters)
+        return FacenetEmbedder(self.allow_download, self.resolved_face_box())
 
 
-_EMBEDDERS: dict[EmbedderSpec, Any] = {}  # models loaded in this process, by spec
-
-
+@functools.cache
 def get_embedder(spec: EmbedderSpec):
     """The embedder for `spec`, built on first use in this process and kept."""
-    if spec not in _EMBEDDERS:
-        _EMBEDDERS[spec] = spec.build()
-    return _EMBEDDERS[spec]
+    return spec.build()
 
 
 def _embed_paths(spec: EmbedderSpec, paths: Sequence[str]) -> list[tuple[str, np.ndarray | None]]:
@@ -291,8 +282,8 @@ def embed_files(root: str | Path, files: Sequence[str], backend: str = "dlib", w
 
     from tqdm import tqdm
 
-    spec = EmbedderSpec(backend, face_box, int(num_jitters), STAGE1_MARGIN,
-                        None if model_dir is None else str(model_dir), allow_download)
+    spec = EmbedderSpec(backend, face_box, int(num_jitters), None if model_dir is None else str(model_dir),
+                        allow_download)
     started = time.perf_counter()
     paths = [str((Path(root) / f).resolve()) for f in files]
     keys = {p: _stat_key(p) for p in paths}
@@ -338,31 +329,28 @@ def embed_files(root: str | Path, files: Sequence[str], backend: str = "dlib", w
         if db is not None:
             db.close()
     compute_seconds = time.perf_counter() - compute_started
-    out = np.full((len(paths), DIMENSIONS[backend]), np.nan, dtype=np.float32)
     statuses = [results[path][0] for path in paths]
-    for k, path in enumerate(paths):
-        if results[path][1] is not None:
-            out[k] = results[path][1]
     if stats is not None:
         stats.update(images=len(paths), computed=len(todo), cached=n_cached,
                      **{status: statuses.count(status) for status in ("ok", "no_face", "unreadable")},
                      seconds=round(time.perf_counter() - started, 3),
                      images_per_second=round(len(todo) / compute_seconds, 2) if todo and compute_seconds > 0
                      else None)
-    return out
+    return _matrix([results[path][1] for path in paths], backend)
 
 
 def embed_images(images: Sequence, backend: str = "dlib", face_box: str | None = None, num_jitters: int = 0,
                  model_dir: str | Path | None = None, allow_download: bool = False) -> np.ndarray:
     """Embed in-memory images (PIL or arrays) in this process: float32 [N, D], NaN rows where no face."""
-    spec = EmbedderSpec(backend, face_box, int(num_jitters), STAGE1_MARGIN,
-                        None if model_dir is None else str(model_dir), allow_download)
-    vectors = get_embedder(spec).embed_images([as_rgb_array(image) for image in images])
-    out = np.full((len(images), DIMENSIONS[backend]), np.nan, dtype=np.float32)
-    for k, vector in enumerate(vectors):
-        if vector is not None:
-            out[k] = vector
-    return out
+    spec = EmbedderSpec(backend, face_box, int(num_jitters), None if model_dir is None else str(model_dir),
+                        allow_download)
+    return _matrix(get_embedder(spec).embed_images([as_rgb_array(image) for image in images]), backend)
+
+
+def _matrix(vectors: Sequence[np.ndarray | None], backend: str) -> np.ndarray:
+    """float32 [N, D] of `vectors`, NaN rows where a vector is None."""
+    nan = np.full(DIMENSIONS[backend], np.nan, dtype=np.float32)
+    return np.array([nan if v is None else v for v in vectors], dtype=np.float32).reshape(-1, len(nan))
 
 
 def valid_rows(vectors: np.ndarray) -> np.ndarray:
@@ -542,42 +530,30 @@ VAE_FACE_BOX = tuple(v / VAE_FRAME for v in (CELEBA_ALIGNED_FACE_BOX[0] - 15, CE
 
 def _embed_frames(images: Sequence, box: Sequence[float], side: int, spec: EmbedderSpec) -> np.ndarray:
     """Upsample square frames to `side` px (bicubic), put the face rectangle at `box` (fractions), embed."""
-    embedder = get_embedder(spec)
-    out = np.full((len(images), DIMENSIONS[spec.backend]), np.nan, dtype=np.float32)
-    for k, image in enumerate(images):
-        picture = Image.fromarray(as_rgb_array(image)).resize((side, side), Image.BICUBIC)
-        rgb = np.ascontiguousarray(np.asarray(picture))
+    embedder, vectors = get_embedder(spec), []
+    for image in images:
+        rgb = np.asarray(Image.fromarray(as_rgb_array(image)).resize((side, side), Image.BICUBIC))
         if spec.backend == "dlib":
-            shape = embedder.shape_predictor(rgb, embedder.dlib.rectangle(*(round(v * (side - 1)) for v in box)))
-            out[k] = np.asarray(embedder.network.compute_face_descriptor(rgb, shape, spec.num_jitters), np.float32)
+            vectors.append(embedder.descriptor(rgb, embedder.dlib.rectangle(*(round(v * (side - 1)) for v in box))))
         else:
             left, top, right, bottom = (round(v * side) for v in box)
-            vector = embedder.embed_images([np.ascontiguousarray(rgb[top:bottom, left:right])])[0]
-            if vector is not None:
-                out[k] = vector
-    return out
+            vectors += embedder.embed_images([np.ascontiguousarray(rgb[top:bottom, left:right])])
+    return _matrix(vectors, spec.backend)
 
 
 def identity_preservation(original_images: Sequence, reconstructions: Sequence,
                           gallery_embeddings_by_identity: Mapping[Any, np.ndarray], true_identity: Any,
                           backend: str = "dlib", face_box: Sequence[float] = VAE_FACE_BOX,
                           upsample: int = VAE_FRAME, model_dir: str | Path | None = None) -> dict:
-    """Does a reconstruction still look like the same person?
-
-    Args:
-        original_images, reconstructions: paired images (PIL or arrays, HxWx3 or CHW), framed alike; both are
-            upsampled to `upsample` px before embedding.
-        gallery_embeddings_by_identity: {identity: embeddings [n, D] or a centroid [D]} of known people.
-        true_identity: the key of the photographed person in the gallery.
-        face_box: the face rectangle as fractions (left, top, right, bottom) of the frame's side.
-    Returns mean/median photo-to-reconstruction distance, the share of reconstructions (and of originals)
-    whose nearest gallery centroid is `true_identity`, and the reconstructions' mean distance to it.
-    """
+    """Does a reconstruction still look like the same person? `original_images` and `reconstructions` are paired
+    square frames (upsampled to `upsample` px, face at `face_box`, fractions of the side); the gallery maps
+    identity -> embeddings [n, D] (or a centroid). Returns photo-to-reconstruction distances, the share of
+    reconstructions (and originals) nearest to `true_identity`'s centroid and their mean distance to it."""
     if len(original_images) != len(reconstructions):
         raise ValueError(f"{len(original_images)} originals but {len(reconstructions)} reconstructions")
     if true_identity not in gallery_embeddings_by_identity:
         raise ValueError(f"true identity {true_identity!r} is not in the gallery")
-    spec = EmbedderSpec(backend, None, 0, STAGE1_MARGIN, None if model_dir is None else str(model_dir))
+    spec = EmbedderSpec(backend, model_dir=None if model_dir is None else str(model_dir))
     originals = _embed_frames(original_images, face_box, upsample, spec)
     recon = _embed_frames(reconstructions, face_box, upsample, spec)
     keys = list(gallery_embeddings_by_identity)

@@ -55,9 +55,6 @@ def read_truth_identity(world_json: str | Path) -> int | None:
     return None
 
 
-celeba_identities = read_identities  # CelebA image id -> identity id, from `<root>/identity_CelebA.txt`
-
-
 def top_candidates(scores: Sequence[Mapping], k: int) -> list[Mapping]:
     """The k highest-scoring rows (fewer when the scan holds fewer)."""
     return sorted(scores, key=lambda r: -float(r["score"]))[:k]
@@ -92,16 +89,13 @@ def pick_identity(scores: Sequence[Mapping], identities: Mapping[str, int], k: i
     return ranking[0]["identity"]
 
 
-def files_of(identities: Mapping[str, int], identity: int) -> list[str]:
-    """Sorted image ids of one identity."""
-    return sorted(f for f, i in identities.items() if i == int(identity))
-
-
-def expand_identity(root: str | Path, identity: int) -> list[str]:
-    """All CelebA image ids (e.g. "000123.jpg") of `identity` in `root`'s `identity_CelebA.txt`, sorted."""
-    files = files_of(celeba_identities(root), identity)
+def expand_identity(root: str | Path | Mapping[str, int], identity: int) -> list[str]:
+    """All CelebA image ids (e.g. "000123.jpg") of `identity`, sorted; `root` is a CelebA root (its
+    `identity_CelebA.txt`) or an {image id: identity} mapping."""
+    identities = read_identities(root) if isinstance(root, (str, Path)) else root
+    files = sorted(f for f, i in identities.items() if i == int(identity))
     if not files:
-        raise ValueError(f"identity {identity} has no images in {root}")
+        raise ValueError(f"identity {identity} has no images in {root if isinstance(root, (str, Path)) else 'it'}")
     return files
 
 
@@ -112,9 +106,7 @@ def expansion_precision(expanded: Sequence[str], identities: Mapping[str, int], 
 
 def expansion_recall(expanded: Sequence[str], identities: Mapping[str, int], truth_identity: int) -> float:
     """Share of `truth_identity`'s images in the `expanded` image ids (1.0 when the right identity was picked)."""
-    truth = set(files_of(identities, truth_identity))
-    if not truth:
-        raise ValueError(f"identity {truth_identity} has no images")
+    truth = set(expand_identity(identities, truth_identity))
     return len(truth & set(expanded)) / len(truth)
 
 
@@ -133,7 +125,7 @@ def candidates_sheet(scores: Sequence[Mapping], root: str | Path, out_png: str |
                      columns: int = 10, thumb: int = 96) -> dict:
     """Contact sheet of the top-k images of CelebA root `root`, captioned "id <identity> <score>", the `picked`
     identity framed in green. Returns {"path", "n_shown", "missing" (image files absent)}."""
-    identities = celeba_identities(root) if identities is None else identities
+    identities = read_identities(root) if identities is None else identities
     top = top_candidates(scores, k)
     cells, missing = [], 0
     for row in top:
@@ -158,10 +150,10 @@ def find_identity(scores_csv: str | Path, celeba_root: str | Path, out_dir: str 
     """
     out_dir = Path(out_dir)
     scores = read_scores(scores_csv)
-    identities = celeba_identities(celeba_root)
+    identities = read_identities(celeba_root)
     votes = identity_votes(scores, identities, k)
     identity = pick_identity(scores, identities, k, confirm)
-    expanded = expand_identity(celeba_root, identity)
+    expanded = expand_identity(identities, identity)
     # The sheet shows at most SHEET_CANDIDATES of the k voters: enough to see who they are, small enough to look at.
     sheet = candidates_sheet(scores, celeba_root, out_dir / "candidates.png", min(k, SHEET_CANDIDATES), identities,
                              picked=identity)

@@ -100,7 +100,7 @@ def test_facenet_weights_missing_then_loaded_from_a_stand_in(tmp_path, monkeypat
     vectors = embed_files(world["faces"], files, backend="facenet", workers=1, progress=False)
     assert vectors.shape == (2, 512) and np.isfinite(vectors).all()
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
-    embed._EMBEDDERS.clear()  # do not leave the random stand-in model loaded for later tests
+    embed.get_embedder.cache_clear()  # do not leave the random stand-in model loaded for later tests
 
 
 # ------------------------------------------------------------------------------------------------ embeddings

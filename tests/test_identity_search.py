@@ -12,7 +12,8 @@ from tools.run_demo import SMOKE_WORLD
 from scraping.curate import judge_crops, reject
 from scraping.download import FetchConfig, fetch_person
 from scraping.faces import CropConfig, crop_faces
-from identity.find import celeba_identities, find_identity, identity_votes, read_scores, verify_pick
+from common.celeba_format import read_identities
+from identity.find import find_identity, identity_votes, read_scores, verify_pick
 from world.generate import WorldConfig, generate_world
 from world.webserver import serve_folder
 
@@ -71,7 +72,7 @@ def test_the_planted_identity_is_found_and_verified_for_every_seed(searched, see
 def test_a_wrong_pick_is_flagged_by_the_verification(searched):
     root, found = searched(0)  # the search of seed 0 again, not a fifth world
     # the most target-like other identity: the strongest impostor the vote could have picked
-    ranking = identity_votes(read_scores(root / "scan" / "scores.csv"), celeba_identities(root / "world" / "celeba"),
+    ranking = identity_votes(read_scores(root / "scan" / "scores.csv"), read_identities(root / "world" / "celeba"),
                              k=200)
     wrong = next(v["identity"] for v in ranking if v["identity"] != found["planted"])
     verdict = verify_pick(root / "world" / "celeba", wrong, root / "faces" / "ava_marlowe",

@@ -52,10 +52,10 @@ def prior_samples(model, n: int, seed: int = 0) -> torch.Tensor:
 def identity_kept(photos: torch.Tensor, reconstructions: torch.Tensor, face_box=CELEBA_FACE_BOX) -> np.ndarray:
     """dlib descriptor distance between each photo and its reconstruction ([N] floats)."""
     from common.images import to_pil
-    from identity.embed import VAE_FACE_BOX, VAE_FRAME, EmbedderSpec, STAGE1_MARGIN, _embed_frames
+    from identity.embed import VAE_FACE_BOX, VAE_FRAME, EmbedderSpec, _embed_frames
 
     box = VAE_FACE_BOX if face_box == CELEBA_FACE_BOX else face_box
-    spec = EmbedderSpec("dlib", None, 0, STAGE1_MARGIN, None)
+    spec = EmbedderSpec("dlib")
     a = _embed_frames([to_pil(p) for p in photos], box, VAE_FRAME, spec)
     b = _embed_frames([to_pil(r) for r in reconstructions], box, VAE_FRAME, spec)
     return np.linalg.norm(a.astype(np.float64) - b, axis=1)
