@@ -324,11 +324,7 @@ def run_demo(config: DemoConfig) -> dict:
                                              "notebook": _relative(notebook).as_posix()}) + "\n")
         seconds[stage] = round(time.perf_counter() - begin, 1)
         print(f"[demo] {stage}: ran {notebook.as_posix()} ({seconds[stage]:.0f} s)", flush=True)
-    begin = time.perf_counter()
-    print(f"[demo] app screenshot: {app_screenshot(config, paths, fingerprints['vae'])}", flush=True)
-    seconds["app_screenshot"] = round(time.perf_counter() - begin, 1)
     summaries = {stage: _read_json(paths["results"] / stage / "summary.json") for stage in NOTEBOOKS}
-    seconds["total"] = round(time.perf_counter() - started, 1)
     world_numbers = {k: world[k] for k in ("target_name", "target_identity", "target_count", "haystack_images",
                                            "web_photos")}
     verdicts = stage_verdicts(world_numbers, {s: summaries[s] for s in config.stages}, config.smoke)
@@ -336,6 +332,10 @@ def run_demo(config: DemoConfig) -> dict:
                "smoke": config.smoke, "notebooks": executed}
     # Results and timings apart: a rerun that changes nothing rewrites demo_summary.json byte for byte.
     atomic_write_text(paths["results"] / "demo_summary.json", json.dumps(summary, indent=1) + "\n")
+    begin = time.perf_counter()  # the app reads the models named by demo_summary.json: it comes after
+    print(f"[demo] app screenshot: {app_screenshot(config, paths, fingerprints['vae'])}", flush=True)
+    seconds["app_screenshot"] = round(time.perf_counter() - begin, 1)
+    seconds["total"] = round(time.perf_counter() - started, 1)
     timings = {"seconds": seconds, "stages": only_timings(summaries) or {}, "slowest_cells": slowest}
     atomic_write_text(paths["results"] / "timings.json", json.dumps(timings, indent=1) + "\n")
     for verdict in verdicts:  # every stage's numbers are in demo_summary.json
