@@ -227,8 +227,8 @@ def _row_vae_quality(r: dict) -> tuple[str, str, str]:
 
 
 def notebooks_block(results: Path = RESULTS) -> str:
-    """Each stage's wall-clock time in the committed demo run (`timings.json`)."""
-    timings = json.loads((results / "timings.json").read_text())
+    """Each stage's wall-clock time in the last demo run that ran every stage (`full_run_timings.json`)."""
+    timings = json.loads((results / "full_run_timings.json").read_text())
     seconds, stages = timings["seconds"], timings.get("stages", {})
     pretraining = stages.get("classification", {}).get("pretraining", {}).get("seconds")
     names = {"world": "generating the world", "scraping": "01", "classification": "02", "vae": "03", "latent": "04",
@@ -236,7 +236,7 @@ def notebooks_block(results: Path = RESULTS) -> str:
     parts = [f"{names[k]} {seconds[k]:.0f} s" + (f" ({pretraining:.0f} s of it pretraining the backbone, cached)"
                                                  if k == "classification" and pretraining else "")
              for k in names if k in seconds]
-    return (f"Wall-clock time of each part in the committed demo run (2 CPU cores, `results/demo/timings.json`): "
+    return (f"Wall-clock time of each part in the committed demo run (2 CPU cores, `results/demo/full_run_timings.json`): "
             f"{', '.join(parts)}; {seconds['total'] / 60:.1f} min in all.")
 
 
