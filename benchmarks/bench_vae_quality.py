@@ -20,13 +20,16 @@ Data sets:
 Usage:
     python benchmarks/bench_vae_quality.py [--minutes 10] [--datasets haystack,wild] [--threads 2]
 
-Prints one JSON object on its last line (also written to results/benchmarks/vae_quality.json).
+Prints one JSON object on its last line (also written to results/benchmarks/vae_quality.json, where the rows of
+data sets not run this time are kept from the previous file, each row with the command that made it).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -115,6 +118,14 @@ def main() -> None:
             raise SystemExit(f"unknown data set {name!r}; use haystack and/or wild")
         for recipe in ("recipe", "previous_defaults"):
             results.append(run(name, recipe, root, args.minutes, Path(args.out), box))
+    command = " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    for row in results:
+        row["command"] = command
+    previous = PROJECT_ROOT / "results" / "benchmarks" / "vae_quality.json"
+    if previous.is_file():  # data sets not run this time keep their rows: each recipe pair comes from one run
+        old = json.loads(previous.read_text())
+        results += [{**row, "command": row.get("command", old["command"])} for row in old["result"]["results"]
+                    if row["data"] not in {r["data"] for r in results}]
     report("vae_quality", {"benchmark": "vae_quality", "device": "cpu", "threads": args.threads,
                            "minutes_per_model": args.minutes, "image_size": 64, "results": results})
 

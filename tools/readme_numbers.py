@@ -212,9 +212,11 @@ def _row_synthetic_identity(r: dict) -> tuple[str, str, str]:
 
 
 def _row_vae_quality(r: dict) -> tuple[str, str, str]:
-    parts = []
+    parts, several_runs = [], len({run.get("command") for run in r["results"]}) > 1
     for run in r["results"]:
-        parts.append(f"**{run['data']}, {run['recipe'].replace('_', ' ')}**: {run['steps']} steps, SSIM "
+        parts.append(f"**{run['data']}, {run['recipe'].replace('_', ' ')}**"
+                     + (f" (`{run.get('command', 'an earlier run')}`)" if several_runs else "")
+                     + f": {run['steps']} steps, SSIM "
                      f"{run['heldout_ssim']:.3f}, face in {_pct(run['face_share_reconstructions'])} of "
                      f"reconstructions / {_pct(run['face_share_samples'])} of samples, identity kept "
                      f"{_pct(run['identity_kept_share'])}")
@@ -236,8 +238,8 @@ def notebooks_block(results: Path = RESULTS) -> str:
     parts = [f"{names[k]} {seconds[k]:.0f} s" + (f" ({pretraining:.0f} s of it pretraining the backbone, cached)"
                                                  if k == "classification" and pretraining else "")
              for k in names if k in seconds]
-    return (f"Wall-clock time of each part in the committed demo run (2 CPU cores, `results/demo/full_run_timings.json`): "
-            f"{', '.join(parts)}; {seconds['total'] / 60:.1f} min in all.")
+    return ("Wall-clock time of each part in the committed demo run (2 CPU cores, "
+            f"`results/demo/full_run_timings.json`): {', '.join(parts)}; {seconds['total'] / 60:.1f} min in all.")
 
 
 def app_visitors_block(benchmarks: Path = BENCHMARKS) -> str:
