@@ -8,7 +8,8 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
 
-def _bench(benchmarks: Path, name: str) -> dict | None:
+def read_benchmark(benchmarks: Path, name: str) -> dict | None:
+    """`<benchmarks>/<name>.json` as written by benchmarks/reporting.py, or None when it was never run."""
     path = Path(benchmarks) / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -28,7 +29,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:
     """The β-VAE disentanglement table (`bench_latent.py`, part beta): mean [min, max] over seeds per β."""
-    record = _bench(benchmarks, "latent_beta")
+    record = read_benchmark(benchmarks, "latent_beta")
     if record is None:
         return "Not measured yet: `python benchmarks/bench_latent.py --parts beta` writes it."
     r = record["result"]
@@ -62,7 +63,7 @@ def latent_beta_block(benchmarks: Path = BENCHMARKS) -> str:
 
 def latent_transfer_block(benchmarks: Path = BENCHMARKS) -> str:
     """The attribute-transfer table (`bench_latent.py`, part transfer): seen cells pooled, then the held-out cell."""
-    record = _bench(benchmarks, "latent_transfer")
+    record = read_benchmark(benchmarks, "latent_transfer")
     if record is None:
         return "Not measured yet: `python benchmarks/bench_latent.py --parts transfer` writes it."
     r = record["result"]

@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from latent.report import latent_beta_block, latent_transfer_block, read_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "demo"
 BENCHMARKS = ROOT / "results" / "benchmarks"
@@ -120,8 +122,6 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
     blocks["pretraining"] = pretraining_block(clf, benchmarks)
     blocks["app_latency"] = app_latency_block(benchmarks)
     blocks["gan_vs_vae"] = gan_vs_vae_block(benchmarks)
-    from latent.report import latent_beta_block, latent_transfer_block
-
     blocks["latent_beta"] = latent_beta_block(benchmarks)
     blocks["latent_transfer"] = latent_transfer_block(benchmarks)
     search = benchmarks / "identity_search.json"
@@ -146,11 +146,6 @@ def readme_blocks(results: Path = RESULTS, benchmarks: Path = BENCHMARKS) -> dic
                 f"the embedding on the same targets: AP {b['embedding_same_targets_mean_ap']:.3f}, vote "
                 f"{_pct(b['embedding_same_targets_vote_accuracy'])} | none (contrast) |")
     return blocks
-
-
-def _bench(benchmarks: Path, name: str) -> dict | None:
-    path = benchmarks / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _row_scraper(r: dict) -> tuple[str, str, str]:
@@ -244,7 +239,7 @@ def notebooks_block(results: Path = RESULTS) -> str:
 
 def app_visitors_block(benchmarks: Path = BENCHMARKS) -> str:
     """The web app under 1..N visitors at once (`bench_app.py --visitors`)."""
-    record = _bench(benchmarks, "app_visitors")
+    record = read_benchmark(benchmarks, "app_visitors")
     if record is None:
         return "Not measured yet: `python benchmarks/bench_app.py --visitors 1,4,16` writes it."
     r = record["result"]
@@ -264,7 +259,7 @@ def app_visitors_block(benchmarks: Path = BENCHMARKS) -> str:
 
 def app_latency_block(benchmarks: Path = BENCHMARKS) -> str:
     """The web app's latency table (`bench_app.py`): one row per torch thread count, median / 90th percentile."""
-    record = _bench(benchmarks, "app_latency")
+    record = read_benchmark(benchmarks, "app_latency")
     if record is None:
         return "Not measured yet: `python benchmarks/bench_app.py` (after `make demo`) writes it."
     r = record["result"]
@@ -288,7 +283,7 @@ def app_latency_block(benchmarks: Path = BENCHMARKS) -> str:
 
 def gan_vs_vae_block(benchmarks: Path = BENCHMARKS) -> str:
     """The GAN-vs-VAE table (`bench_gan_vs_vae.py`): one row per set, real images as the ceiling."""
-    record = _bench(benchmarks, "gan_vs_vae")
+    record = read_benchmark(benchmarks, "gan_vs_vae")
     if record is None:
         return "Not measured yet: `python benchmarks/bench_gan_vs_vae.py` (after `make demo`) writes it."
     from generative.metrics import results_table
@@ -324,7 +319,7 @@ def pretraining_block(stage: dict, benchmarks: Path = BENCHMARKS) -> str:
                      f"{card['train_photos']:,} photos in {card['epochs_run']} epochs; on {card['heldout_photos']:,} "
                      f"photos of them it never trained on it names the right one {card['heldout_accuracy']:.1%} of "
                      f"the time (top-5: {card['heldout_top5_accuracy']:.1%}; chance {1 / card['identities']:.2%}).")
-    record = _bench(benchmarks, "pretrain_transfer")
+    record = read_benchmark(benchmarks, "pretrain_transfer")
     if record is not None:
         r = record["result"]
         seeds, ks = r["seeds"], r["ks"]
@@ -366,7 +361,7 @@ def benchmark_table(benchmarks: Path = BENCHMARKS) -> str:
     """The README's benchmark table, one row per `results/benchmarks/<name>.json` written by `make bench`."""
     lines = ["| what | command | result | target |", "|---|---|---|---|"]
     for name, row in BENCHMARK_ROWS.items():
-        record = _bench(benchmarks, name)
+        record = read_benchmark(benchmarks, name)
         if record is None:
             script = name.split("_none")[0].split("_synthetic")[0]
             lines.append(f"| {name} | `benchmarks/bench_{script}.py` | not run yet (`make bench` writes it) | - |")
