@@ -5,7 +5,7 @@ For each data set, trains two VAEs from scratch for `--minutes` of wall-clock ti
 
 - `recipe`: today's `TrainConfig()` defaults (the recipe chosen by measurement, see the README);
 - `previous_defaults`: the defaults before that choice (random-init VGG19 perceptual loss offline, β = 1,
-  a flat pixel loss, float32 on the CPU).
+  a flat pixel loss, float32 on the CPU, batches of 64).
 
 Each is scored by `vae.quality.face_quality` on up to 200 held-out images: heldout_mse, heldout_ssim,
 face_share_reconstructions, face_share_samples (samples from the latent density fitted on training faces),
@@ -40,7 +40,7 @@ from reporting import report
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DATA", PROJECT_ROOT.parent / "shared"))
-PREVIOUS_DEFAULTS = {"gamma": 1.0, "beta": 1.0, "centre_weight": 1.0, "amp": False}
+PREVIOUS_DEFAULTS = {"gamma": 1.0, "beta": 1.0, "centre_weight": 1.0, "amp": False, "batch_size": 64}
 HELD_OUT = 200  # held-out images scored
 DENSITY_IMAGES = 2000  # training images the sample density is fitted on
 

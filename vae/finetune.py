@@ -26,7 +26,7 @@ from .quality import density_samples, fit_latent_density
 from .train import TrainConfig, evaluate, load_vae, train_vae
 
 # One face, a few dozen photos: a faster learning rate and a pixel loss that counts her face 16x (the base run: 4x)
-# made her reconstructions recognisable as her in 1,000 steps (README, stage 3).
+# made her reconstructions recognisable as her in 1,500 steps (README, stage 3).
 FINETUNE_LR = 3e-3
 FINETUNE_CENTRE_WEIGHT = 16.0
 
