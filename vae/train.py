@@ -50,7 +50,7 @@ class TrainConfig:
     latent_dim: int = 128  # size of the latent code z
     base_channels: int = 32  # width of the first encoder conv (doubles per stage): 32 = DFC-VAE's 64 px model
     batch_size: int = 32  # GLOBAL batch per optimizer step (under DDP each of N processes takes batch_size / N); in
-    # a fixed time on a CPU, 32 beat 64 and 16: nearly the images per second of 64, with twice the steps
+    # a fixed time on a CPU, 32 beat 64 and 16: ~80 % of 64's images per second, ~1.6x its steps
     lr: float = 1e-3  # Adam learning rate (constant)
     beta: float = 0.05  # KL weight; 1 = the ELBO with a Gaussian σ² = 1/2 pixel likelihood (vae/losses.py)
     # Perceptual (VGG19) loss weight; 0 never builds VGG. None: 1 when VGG19's ImageNet weights are on disk (or may
