@@ -5,6 +5,7 @@ dims, 8 base channels) and a few training steps; no download, no GPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -129,6 +130,17 @@ def test_flat_image_folder_splits_are_stable_and_cover_everything(tmp_path):
     assert sorted(sum(splits.values(), [])) == ImageFolderFlat(tmp_path, "all", 16).files
     assert len(ImageFolderFlat(tmp_path, "all", 16, identities=[8])) == 15
     assert ImageFolderFlat(tmp_path, "all", 16)[0].shape == (3, 16, 16)
+
+
+
+def test_a_tenth_is_held_out_without_a_valid_split_unless_hold_out_is_off(celeba):
+    from vae.train import split_datasets
+
+    config = TrainConfig(data_root=str(celeba["root"]), split="all", identities=[102], **TINY)
+    _, train, _, held, held_from = split_datasets(config)
+    assert len(held) == 1 and not set(held) & set(train) and len(train) == 5 and held_from == "train (carved out)"
+    _, train, _, held, held_from = split_datasets(dataclasses.replace(config, hold_out=False))
+    assert train == held == list(range(6)) and held_from == "train (not held out)"  # every photo trains, and says so
 
 
 # -------------------------------------------------------------------------------------------------- model

@@ -250,6 +250,8 @@ def test_finetune_writes_separate_checkpoint_and_lowers_kl(celeba, base_run, tmp
     assert saved["config"]["beta"] == pytest.approx(0.5 * 0.02)
     assert saved["config"]["identities"] == [TARGET] and saved["config"]["split"] == "all"
     assert saved["config"]["init_from"] == str(base_path)
+    assert not saved["config"]["hold_out"] and not saved["config"]["hflip"]  # all her photos, as they are
+    assert saved["held_out_from"] == "train (not held out)"
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["beta"] == pytest.approx(0.01)
     assert result["n_images"] == 6 and result["steps"] == 2
     before = torch.load(base_path, map_location="cpu", weights_only=False)["model"]

@@ -77,6 +77,7 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint whose model weights initialise this run (fine-tuning); optimizer is fresh
     identities: list[int] | None = None  # train only on images of these CelebA identity ids (None: all)
     split: str = "train"  # CelebA split to train on: "train", "valid", "test" or "all"
+    hold_out: bool = True  # without a "valid" split, hold a tenth out for the metrics; False: train on all, score them
     vgg_allow_download: bool = False  # download the VGG19 ImageNet weights if they are not in $TORCH_HOME
 
 
@@ -129,7 +130,8 @@ def split_datasets(config: TrainConfig):
     """`(train_set, train_indices, held_set, held_indices, held_from)`.
 
     Held-out images are the CelebA "valid" split (same identity filter) when training on "train"; when that is
-    empty a seeded tenth of the training images (at most `num_eval`) is held out instead and not trained on.
+    empty a seeded tenth of the training images (at most `num_eval`) is held out instead and not trained on, unless
+    `hold_out` is off (or there is one image): then the metrics score training images, and `held_from` says so.
     """
     train_set = open_image_dataset(config.data_root, config.split, config.image_size, config.identities)
     if len(train_set) == 0:
@@ -141,12 +143,12 @@ def split_datasets(config: TrainConfig):
         valid = open_image_dataset(config.data_root, "valid", config.image_size, config.identities)
         if len(valid) > 0:
             held_set, held_indices, held_from = valid, list(range(len(valid))), "valid"
-    if not held_indices:
-        n_hold = min(config.num_eval, max(1, len(train_set) // 10)) if len(train_set) > 1 else 0
+    if not held_indices and config.hold_out and len(train_set) > 1:
+        n_hold = min(config.num_eval, max(1, len(train_set) // 10))
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed)).tolist()
         held_indices, train_indices = sorted(order[:n_hold]), sorted(order[n_hold:])
-        if not held_indices:  # a single image: score the training image itself, and say so
-            held_indices, held_from = [0], "train (single image, not held out)"
+    if not held_indices:  # nothing held out: score training images, and say so
+        held_indices, held_from = list(train_indices), "train (not held out)"
     if len(held_indices) > config.num_eval:  # evenly spaced, so the monitor shows many people, not one
         picks = np.linspace(0, len(held_indices) - 1, config.num_eval).round().astype(int)
         held_indices = [held_indices[i] for i in sorted(set(picks.tolist()))]
