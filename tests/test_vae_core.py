@@ -132,7 +132,6 @@ def test_flat_image_folder_splits_are_stable_and_cover_everything(tmp_path):
     assert ImageFolderFlat(tmp_path, "all", 16)[0].shape == (3, 16, 16)
 
 
-
 def test_a_tenth_is_held_out_without_a_valid_split_unless_hold_out_is_off(celeba):
     from vae.train import split_datasets
 
